@@ -1,0 +1,123 @@
+"""The ``sltc`` command line: each command parses, calls one library function, reports.
+
+User mistakes raise ``SltcError``; ``main`` prints them on one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from .errors import SltcError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Find strong lottery tickets and ship them as seed + mask.")
+log = logging.getLogger("sltc")
+
+JSON_OPT = typer.Option(False, "--json", help="Quiet; print the result as JSON on the last line.")
+
+
+def _emit(result, as_json: bool, human) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        human(result)
+
+
+def _print_kv(result: dict) -> None:
+    for key, value in result.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        print(f"{key:>20}: {shown}")
+
+
+@app.command()
+def discover(
+    config: Path = typer.Argument(..., help="model.yaml"),
+    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run directory."),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override (YAML value)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    as_json: bool = JSON_OPT,
+):
+    """Train gates over frozen random weights and freeze them to a ticket."""
+    from .config import load_config
+    from .discover import discover as run
+
+    cfg = load_config(config, set_)
+    summary = run(cfg, out, resume=resume, device=device, progress=not as_json)
+    _emit(summary, as_json, _print_kv)
+
+
+@app.command()
+def freeze(
+    run_dir: Path = typer.Argument(..., help="A run directory made by discover."),
+    output: Path = typer.Option(None, "-o", "--output", help="Ticket path [RUN_DIR/ticket.slt]."),
+    target_sparsity: float = typer.Option(None, "--target-sparsity", min=0.0, max=1.0,
+                                          help="Keep the top gates to reach this sparsity."),
+    scope: str = typer.Option("layer", "--scope", help="layer or global (with --target-sparsity)."),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = JSON_OPT,
+):
+    """Threshold a run's gates into a deterministic ticket file."""
+    from .discover import freeze_run, load_run
+    from .freeze import SCOPES
+
+    if scope not in SCOPES:
+        raise SltcError(f"--scope {scope!r}: choose one of {', '.join(SCOPES)}")
+    trainer = load_run(run_dir, device)
+    ticket, relaxed = freeze_run(trainer.model, trainer.config, trainer.dataset, trainer.device,
+                                 target_sparsity, scope if target_sparsity is not None else None)
+    path = output or Path(run_dir) / "ticket.slt"
+    ticket.save(path)
+    result = {"ticket": str(path), "sparsity": ticket.meta["sparsity"],
+              "test_accuracy": ticket.meta["test_accuracy"], "relaxed_accuracy": relaxed,
+              "file_bytes": path.stat().st_size}
+    _emit(result, as_json, _print_kv)
+
+
+@app.command()
+def inspect(
+    ticket: Path = typer.Argument(..., help="A .slt ticket."),
+    plot: Path = typer.Option(None, "--plot", help="Draw per-layer sparsity to this PNG."),
+    as_json: bool = JSON_OPT,
+):
+    """Per-layer table of a ticket: density, encoding, bits against the entropy floor."""
+    from .inspect import inspect_ticket, plot_sparsity, print_report
+
+    report = inspect_ticket(ticket)
+    if plot:
+        plot_sparsity(report, plot)
+    _emit(report, as_json, print_report)
+
+
+@app.command("eval")
+def eval_(
+    ticket: Path = typer.Argument(..., help="A .slt ticket."),
+    data: str = typer.Option(None, "--data", help="Folder with the dataset's IDX files."),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = JSON_OPT,
+):
+    """Rebuild the model from the ticket alone and evaluate it on the test set."""
+    from .evaluate import evaluate_ticket
+
+    _emit(evaluate_ticket(ticket, data, device), as_json, _print_kv)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        app()
+    except SltcError as e:
+        print(f"sltc: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("sltc: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Typed run configuration: ``model.yaml`` validated into frozen objects.
+
+Every field says why its default is what it is. Unknown keys and wrong types
+are rejected with the dotted path of the key (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+CONFIG_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    arch: str = "mlp"  # a name in sltc.models.MODELS
+    widths: list[int] = Field(default_factory=lambda: [300, 100])  # hidden widths, `mlp` only
+    batchnorm: bool = False  # non-affine BatchNorm after each hidden layer (edge-popup style)
+    init: Literal["signed_constant", "uniform", "kaiming_normal"] = "signed_constant"
+    # signed constant needs one random bit per weight: cheapest to regenerate, best in edge-popup
+    gain: float = Field(default=2**0.5, gt=0)  # Kaiming gain (sqrt 2 for ReLU); rescales weights
+
+
+class DataConfig(_Strict):
+    name: Literal["fashion_mnist", "mnist", "synthetic"] = "fashion_mnist"
+    root: str | None = None  # searched first, then the system and user data folders
+    val_size: int = Field(default=5000, ge=0)  # carved from the training set, never the test set
+    batch_size: int = Field(default=128, ge=1)
+    synthetic_size: int = Field(default=2048, ge=16)  # training images of `synthetic`
+
+
+class GatesConfig(_Strict):
+    method: str = "crbg"  # a name in sltc.gates.GATES
+    granularity: Literal["weight", "neuron"] = "weight"
+    target_sparsity: float | None = Field(default=0.9, ge=0, lt=1)
+    # fraction of gated weights pruned; drives lambda (gate methods) or the top-k (edge_popup)
+    lambda_: float = Field(default=1.0, ge=0, alias="lambda")
+    # weight of the expected-L0 term (mean expected density); the controller adapts it
+    sigma: float = Field(default=0.5, gt=0)  # CRBG noise std, STG's value
+    mu_init: float = Field(default=0.5)  # CRBG mean at init: P(z > 0) = Phi(mu/sigma) = 0.84
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    # freeze rule: keep a weight when its deterministic gate exceeds this
+    gate_first: bool = True  # gate the input layer
+    gate_last: bool = True  # gate the classifier
+    controller_gain: float = Field(default=4.0, ge=0)  # log-lambda step per unit sparsity error
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(default=20, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(default=0.01, gt=0)  # gate learning rate
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # sgd only
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    max_steps: int | None = Field(default=None, ge=1)  # cap on steps per epoch, for smoke runs
+
+
+class RunConfig(_Strict):
+    version: int = CONFIG_VERSION
+    seed: int = Field(default=0, ge=0, lt=2**63)  # the weights, gate noise and data order
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check_version(self) -> RunConfig:
+        if self.version != CONFIG_VERSION:
+            raise ValueError(f"unsupported config version {self.version}; this sltc reads 1")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if p not in ("function-after",)) or "<root>"
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a plain dict; raises ``ConfigError`` naming the offending key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _dotted(err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{source}: unknown key '{key}'; remove it or fix its spelling") from None
+        value = err.get("input")
+        raise ConfigError(f"{source}: {key}: {err['msg']} (got {value!r})") from None
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``KEY=VALUE`` in place; the value is parsed as YAML."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML file (or defaults), apply ``--set`` overrides, validate."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else "config"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; pass the path to a model.yaml")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}: invalid YAML{where}; fix the syntax") from None
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return from_dict(data, source)
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

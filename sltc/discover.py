@@ -1,0 +1,287 @@
+"""The gate-training engine: train gates over frozen random weights, then freeze.
+
+``discover(config, out_dir)`` leaves a run directory with ``config.yaml``,
+``metrics.jsonl``, ``checkpoint.safetensors``, ``ticket.slt`` and ``summary.json``.
+Each epoch reseeds the data order and the gate noise from ``(seed, epoch)``, so a
+run resumed from its last checkpoint ends with the same mask as one never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import config as config_mod
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import Dataset, Split, load_dataset
+from .errors import SltcError, TrainingError
+from .freeze import freeze, frozen_masks, sparsity, threshold_masks
+from .io import atomic_write_json, atomic_write_text
+from .layers import gate, gated_layers
+from .models import create_model
+from .seeding import random_words
+
+log = logging.getLogger(__name__)
+LAMBDA_RANGE = (1e-4, 1e4)
+FREEZE_TOLERANCE = 0.01  # discover's ticket meets gates.target_sparsity within this
+
+
+@dataclass
+class Progressor:
+    """A rich progress bar on stderr, or nothing."""
+
+    enabled: bool
+
+    def __enter__(self):
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                            TextColumn("{task.fields[stats]}"), disable=not self.enabled,
+                            transient=False)
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SltcError("--device cuda: this torch build sees no CUDA device; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise SltcError(f"--device {device!r}: choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def build_model(config, input_shape, classes: int, mean: float, std: float):
+    """The gated model: a plain model from the registry with gated layers swapped in."""
+    return gate(create_model(config.model, input_shape, classes, mean, std), config)
+
+
+def to_tensors(split: Split, device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.array(split.images)).to(device=device, dtype=torch.float32) / 255.0
+    return x, torch.from_numpy(split.labels).to(device)
+
+
+@torch.no_grad()
+def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    """Top-1 accuracy with the model in eval mode (deterministic gates)."""
+    if len(y) == 0:
+        return float("nan")
+    model.eval()
+    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+                  for i in range(0, len(y), batch))
+    return correct / len(y)
+
+
+def expected_density(model) -> torch.Tensor:
+    """The L0 term: expected fraction of gated weights kept (mean of P(z > 0))."""
+    layers = [m for m in gated_layers(model) if m.gate is not None and m.gate.uses_l0]
+    total = sum(m.numel for m in layers)
+    return sum(m.gate.expected_open().sum() * m.weights_per_gate for m in layers) / total
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    w = random_words(seed, f"train/noise/epoch{epoch}", 2).astype(np.uint64)
+    return int(w[0] | (w[1] << np.uint64(32))) & (2**63 - 1)
+
+
+def _make_optimizer(config, model):
+    params = [p for p in model.parameters() if p.requires_grad]
+    t = config.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _lr(config, step: int, total: int) -> float:
+    if config.train.schedule == "constant":
+        return config.train.lr
+    return config.train.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+class Trainer:
+    """One run: its model, data, optimizer and the lambda controller."""
+
+    def __init__(self, config, dataset: Dataset, device: torch.device):
+        self.config, self.dataset, self.device = config, dataset, device
+        self.model = build_model(config, dataset.input_shape, dataset.classes,
+                                 dataset.mean, dataset.std).to(device)
+        self.optimizer = _make_optimizer(config, self.model)
+        self.train_x, self.train_y = to_tensors(dataset.train, device)
+        self.val_x, self.val_y = to_tensors(dataset.val, device)
+        n, bs = len(dataset.train), config.data.batch_size
+        self.steps_per_epoch = min(math.ceil(n / bs), config.train.max_steps or 10**12)
+        self.total_steps = self.steps_per_epoch * config.train.epochs
+        self.lam = config.gates.lambda_
+        self.uses_l0 = any(m.gate is not None and m.gate.uses_l0 for m in gated_layers(self.model))
+
+    def current_sparsity(self) -> float:
+        return sparsity(self.model, threshold_masks(self.model, self.config.gates.threshold))
+
+    def _control(self, current: float) -> None:
+        """Multiplicative lambda update towards ``gates.target_sparsity``."""
+        target = self.config.gates.target_sparsity
+        if target is None or not self.uses_l0:
+            return
+        rate = self.config.gates.controller_gain / self.steps_per_epoch
+        self.lam = float(np.clip(self.lam * math.exp(rate * (target - current)), *LAMBDA_RANGE))
+
+    def train_epoch(self, epoch: int, on_step) -> dict:
+        self.model.train()
+        torch.manual_seed(_epoch_seed(self.config.seed, epoch))
+        order = np.argsort(random_words(self.config.seed, f"train/order/epoch{epoch}",
+                                        len(self.train_y)), kind="stable")
+        order = torch.from_numpy(order).to(self.device)
+        bs, totals = self.config.data.batch_size, np.zeros(3)
+        for i in range(self.steps_per_epoch):
+            step = epoch * self.steps_per_epoch + i
+            for group in self.optimizer.param_groups:
+                group["lr"] = _lr(self.config, step, self.total_steps)
+            idx = order[i * bs:(i + 1) * bs]
+            task = F.cross_entropy(self.model(self.train_x[idx]), self.train_y[idx])
+            l0 = expected_density(self.model) if self.uses_l0 else torch.zeros(())
+            loss = task + self.lam * l0
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; the last "
+                    "good checkpoint is kept; lower train.lr or gates.lambda and --resume")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            current = self.current_sparsity()
+            self._control(current)
+            totals += (loss.item(), l0.item(), 1)
+            on_step(f"loss {totals[0] / totals[2]:.3f} sparsity {current:.3f} lam {self.lam:.3g}")
+        return {"train_loss": totals[0] / totals[2], "l0": totals[1] / totals[2]}
+
+    def evaluate_val(self) -> dict:
+        masks = threshold_masks(self.model, self.config.gates.threshold)
+        relaxed = accuracy(self.model, self.val_x, self.val_y)
+        with frozen_masks(self.model, masks):
+            frozen = accuracy(self.model, self.val_x, self.val_y)
+        return {"sparsity": sparsity(self.model, masks), "relaxed_accuracy": relaxed,
+                "frozen_accuracy": frozen}
+
+
+def _prepare_out(out: Path, config, resume: bool) -> None:
+    ckpt = out / "checkpoint.safetensors"
+    if resume:
+        if not ckpt.exists():
+            raise SltcError(f"--resume: {ckpt} not found; run without --resume to start")
+        saved = config_mod.load_config(out / "config.yaml")
+        if saved != config:
+            raise SltcError(f"--resume: the config differs from {out}/config.yaml; "
+                            "resume with the same config and --set options")
+        return
+    if ckpt.exists():
+        raise SltcError(f"{out} already holds a run; pass --resume or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    config_mod.save_config(config, out / "config.yaml")
+    atomic_write_text(out / "metrics.jsonl", "")
+
+
+def _trim_metrics(path: Path, epochs_done: int) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["epoch"] <= epochs_done]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def discover(config, out_dir: str | Path, *, resume: bool = False, device: str = "auto",
+             progress: bool = True) -> dict:
+    """Train the gates, freeze them to a ticket and evaluate it; returns the summary."""
+    out = Path(out_dir)
+    dataset = load_dataset(config.data, config.seed)
+    _prepare_out(out, config, resume)
+    trainer = Trainer(config, dataset, resolve_device(device))
+    start, rows = 0, []
+    if resume:
+        state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer)
+        start, trainer.lam = state["epoch"], state["lambda"]
+        rows = _trim_metrics(out / "metrics.jsonl", start)
+    epochs = config.train.epochs
+    with Progressor(progress) as p:
+        task = p.bar.add_task("", total=trainer.steps_per_epoch, stats="")
+        for epoch in range(start, epochs):
+            p.bar.reset(task, total=trainer.steps_per_epoch, description=f"epoch {epoch + 1}/{epochs}")
+            tic = time.perf_counter()
+            row = {"epoch": epoch + 1, **trainer.train_epoch(
+                epoch, lambda s: p.bar.update(task, advance=1, stats=s))}
+            seconds = time.perf_counter() - tic
+            row.update(trainer.evaluate_val(), **{"lambda": trainer.lam, "seconds": seconds})
+            p.bar.update(task, stats=f"val acc {row['frozen_accuracy']:.4f} "
+                                     f"sparsity {row['sparsity']:.3f}")
+            rows.append(row)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer,
+                            {"epoch": epoch + 1, "lambda": trainer.lam})
+    return finish(trainer, out, rows)
+
+
+def freeze_run(model, config, dataset: Dataset, device, target_sparsity=None, scope=None,
+               tolerance: float = 0.0):
+    """Freeze ``model``'s gates, evaluate on the test set; returns (ticket, relaxed accuracy)."""
+    from .rebuild import ticket_from_model
+
+    g = config.gates
+    if scope is None:
+        scope = "layer" if g.method == "edge_popup" else "global"
+    masks = freeze(model, g.threshold, target_sparsity, scope, tolerance)
+    test_x, test_y = to_tensors(dataset.test, device)
+    relaxed = accuracy(model, test_x, test_y)
+    with frozen_masks(model, masks):
+        test_acc = accuracy(model, test_x, test_y)
+    return ticket_from_model(model, masks, config, dataset, test_acc), relaxed
+
+
+def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
+    """Freeze the gates, write the ticket, evaluate it on the test set, write the summary."""
+    config, model = trainer.config, trainer.model
+    g = config.gates
+    ticket, relaxed = freeze_run(model, config, trainer.dataset, trainer.device,
+                                 g.target_sparsity, tolerance=FREEZE_TOLERANCE)
+    ticket.save(out / "ticket.slt")
+    s = ticket.meta["sparsity"]
+    summary = {
+        "test_accuracy": ticket.meta["test_accuracy"],
+        "relaxed_accuracy": relaxed,
+        "sparsity": s,
+        "density": 1.0 - s,
+        "threshold_sparsity": sparsity(model, threshold_masks(model, g.threshold)),
+        "val_accuracy": rows[-1]["frozen_accuracy"] if rows else None,
+        "epochs": len(rows),
+        "seconds_per_epoch": float(np.mean([r["seconds"] for r in rows])) if rows else None,
+        "method": g.method,
+        "granularity": g.granularity,
+        "arch": config.model.arch,
+        "seed": config.seed,
+        "target_sparsity": g.target_sparsity,
+        "ticket": str(out / "ticket.slt"),
+        "ticket_bytes": (out / "ticket.slt").stat().st_size,
+        "device": str(trainer.device),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> Trainer:
+    """A finished or interrupted run, restored from its directory."""
+    run = Path(run_dir)
+    if not (run / "checkpoint.safetensors").exists():
+        raise SltcError(f"{run}: no checkpoint.safetensors; pass a directory made by discover")
+    config = config_mod.load_config(run / "config.yaml")
+    trainer = Trainer(config, load_dataset(config.data, config.seed), resolve_device(device))
+    load_checkpoint(run / "checkpoint.safetensors", trainer.model)
+    return trainer

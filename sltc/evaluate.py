@@ -1,0 +1,23 @@
+"""``sltc eval``: a ticket rebuilt into torch and scored on its dataset's test set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .data import load_test_set
+from .ticket import Ticket
+
+
+def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str = "auto") -> dict:
+    from .discover import to_tensors, accuracy, resolve_device
+    from .rebuild import model_from_ticket
+
+    ticket = Ticket.load(path)
+    dev = resolve_device(device)
+    model = model_from_ticket(ticket).to(dev)
+    data = ticket.meta["config"]["data"]
+    test = load_test_set(data["name"], data_root or data["root"], ticket.meta["config"]["seed"],
+                         data["synthetic_size"])
+    x, y = to_tensors(test, dev)
+    return {"test_accuracy": accuracy(model, x, y), "recorded_accuracy":
+            ticket.meta.get("test_accuracy"), "sparsity": ticket.sparsity(), "examples": len(y)}

@@ -1,0 +1,90 @@
+"""The freezer: trained gates -> one deterministic binary mask per layer.
+
+Rule: a weight is kept when its deterministic gate exceeds ``gates.threshold``
+(CRBG: ``clamp(mu, 0, 1)``; hard concrete: the stretched sigmoid; edge-popup:
+its top-k). With a target sparsity the freezer instead keeps the highest-ranked
+gates until exactly ``round(density * n)`` weights survive, per layer or over
+all gated layers together; ties go to the lower flat index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .layers import _Gated, gated_layers
+
+SCOPES = ("layer", "global")
+
+
+def threshold_masks(model, threshold: float) -> dict[str, torch.Tensor]:
+    """Weight-shaped boolean masks from the threshold rule."""
+    return {
+        layer.name: layer.weight_mask(None if layer.gate is None else layer.gate.frozen(threshold))
+        for layer in gated_layers(model)
+    }
+
+
+def _keep_top(ranks: np.ndarray, weights: np.ndarray, keep: int) -> np.ndarray:
+    """Boolean over gates: highest ranks first until ``keep`` weights are covered."""
+    order = np.lexsort((np.arange(len(ranks)), -ranks))
+    covered = np.cumsum(weights[order])
+    chosen = np.zeros(len(ranks), dtype=bool)
+    if keep > 0:
+        chosen[order[: int(np.searchsorted(covered, keep)) + 1]] = True
+    return chosen
+
+
+def topk_masks(model, target_sparsity: float, scope: str = "layer") -> dict[str, torch.Tensor]:
+    """Masks keeping the top-ranked gates to reach ``target_sparsity`` exactly."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    layers = [m for m in gated_layers(model) if m.gate is not None]
+    masks = threshold_masks(model, 0.5)  # ungated layers: all ones
+    groups = [[m] for m in layers] if scope == "layer" else [layers]
+    for group in groups:
+        ranks = np.concatenate([m.gate.rank().cpu().double().numpy().ravel() for m in group])
+        per_gate = np.concatenate(
+            [np.full(m.gate.rank().numel(), m.weights_per_gate) for m in group])
+        keep = round((1.0 - target_sparsity) * int(per_gate.sum()))
+        chosen = _keep_top(ranks, per_gate, keep)
+        start = 0
+        for m in group:
+            n = m.gate.rank().numel()
+            gate_mask = torch.from_numpy(chosen[start : start + n].reshape(m.gate.shape))
+            masks[m.name] = m.weight_mask(gate_mask)
+            start += n
+    return masks
+
+
+def sparsity(model, masks: dict[str, torch.Tensor]) -> float:
+    """Pruned fraction of the weights of gated layers."""
+    layers = [m for m in gated_layers(model) if m.gate is not None]
+    total = sum(m.numel for m in layers)
+    kept = sum(int(masks[m.name].sum()) for m in layers)
+    return 1.0 - kept / max(total, 1)
+
+
+def freeze(model, threshold: float, target_sparsity: float | None = None,
+           scope: str = "layer", tolerance: float = 0.0) -> dict[str, torch.Tensor]:
+    """The ticket's masks: the threshold rule, or top-k where it misses the target."""
+    masks = threshold_masks(model, threshold)
+    if target_sparsity is not None and abs(sparsity(model, masks) - target_sparsity) > tolerance:
+        masks = topk_masks(model, target_sparsity, scope)
+    return masks
+
+
+@contextlib.contextmanager
+def frozen_masks(model, masks: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Run ``model`` with binary masks in place of its gates."""
+    layers: list[_Gated] = gated_layers(model)
+    try:
+        for m in layers:
+            m.fixed_mask = masks[m.name].to(m.weight.device, m.weight.dtype)
+        yield
+    finally:
+        for m in layers:
+            m.fixed_mask = None

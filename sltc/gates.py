@@ -1,0 +1,167 @@
+"""Gate families: pure gate maths plus small modules that hold gate parameters.
+
+Each family answers four questions about its gates:
+``forward()`` the (sampled, in training) gate values; ``expected_open()`` the
+differentiable probability that each gate is non-zero; ``rank()`` a score whose
+order says which gates matter most; ``frozen(threshold)`` the binary mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .registry import Registry
+from .seeding import uniform01
+
+GATES: Registry[type[Gate]] = Registry("gate method")
+
+# Hard-concrete constants (Louizos et al. 2018).
+HC_GAMMA, HC_ZETA, HC_BETA = -0.1, 1.1, 2.0 / 3.0
+
+
+# --- pure functions -------------------------------------------------------------------------
+
+
+def crbg_sample(mu: torch.Tensor, sigma: float) -> torch.Tensor:
+    """z = clamp(mu + sigma * eps, 0, 1), eps ~ N(0, 1): no straight-through."""
+    return torch.clamp(mu + sigma * torch.randn_like(mu), 0.0, 1.0)
+
+
+def crbg_expected_open(mu: torch.Tensor, sigma: float) -> torch.Tensor:
+    """P(z > 0) = Phi(mu / sigma), the expected L0 of each gate."""
+    return 0.5 * (1.0 + torch.erf(mu / (sigma * math.sqrt(2.0))))
+
+
+def hard_concrete_sample(log_alpha: torch.Tensor) -> torch.Tensor:
+    u = torch.rand_like(log_alpha).clamp(1e-6, 1 - 1e-6)
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / HC_BETA)
+    return torch.clamp(s * (HC_ZETA - HC_GAMMA) + HC_GAMMA, 0.0, 1.0)
+
+
+def hard_concrete_expected_open(log_alpha: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(log_alpha - HC_BETA * math.log(-HC_GAMMA / HC_ZETA))
+
+
+def hard_concrete_deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(torch.sigmoid(log_alpha) * (HC_ZETA - HC_GAMMA) + HC_GAMMA, 0.0, 1.0)
+
+
+def topk_mask(scores: torch.Tensor, density: float) -> torch.Tensor:
+    """1 for the ``ceil(density * n)`` largest scores, via ``kthvalue`` (no full sort)."""
+    flat = scores.detach().flatten()
+    keep = min(flat.numel(), max(1, math.ceil(density * flat.numel())))
+    if keep == flat.numel():
+        return torch.ones_like(scores)
+    threshold = torch.kthvalue(flat, flat.numel() - keep).values
+    return (scores > threshold).to(scores.dtype)
+
+
+def straight_through_topk(scores: torch.Tensor, density: float) -> torch.Tensor:
+    """edge-popup: binary top-k forward, identity gradient to the scores."""
+    return topk_mask(scores, density) + scores - scores.detach()
+
+
+# --- modules --------------------------------------------------------------------------------
+
+
+class Gate(nn.Module):
+    """Base class: one gate per entry of ``shape``; ``weight`` entries per gate."""
+
+    def __init__(self, shape: tuple[int, ...], cfg, seed: int, name: str, fan_in: int):
+        super().__init__()
+        self.shape = shape
+        self.cfg = cfg
+        self.seed, self.name = seed, name
+
+    def _uniform(self, low: float, high: float) -> torch.Tensor:
+        n = math.prod(self.shape)
+        u = uniform01(self.seed, f"{self.name}#gate", n).reshape(self.shape)
+        return torch.from_numpy((low + (high - low) * u).astype(np.float32))
+
+    def expected_open(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def rank(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def frozen(self, threshold: float) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@GATES.register("crbg")
+class CRBGate(Gate):
+    """Continuously relaxed Bernoulli gate (Tsayag & Lindenbaum 2026), STG-style."""
+
+    uses_l0 = True
+
+    def __init__(self, shape, cfg, seed, name, fan_in):
+        super().__init__(shape, cfg, seed, name, fan_in)
+        self.mu = nn.Parameter(torch.full(shape, float(cfg.mu_init)))
+
+    def forward(self) -> torch.Tensor:
+        if self.training:
+            return crbg_sample(self.mu, self.cfg.sigma)
+        return torch.clamp(self.mu, 0.0, 1.0)
+
+    def expected_open(self) -> torch.Tensor:
+        return crbg_expected_open(self.mu, self.cfg.sigma)
+
+    def rank(self) -> torch.Tensor:
+        return self.mu.detach()
+
+    def frozen(self, threshold: float) -> torch.Tensor:
+        return torch.clamp(self.mu.detach(), 0.0, 1.0) > threshold
+
+
+@GATES.register("hard_concrete")
+class HardConcreteGate(Gate):
+    """L0 hard-concrete gate (Louizos, Welling, Kingma 2018); drop rate 0.5 at init."""
+
+    uses_l0 = True
+
+    def __init__(self, shape, cfg, seed, name, fan_in):
+        super().__init__(shape, cfg, seed, name, fan_in)
+        self.log_alpha = nn.Parameter(self._uniform(-0.01, 0.01))
+
+    def forward(self) -> torch.Tensor:
+        if self.training:
+            return hard_concrete_sample(self.log_alpha)
+        return hard_concrete_deterministic(self.log_alpha)
+
+    def expected_open(self) -> torch.Tensor:
+        return hard_concrete_expected_open(self.log_alpha)
+
+    def rank(self) -> torch.Tensor:
+        return self.log_alpha.detach()
+
+    def frozen(self, threshold: float) -> torch.Tensor:
+        return hard_concrete_deterministic(self.log_alpha.detach()) > threshold
+
+
+@GATES.register("edge_popup")
+class EdgePopupGate(Gate):
+    """edge-popup (Ramanujan et al. 2020): top-k |scores| per layer, straight-through."""
+
+    uses_l0 = False
+
+    def __init__(self, shape, cfg, seed, name, fan_in):
+        super().__init__(shape, cfg, seed, name, fan_in)
+        bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform(a=sqrt(5)) bound
+        self.scores = nn.Parameter(self._uniform(-bound, bound))
+        self.density = 1.0 - (cfg.target_sparsity if cfg.target_sparsity is not None else 0.5)
+
+    def forward(self) -> torch.Tensor:
+        return straight_through_topk(self.scores.abs(), self.density)
+
+    def expected_open(self) -> torch.Tensor:
+        return topk_mask(self.scores.abs(), self.density)
+
+    def rank(self) -> torch.Tensor:
+        return self.scores.detach().abs()
+
+    def frozen(self, threshold: float) -> torch.Tensor:
+        return topk_mask(self.scores.detach().abs(), self.density) > 0

@@ -1,0 +1,82 @@
+"""``sltc inspect``: what a ticket holds and how close its masks sit to the entropy floor."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .maskcode import entropy_bits
+from .ticket import Ticket
+
+
+def inspect_ticket(path: str | Path) -> dict:
+    ticket = Ticket.load(path)
+    layers = []
+    for entry in ticket.stored:
+        numel = math.prod(entry["shape"])
+        n = math.prod(entry["mask_shape"])
+        layers.append({
+            "name": entry["name"],
+            "shape": entry["shape"],
+            "numel": numel,
+            "gated": entry["granularity"] is not None,
+            "granularity": entry["granularity"],
+            "density": entry["ones"] / n,
+            "encoding": entry["encoding"],
+            "mask_bits": 8 * entry["length"],
+            "entropy_bits": entropy_bits(n, entry["ones"]),
+        })
+    file_bytes = Path(path).stat().st_size
+    dense = 4 * sum(layer["numel"] for layer in layers)
+    total = {
+        "mask_bits": sum(layer["mask_bits"] for layer in layers),
+        "entropy_bits": sum(layer["entropy_bits"] for layer in layers),
+        "file_bytes": file_bytes,
+        "dense_fp32_bytes": dense,
+        "compression_ratio": dense / file_bytes,
+        "sparsity": ticket.sparsity(),
+        "seed": ticket.seed,
+        "test_accuracy": ticket.meta.get("test_accuracy"),
+    }
+    return {"layers": layers, "total": total}
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ticket layers")
+    for col in ("name", "shape", "numel", "density", "encoding", "mask_bits", "entropy_bits"):
+        table.add_column(col, justify="left" if col in ("name", "encoding") else "right")
+    for layer in report["layers"]:
+        table.add_row(layer["name"], "x".join(map(str, layer["shape"])), str(layer["numel"]),
+                      f"{layer['density']:.4f}", layer["encoding"], str(layer["mask_bits"]),
+                      f"{layer['entropy_bits']:.0f}")
+    console = Console()
+    console.print(table)
+    t = report["total"]
+    console.print(
+        f"mask bits {t['mask_bits']} vs entropy floor {t['entropy_bits']:.0f} "
+        f"({t['mask_bits'] / max(t['entropy_bits'], 1):.4f}x); file {t['file_bytes']} B; "
+        f"dense fp32 {t['dense_fp32_bytes']} B; {t['compression_ratio']:.1f}x smaller; "
+        f"sparsity {t['sparsity']:.4f}")
+
+
+def plot_sparsity(report: dict, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_write
+
+    names = [layer["name"] for layer in report["layers"]]
+    values = [1 - layer["density"] for layer in report["layers"]]
+    fig, ax = plt.subplots(figsize=(max(4, len(names) * 0.9), 3.2))
+    ax.bar(names, values, color="tab:blue")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("sparsity (pruned fraction)")
+    ax.set_title("per-layer sparsity of the ticket")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)

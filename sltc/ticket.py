@@ -1,0 +1,228 @@
+"""The ``.slt`` ticket: seed + generator spec + masks + dense extras, checked on load.
+
+Layout (all integers little-endian; ``docs/format.md`` is the specification)::
+
+    magic "SLTICKET" | u16 major | u16 minor | u32 header_len | header JSON | body | u32 crc32
+
+The header's layer and extra tables give each payload's offset (from the start of
+the body), length and CRC32; payloads tile the body in table order. The trailing
+CRC32 covers every byte before it. Numpy only: the runtime loads tickets too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import maskcode
+from .errors import TicketError
+from .io import atomic_write_bytes
+from .seeding import GENERATOR, INITS, KEY_DERIVATION, generate_weight
+
+MAGIC = b"SLTICKET"
+VERSION = (1, 0)
+PREAMBLE = struct.Struct("<8sHHI")
+MAX_HEADER_BYTES = 1 << 24
+MAX_WEIGHTS = 1 << 30  # per ticket; a guard against headers that ask for absurd allocations
+EXTRA_DTYPE = "<f4"
+
+
+@dataclass
+class Ticket:
+    """A loaded or freshly frozen ticket. ``masks`` are gate-shaped boolean arrays."""
+
+    seed: int
+    layers: list[dict]  # name, shape, fan_in, init, gain, granularity
+    masks: dict[str, np.ndarray]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # model, data, graph, method, accuracy
+    stored: list[dict] = field(default_factory=list)  # a loaded file's layer table
+
+    # --- weights ---------------------------------------------------------------------------
+
+    def layer(self, name: str) -> dict:
+        return next(spec for spec in self.layers if spec["name"] == name)
+
+    def dense_weight(self, name: str) -> np.ndarray:
+        """The frozen weight regenerated from the seed, before masking."""
+        s = self.layer(name)
+        return generate_weight(self.seed, name, tuple(s["shape"]), s["init"], s["fan_in"],
+                               s["gain"])
+
+    def weight_mask(self, name: str) -> np.ndarray:
+        """The boolean mask expanded to the weight's shape."""
+        s, mask = self.layer(name), self.masks[name]
+        if s["granularity"] == "neuron":
+            mask = mask.reshape(-1, *([1] * (len(s["shape"]) - 1)))
+        return np.broadcast_to(mask, tuple(s["shape"]))
+
+    def weight(self, name: str) -> np.ndarray:
+        """The masked weight; pruned entries are +0.0."""
+        return np.where(self.weight_mask(name), self.dense_weight(name), np.float32(0))
+
+    def weights_sha256(self) -> str:
+        h = hashlib.sha256()
+        for s in self.layers:
+            h.update(self.weight(s["name"]).astype(EXTRA_DTYPE).tobytes())
+        return h.hexdigest()
+
+    # --- statistics ------------------------------------------------------------------------
+
+    def gated(self) -> list[dict]:
+        return [s for s in self.layers if s["granularity"] is not None]
+
+    def sparsity(self) -> float:
+        total = sum(math.prod(s["shape"]) for s in self.gated())
+        kept = sum(int(self.weight_mask(s["name"]).sum()) for s in self.gated())
+        return 1.0 - kept / max(total, 1)
+
+    # --- bytes -----------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        body, layers, extras = bytearray(), [], []
+        for s in self.layers:
+            mask = self.masks[s["name"]]
+            encoding, payload = maskcode.encode(mask)
+            layers.append({**s, "mask_shape": list(mask.shape), "ones": int(mask.sum()),
+                           "encoding": encoding, **_region(body, payload)})
+        for name in sorted(self.extras):
+            arr = np.ascontiguousarray(self.extras[name], dtype=EXTRA_DTYPE)
+            extras.append({"name": name, "dtype": EXTRA_DTYPE, "shape": list(arr.shape),
+                           **_region(body, arr.tobytes())})
+        header = {"format": "sltc-ticket", "seed": self.seed,
+                  "generator": {"name": GENERATOR, "key": KEY_DERIVATION},
+                  "layers": layers, "extras": extras, "meta": self.meta,
+                  "weights_sha256": self.weights_sha256()}
+        head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        data = PREAMBLE.pack(MAGIC, *VERSION, len(head)) + head + bytes(body)
+        return data + struct.pack("<I", zlib.crc32(data))
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_bytes(path, self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> Ticket:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise TicketError(f"{path}: cannot read ticket ({e.strerror})") from None
+        try:
+            return cls.from_bytes(data, verify)
+        except TicketError as e:
+            raise TicketError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, verify: bool = True) -> Ticket:
+        header, body = _split(data)
+        try:
+            return _parse(header, body, verify)
+        except TicketError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise TicketError(f"broken header ({type(e).__name__}: {e})") from None
+
+
+def _region(body: bytearray, payload: bytes) -> dict:
+    region = {"offset": len(body), "length": len(payload), "crc32": zlib.crc32(payload)}
+    body += payload
+    return region
+
+
+def _split(data: bytes) -> tuple[dict, memoryview]:
+    """Check magic, version, the trailing CRC and the header length; parse the header."""
+    if len(data) < PREAMBLE.size + 4:
+        raise TicketError(f"truncated: {len(data)} bytes is shorter than any ticket")
+    magic, major, minor, head_len = PREAMBLE.unpack_from(data)
+    if magic != MAGIC:
+        raise TicketError("not an sltc ticket (wrong magic bytes)")
+    if major != VERSION[0]:
+        raise TicketError(f"unsupported ticket version {major}.{minor}; this sltc reads "
+                          f"{VERSION[0]}.x")
+    (crc,) = struct.unpack_from("<I", data, len(data) - 4)
+    if zlib.crc32(memoryview(data)[:-4]) != crc:
+        raise TicketError("checksum mismatch: the file is truncated or corrupted")
+    if head_len > min(MAX_HEADER_BYTES, len(data) - PREAMBLE.size - 4):
+        raise TicketError(f"header length {head_len} runs past the end of the file")
+    try:
+        header = json.loads(bytes(data[PREAMBLE.size:PREAMBLE.size + head_len]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise TicketError("broken header: not valid JSON") from None
+    if not isinstance(header, dict) or header.get("format") != "sltc-ticket":
+        raise TicketError("broken header: not an sltc-ticket header")
+    return header, memoryview(data)[PREAMBLE.size + head_len:-4]
+
+
+def _int_list(value, what: str) -> list[int]:
+    if not isinstance(value, list) or not all(type(v) is int and v > 0 for v in value):
+        raise TicketError(f"broken header: {what} must be a list of positive integers")
+    return value
+
+
+def _payload(body: memoryview, entry: dict, expected_offset: int, what: str) -> bytes:
+    offset, length = entry["offset"], entry["length"]
+    if type(offset) is not int or type(length) is not int or length < 0:
+        raise TicketError(f"broken header: {what} offset/length are not integers")
+    if offset != expected_offset or offset + length > len(body):
+        raise TicketError(f"{what}: payload at {offset}+{length} does not tile the body "
+                          f"({len(body)} bytes)")
+    payload = bytes(body[offset:offset + length])
+    if zlib.crc32(payload) != entry["crc32"]:
+        raise TicketError(f"{what}: payload CRC32 mismatch")
+    return payload
+
+
+def _check_layer(s: dict) -> tuple[int, int]:
+    shape = _int_list(s["shape"], f"layer {s['name']!r} shape")
+    mask_shape = _int_list(s["mask_shape"], f"layer {s['name']!r} mask_shape")
+    expect = shape if s["granularity"] in ("weight", None) else shape[:1]
+    if s["granularity"] not in ("weight", "neuron", None) or mask_shape != expect:
+        raise TicketError(f"layer {s['name']!r}: mask shape {mask_shape} does not fit "
+                          f"weight shape {shape} at granularity {s['granularity']}")
+    if s["init"] not in INITS or s["fan_in"] != math.prod(shape[1:]):
+        raise TicketError(f"layer {s['name']!r}: unknown init or fan_in that does not add up")
+    if not isinstance(s["gain"], (int, float)) or not s["gain"] > 0:
+        raise TicketError(f"layer {s['name']!r}: gain must be a positive number")
+    return math.prod(shape), math.prod(mask_shape)
+
+
+def _parse(header: dict, body: memoryview, verify: bool) -> Ticket:
+    if header["generator"] != {"name": GENERATOR, "key": KEY_DERIVATION}:
+        raise TicketError(f"generator {header['generator']} is not {GENERATOR}; upgrade sltc")
+    seed = header["seed"]
+    if type(seed) is not int or not 0 <= seed < 2**64:
+        raise TicketError("broken header: seed must be an integer in [0, 2**64)")
+    offset, total, layers, masks, extras = 0, 0, [], {}, {}
+    for entry in header["layers"]:
+        numel, n = _check_layer(entry)
+        total += numel
+        if total > MAX_WEIGHTS:
+            raise TicketError(f"the ticket claims more than {MAX_WEIGHTS} weights")
+        payload = _payload(body, entry, offset, f"layer {entry['name']!r}")
+        offset += entry["length"]
+        flat = maskcode.decode(entry["encoding"], payload, n, entry["ones"])
+        masks[entry["name"]] = flat.reshape(entry["mask_shape"])
+        layers.append({k: entry[k] for k in ("name", "shape", "fan_in", "init", "gain",
+                                             "granularity")})
+    for entry in header["extras"]:
+        shape = [int(v) for v in entry["shape"]] if entry["shape"] else []
+        if entry["dtype"] != EXTRA_DTYPE or entry["length"] != 4 * math.prod(shape):
+            raise TicketError(f"extra {entry['name']!r}: dtype or length does not match shape")
+        payload = _payload(body, entry, offset, f"extra {entry['name']!r}")
+        offset += entry["length"]
+        extras[entry["name"]] = np.frombuffer(payload, EXTRA_DTYPE).reshape(shape).copy()
+    if offset != len(body):
+        raise TicketError(f"{len(body) - offset} bytes after the last payload")
+    if len({s["name"] for s in layers}) != len(layers):
+        raise TicketError("broken header: duplicate layer names")
+    ticket = Ticket(seed, layers, masks, extras, header["meta"], header["layers"])
+    if verify and ticket.weights_sha256() != header["weights_sha256"]:
+        raise TicketError("regenerated weights do not match the ticket's SHA-256: the "
+                          "generator differs from the one that made it")
+    return ticket
