@@ -63,14 +63,18 @@ def freeze(
     as_json: bool = JSON_OPT,
 ):
     """Threshold a run's gates into a deterministic ticket file."""
-    from .discover import freeze_run, load_run
+    from .discover import FREEZE_TOLERANCE, freeze_run, load_run
     from .freeze import SCOPES
 
     if scope not in SCOPES:
         raise SltcError(f"--scope {scope!r}: choose one of {', '.join(SCOPES)}")
     trainer = load_run(run_dir, device)
+    if target_sparsity is None:  # the rule discover used: the run's target, within 0.01
+        target, scope_, tolerance = trainer.config.gates.target_sparsity, None, FREEZE_TOLERANCE
+    else:  # exactly this sparsity
+        target, scope_, tolerance = target_sparsity, scope, 0.0
     ticket, relaxed = freeze_run(trainer.model, trainer.config, trainer.dataset, trainer.device,
-                                 target_sparsity, scope if target_sparsity is not None else None)
+                                 target, scope_, tolerance)
     path = output or Path(run_dir) / "ticket.slt"
     ticket.save(path)
     result = {"ticket": str(path), "sparsity": ticket.meta["sparsity"],

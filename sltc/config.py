@@ -47,11 +47,15 @@ class GatesConfig(_Strict):
     # weight of the expected-L0 term (mean expected density); the controller adapts it
     sigma: float = Field(default=0.5, gt=0)  # CRBG noise std, STG's value
     mu_init: float = Field(default=0.5)  # CRBG mean at init: P(z > 0) = Phi(mu/sigma) = 0.84
-    threshold: float = Field(default=0.5, gt=0, lt=1)
+    threshold: float = Field(default=0.5, ge=0, lt=1)
     # freeze rule: keep a weight when its deterministic gate exceeds this
     gate_first: bool = True  # gate the input layer
     gate_last: bool = True  # gate the classifier
-    controller_gain: float = Field(default=4.0, ge=0)  # log-lambda step per unit sparsity error
+    ramp: float = Field(default=0.0, ge=0, le=1)
+    # > 0: the controller's target rises linearly to target_sparsity over this fraction of
+    # the run; 0 (measured best on the validation split): the target holds from the start
+    controller_gain: float = Field(default=50.0, ge=0)
+    # change of log(lambda) over the whole run per unit of sparsity error
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -59,7 +63,7 @@ class GatesConfig(_Strict):
 class TrainConfig(_Strict):
     epochs: int = Field(default=20, ge=1)
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(default=0.01, gt=0)  # gate learning rate
+    lr: float = Field(default=0.02, gt=0)  # gate learning rate (tuned on the validation split)
     momentum: float = Field(default=0.9, ge=0, lt=1)  # sgd only
     weight_decay: float = Field(default=0.0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
@@ -84,6 +88,18 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json", by_alias=True)
 
 
+def _check_names(cfg: RunConfig, source: str) -> None:
+    """Registry names: checked after validation so the message can list the choices."""
+    from .gates import GATES
+    from .models import MODELS
+
+    for key, name, registry in (("model.arch", cfg.model.arch, MODELS),
+                                ("gates.method", cfg.gates.method, GATES)):
+        if name not in registry:
+            raise ConfigError(f"{source}: {key}: unknown {registry.kind} {name!r}; "
+                              f"choose one of {', '.join(registry.names())}")
+
+
 def _dotted(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after",)) or "<root>"
 
@@ -93,7 +109,7 @@ def from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         key = _dotted(err["loc"])
@@ -101,6 +117,8 @@ def from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
             raise ConfigError(f"{source}: unknown key '{key}'; remove it or fix its spelling") from None
         value = err.get("input")
         raise ConfigError(f"{source}: {key}: {err['msg']} (got {value!r})") from None
+    _check_names(cfg, source)
+    return cfg
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:

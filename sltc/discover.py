@@ -129,12 +129,15 @@ class Trainer:
     def current_sparsity(self) -> float:
         return sparsity(self.model, threshold_masks(self.model, self.config.gates.threshold))
 
-    def _control(self, current: float) -> None:
-        """Multiplicative lambda update towards ``gates.target_sparsity``."""
-        target = self.config.gates.target_sparsity
-        if target is None or not self.uses_l0:
+    def _control(self, current: float, step: int) -> None:
+        """Multiplicative lambda update towards the ramped ``gates.target_sparsity``."""
+        g = self.config.gates
+        if g.target_sparsity is None or not self.uses_l0:
             return
-        rate = self.config.gates.controller_gain / self.steps_per_epoch
+        target = g.target_sparsity
+        if g.ramp > 0:
+            target *= min(1.0, (step + 1) / (g.ramp * self.total_steps))
+        rate = g.controller_gain / self.total_steps
         self.lam = float(np.clip(self.lam * math.exp(rate * (target - current)), *LAMBDA_RANGE))
 
     def train_epoch(self, epoch: int, on_step) -> dict:
@@ -160,7 +163,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             current = self.current_sparsity()
-            self._control(current)
+            self._control(current, step)
             totals += (loss.item(), l0.item(), 1)
             on_step(f"loss {totals[0] / totals[2]:.3f} sparsity {current:.3f} lam {self.lam:.3g}")
         return {"train_loss": totals[0] / totals[2], "l0": totals[1] / totals[2]}

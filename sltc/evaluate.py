@@ -9,7 +9,7 @@ from .ticket import Ticket
 
 
 def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str = "auto") -> dict:
-    from .discover import to_tensors, accuracy, resolve_device
+    from .discover import accuracy, resolve_device, to_tensors
     from .rebuild import model_from_ticket
 
     ticket = Ticket.load(path)

@@ -1,0 +1,40 @@
+# make demo: set up, find a LeNet-300-100 ticket on Fashion-MNIST, inspect and evaluate it.
+# make test: set up, lint, run the whole test suite (what CI runs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RUN ?= runs/lenet300
+
+.PHONY: setup data demo test test-fast lint clean
+
+setup: $(BIN)/.installed data
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[cpu,dev]'
+	touch $@
+
+data:
+	@test -d $(DATA) || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist)
+
+demo: setup
+	rm -rf $(RUN)
+	$(BIN)/sltc discover examples/lenet300-fashion.yaml --out $(RUN)
+	$(BIN)/sltc inspect $(RUN)/ticket.slt
+	$(BIN)/sltc eval $(RUN)/ticket.slt
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

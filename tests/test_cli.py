@@ -1,0 +1,56 @@
+"""freeze, inspect and eval through the real CLI on a finished run."""
+
+import json
+
+import pytest
+
+from sltc.maskcode import entropy_bits
+from sltc.ticket import Ticket
+from tests.helpers import sltc
+
+
+def _last_json(proc):
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_freeze_is_byte_identical_and_hits_targets(synthetic_run, tmp_path):
+    a, b = tmp_path / "a.slt", tmp_path / "b.slt"
+    sltc("freeze", synthetic_run, "-o", a, "--json", check=True)
+    sltc("freeze", synthetic_run, "-o", b, "--json", check=True)
+    assert a.read_bytes() == b.read_bytes() == (synthetic_run / "ticket.slt").read_bytes()
+    for scope in ("layer", "global"):
+        out = _last_json(sltc("freeze", synthetic_run, "-o", tmp_path / f"{scope}.slt",
+                              "--target-sparsity", "0.95", "--scope", scope, "--json", check=True))
+        assert abs(out["sparsity"] - 0.95) < 1e-3
+        assert abs(Ticket.load(tmp_path / f"{scope}.slt").sparsity() - 0.95) < 1e-3
+
+
+def test_eval_reproduces_the_run_accuracy(synthetic_run):
+    summary = json.loads((synthetic_run / "summary.json").read_text())
+    out = _last_json(sltc("eval", synthetic_run / "ticket.slt", "--json", check=True))
+    assert out["test_accuracy"] == summary["test_accuracy"]
+
+
+def test_inspect_reports_layers_and_totals(synthetic_run, tmp_path):
+    png = tmp_path / "sparsity.png"
+    report = _last_json(sltc("inspect", synthetic_run / "ticket.slt", "--json", "--plot", png,
+                             check=True))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for layer in report["layers"]:
+        for key in ("name", "shape", "numel", "density", "encoding", "mask_bits", "entropy_bits"):
+            assert key in layer
+    total = report["total"]
+    for key in ("mask_bits", "entropy_bits", "file_bytes", "dense_fp32_bytes", "compression_ratio"):
+        assert key in total
+    assert total["mask_bits"] == sum(x["mask_bits"] for x in report["layers"])
+    ticket = Ticket.load(synthetic_run / "ticket.slt")
+    expect = sum(entropy_bits(m.size, int(m.sum())) for m in ticket.masks.values())
+    assert total["entropy_bits"] == pytest.approx(expect)
+    assert total["file_bytes"] == (synthetic_run / "ticket.slt").stat().st_size
+
+
+def test_bad_paths_are_one_line_errors(tmp_path):
+    for args in (("inspect", tmp_path / "missing.slt"), ("freeze", tmp_path),
+                 ("discover", tmp_path / "missing.yaml")):
+        proc = sltc(*args)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -1,0 +1,70 @@
+"""Config validation: typed objects, dotted-path errors, --set overrides, CLI exit codes."""
+
+import pytest
+
+from sltc.config import RunConfig, apply_override, from_dict, load_config
+from sltc.errors import ConfigError
+from tests.helpers import sltc
+
+
+def test_defaults_and_keys_scripts_rely_on():
+    cfg = from_dict({})
+    assert isinstance(cfg, RunConfig)
+    assert (cfg.seed, cfg.model.arch, cfg.model.widths) == (0, "mlp", [300, 100])
+    assert cfg.gates.method == "crbg" and cfg.gates.granularity == "weight"
+    assert cfg.gates.target_sparsity == 0.9 and cfg.train.epochs >= 1
+
+
+@pytest.mark.parametrize("data,fragment", [
+    ({"model": {"widht": [1]}}, "unknown key 'model.widht'"),
+    ({"train": {"epochs": "many"}}, "train.epochs"),
+    ({"gates": {"lambda": -1}}, "gates.lambda"),
+    ({"model": {"arch": "resnet9000"}}, "model.arch"),
+    ({"gates": {"method": "magic"}}, "gates.method"),
+    ({"gates": {"target_sparsity": 1.5}}, "gates.target_sparsity"),
+])
+def test_rejects_with_dotted_path(data, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        from_dict(data)
+
+
+def test_override_parses_yaml_values(tmp_path):
+    cfg = load_config(None, ["model.widths=[2048, 2048]", "gates.lambda=0.5", "seed=9"])
+    assert cfg.model.widths == [2048, 2048] and cfg.gates.lambda_ == 0.5 and cfg.seed == 9
+    data = {}
+    apply_override(data, "a.b.c=true")
+    assert data == {"a": {"b": {"c": True}}}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_override({}, "no-equals-sign")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    from sltc.config import save_config
+
+    cfg = load_config("examples/lenet300-fashion.yaml", ["train.epochs=3"])
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("model.unknown=1", "unknown key 'model.unknown'"),
+    ("train.epochs=abc", "train.epochs"),
+    ("gates.lambda=-0.1", "gates.lambda"),
+    ("model.arch=vgg", "model.arch"),
+])
+def test_cli_config_errors_are_one_line_exit_2(tmp_path, override, fragment):
+    proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "r", "--set", override)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_missing_dataset_is_one_line_exit_2(tmp_path):
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    proc = sltc("discover", "examples/lenet300-fashion.yaml", "--out", tmp_path / "r",
+                "--set", "data.name=mnist", "--set", f"data.root={empty}")
+    assert proc.returncode == 2
+    line, = proc.stderr.strip().splitlines()
+    assert "not found" in line and str(empty) in line and "IDX" in line

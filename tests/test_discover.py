@@ -1,0 +1,102 @@
+"""End-to-end discover runs through the real CLI: files, determinism, resume, failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sltc.ticket import Ticket
+from tests.helpers import ROOT, requires_fashion, sltc
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
+             "summary.json")
+SUMMARY_KEYS = ("test_accuracy", "relaxed_accuracy", "sparsity", "density", "epochs",
+                "seconds_per_epoch", "method", "seed")
+
+
+def test_run_directory_and_summary(synthetic_run):
+    for name in RUN_FILES:
+        assert (synthetic_run / name).is_file()
+    summary = json.loads((synthetic_run / "summary.json").read_text())
+    assert all(k in summary for k in SUMMARY_KEYS)
+    assert abs(summary["sparsity"] - 0.8) <= 0.01
+    assert summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+    rows = [json.loads(line) for line in (synthetic_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for key in ("train_loss", "l0", "sparsity", "relaxed_accuracy", "frozen_accuracy", "seconds"):
+        assert all(key in r for r in rows)
+    with open(synthetic_run / "checkpoint.safetensors", "rb") as f:
+        assert b"pickle" not in f.read()
+
+
+def test_same_command_same_ticket(synthetic_run, tmp_path):
+    proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "again", "--json",
+                check=True)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    first = json.loads((synthetic_run / "summary.json").read_text())
+    assert (summary["test_accuracy"], summary["sparsity"]) == (first["test_accuracy"],
+                                                               first["sparsity"])
+    a, b = Ticket.load(synthetic_run / "ticket.slt"), Ticket.load(tmp_path / "again/ticket.slt")
+    assert all((a.masks[k] == b.masks[k]).all() for k in a.masks)
+    assert (synthetic_run / "ticket.slt").read_bytes() == (tmp_path / "again/ticket.slt").read_bytes()
+
+
+def test_resume_after_sigkill_gives_the_same_mask(synthetic_run, tmp_path):
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "sltc.cli", "discover", "examples/synthetic.yaml", "--out",
+            str(out), "--json", "--set", "train.epochs=6"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        lines = (out / "metrics.jsonl").read_text().splitlines() if (
+            out / "metrics.jsonl").exists() else []
+        if len(lines) >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists(), "the run finished before it could be killed"
+    sltc("discover", "examples/synthetic.yaml", "--out", out, "--resume", "--json",
+         "--set", "train.epochs=6", check=True)
+    sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "whole", "--json",
+         "--set", "train.epochs=6", check=True)
+    assert (out / "ticket.slt").read_bytes() == (tmp_path / "whole/ticket.slt").read_bytes()
+    epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4, 5, 6]
+
+
+def test_non_finite_loss_stops_cleanly_and_keeps_checkpoint(synthetic_run, tmp_path):
+    out = tmp_path / "nan"
+    proc = sltc("discover", "examples/synthetic.yaml", "--out", out, "--json",
+                "--set", "gates.lambda=.inf", "--set", "gates.target_sparsity=null")
+    assert proc.returncode == 2
+    line, = proc.stderr.strip().splitlines()
+    assert "loss became" in line and "lower" in line
+    assert not (out / "ticket.slt").exists() and (out / "config.yaml").exists()
+
+
+def test_refuses_to_overwrite_a_run(synthetic_run):
+    proc = sltc("discover", "examples/synthetic.yaml", "--out", synthetic_run)
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["hard_concrete", "edge_popup"])
+def test_baselines_reach_the_target(tmp_path, method):
+    proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / method, "--json",
+                "--set", f"gates.method={method}", check=True)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert abs(summary["sparsity"] - 0.8) <= 0.01 and summary["test_accuracy"] > 0.3
+
+
+@pytest.mark.slow
+@requires_fashion
+def test_one_epoch_on_fashion_mnist(tmp_path):
+    proc = sltc("discover", "examples/lenet300-fashion.yaml", "--out", tmp_path / "a",
+                "--set", "train.epochs=1", "--json", check=True)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["test_accuracy"] >= 0.75
+    assert abs(summary["sparsity"] - 0.9) <= 0.01

@@ -1,0 +1,85 @@
+"""Gate maths against closed forms, and every registered gate family through one contract."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from sltc.config import from_dict
+from sltc.gates import (
+    GATES,
+    HC_BETA,
+    HC_GAMMA,
+    HC_ZETA,
+    crbg_expected_open,
+    crbg_sample,
+    hard_concrete_deterministic,
+    hard_concrete_expected_open,
+    straight_through_topk,
+    topk_mask,
+)
+
+
+def test_crbg_expected_open_is_normal_cdf():
+    mu = torch.linspace(-2, 2, 41, dtype=torch.float64)
+    assert np.allclose(crbg_expected_open(mu, 0.5).numpy(), norm.cdf(mu.numpy() / 0.5))
+
+
+def test_crbg_sample_is_clamped_and_matches_its_open_probability():
+    torch.manual_seed(0)
+    mu = torch.full((200_000,), 0.2)
+    z = crbg_sample(mu, 0.5)
+    assert z.min() >= 0 and z.max() <= 1
+    assert (z > 0).float().mean().item() == pytest.approx(norm.cdf(0.4), abs=0.005)
+
+
+def test_crbg_gradient_flows_without_straight_through():
+    mu = torch.tensor([0.3, 0.7], requires_grad=True)
+    torch.manual_seed(1)
+    crbg_sample(mu, 0.1).sum().backward()
+    assert torch.all(mu.grad == 1.0)  # inside (0, 1) the clamp passes the gradient
+
+
+def test_hard_concrete_formulas():
+    la = torch.tensor([-3.0, 0.0, 3.0], dtype=torch.float64)
+    expected = 1 / (1 + np.exp(-(la.numpy() - HC_BETA * math.log(-HC_GAMMA / HC_ZETA))))
+    assert np.allclose(hard_concrete_expected_open(la).numpy(), expected)
+    det = np.clip(1 / (1 + np.exp(-la.numpy())) * (HC_ZETA - HC_GAMMA) + HC_GAMMA, 0, 1)
+    assert np.allclose(hard_concrete_deterministic(la).numpy(), det)
+
+
+@pytest.mark.parametrize("density", [0.01, 0.1, 0.5, 0.9, 1.0])
+def test_topk_keeps_exactly_the_largest(density):
+    scores = torch.from_numpy(np.random.default_rng(0).permutation(1000).astype(np.float32))
+    mask = topk_mask(scores, density)
+    keep = math.ceil(density * 1000)
+    assert int(mask.sum()) == keep
+    assert torch.equal(mask.bool(), scores >= 1000 - keep)
+
+
+def test_straight_through_passes_gradient_unchanged():
+    s = torch.rand(50, requires_grad=True)
+    g = torch.randn(50)
+    (straight_through_topk(s, 0.2) * g).sum().backward()
+    assert torch.equal(s.grad, g)
+
+
+@pytest.mark.parametrize("method", GATES.names())
+@pytest.mark.parametrize("granularity", ["weight", "neuron"])
+def test_gate_contract(method, granularity):
+    cfg = from_dict({"gates": {"method": method, "granularity": granularity,
+                               "target_sparsity": 0.75}}).gates
+    shape = (8, 5) if granularity == "weight" else (8,)
+    g = GATES.get(method)(shape, cfg, 0, "fc1", 5)
+    g.train()
+    z = g().detach()
+    assert z.shape == shape and float(z.min()) >= 0 and float(z.max()) <= 1
+    assert g.expected_open().shape == shape and g.rank().shape == shape
+    frozen = g.frozen(cfg.threshold)
+    assert frozen.dtype == torch.bool and frozen.shape == shape
+    if method == "edge_popup":
+        assert int(frozen.sum()) == math.ceil(0.25 * frozen.numel())
+    g.eval()
+    assert torch.equal(g(), g())  # deterministic at eval

@@ -1,0 +1,72 @@
+"""Gated layers against plain torch layers holding the same weights."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sltc.config import from_dict
+from sltc.freeze import frozen_masks, sparsity, threshold_masks, topk_masks
+from sltc.layers import GatedConv2d, GatedLinear, gate, gated_layers
+from sltc.models import MODELS, create_model
+
+
+def _cfg(**gates):
+    return from_dict({"seed": 4, "gates": {"mu_init": 2.0, **gates}})
+
+
+def test_open_gates_equal_dense_linear():
+    cfg = _cfg()
+    layer = GatedLinear.from_dense(nn.Linear(20, 7, bias=False), name="fc", seed=4,
+                                   init="uniform", gain=1.0, gates_cfg=cfg.gates, gated=True)
+    layer.eval()
+    x = torch.randn(3, 20)
+    dense = layer.to_dense(torch.ones(7, 20))
+    assert torch.equal(dense.weight.data, layer.weight)
+    assert torch.equal(layer(x), dense(x))
+
+
+def test_conv_mask_round_trip():
+    cfg = _cfg(granularity="neuron")
+    layer = GatedConv2d.from_dense(nn.Conv2d(3, 6, 3, padding=1, bias=False), name="conv",
+                                   seed=4, init="signed_constant", gain=1.0,
+                                   gates_cfg=cfg.gates, gated=True)
+    mask = layer.weight_mask(torch.tensor([1, 0, 1, 1, 0, 1], dtype=torch.bool))
+    x = torch.randn(2, 3, 8, 8)
+    layer.fixed_mask = mask.float()
+    expected = F.conv2d(x, layer.weight * mask, padding=1)
+    assert torch.equal(layer(x), expected)
+    assert torch.equal(layer.to_dense(mask)(x), expected)
+    assert torch.all(expected[:, [1, 4]] == 0)
+
+
+def test_gate_swaps_every_layer_and_names_are_stable():
+    for arch in MODELS.names():
+        cfg = from_dict({"model": {"arch": arch}, "gates": {"gate_first": False}})
+        model = gate(create_model(cfg.model, (1, 28, 28), 10, 0.5, 0.25), cfg)
+        layers = gated_layers(model)
+        assert not any(type(m) in (nn.Linear, nn.Conv2d) for m in model.modules())
+        assert layers[0].gate is None and all(m.gate is not None for m in layers[1:])
+        assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_frozen_masks_and_exact_topk():
+    cfg = from_dict({"seed": 1, "model": {"widths": [40]}})
+    model = gate(create_model(cfg.model, (1, 8, 8), 10, 0.5, 0.25), cfg)
+    for m in gated_layers(model):
+        m.gate.mu.data = torch.rand_like(m.gate.mu)
+    for scope in ("layer", "global"):
+        masks = topk_masks(model, 0.8, scope)
+        assert abs(sparsity(model, masks) - 0.8) < 1e-3
+    layer_masks = topk_masks(model, 0.8, "layer")
+    for m in gated_layers(model):
+        assert int(layer_masks[m.name].sum()) == round(0.2 * m.numel)
+    masks = threshold_masks(model, 0.5)
+    x = torch.rand(4, 1, 8, 8)
+    with frozen_masks(model, masks):
+        y = model(x)
+    assert all(m.fixed_mask is None for m in gated_layers(model))
+    manual = x.flatten(1)
+    for i, m in enumerate(gated_layers(model)):
+        manual = F.linear((manual - 0.5) / 0.25 if i == 0 else manual, m.weight * masks[m.name])
+        manual = torch.relu(manual) if i == 0 else manual
+    assert torch.allclose(y, manual, atol=1e-6)

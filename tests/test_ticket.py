@@ -1,0 +1,131 @@
+"""The .slt format: byte-exact round trips, and every corruption ends in TicketError."""
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from sltc.errors import TicketError
+from sltc.maskcode import entropy_bits
+from sltc.ticket import PREAMBLE, Ticket
+
+
+def make_ticket(seed=3, density=0.1, granularity="weight"):
+    rng = np.random.default_rng(seed)
+    layers = [
+        {"name": "fc1", "shape": [50, 64], "fan_in": 64, "init": "signed_constant",
+         "gain": 2**0.5, "granularity": granularity},
+        {"name": "fc2", "shape": [10, 50], "fan_in": 50, "init": "uniform", "gain": 1.0,
+         "granularity": None},
+    ]
+    shape = (50, 64) if granularity == "weight" else (50,)
+    masks = {"fc1": rng.random(shape) < density, "fc2": np.ones((10, 50), dtype=bool)}
+    extras = {"bn.running_mean": rng.standard_normal(50).astype(np.float32)}
+    return Ticket(seed, layers, masks, extras, {"graph": [], "note": "test"})
+
+
+@pytest.fixture(scope="module")
+def ticket_bytes():
+    return make_ticket().to_bytes()
+
+
+@pytest.mark.parametrize("granularity", ["weight", "neuron"])
+def test_round_trip_is_exact(granularity):
+    t = make_ticket(granularity=granularity)
+    data = t.to_bytes()
+    back = Ticket.from_bytes(data)
+    assert back.to_bytes() == data
+    for s in t.layers:
+        assert np.array_equal(back.masks[s["name"]], t.masks[s["name"]])
+        assert np.array_equal(back.weight(s["name"]), t.weight(s["name"]))
+    assert np.array_equal(back.extras["bn.running_mean"], t.extras["bn.running_mean"])
+    assert back.meta == t.meta and back.seed == t.seed
+
+
+def test_neuron_masks_zero_whole_rows():
+    t = make_ticket(granularity="neuron")
+    w = t.weight("fc1")
+    assert np.array_equal((np.abs(w).sum(1) > 0), t.masks["fc1"])
+
+
+def test_size_near_entropy_floor():
+    t = make_ticket(density=0.1)
+    rng = np.random.default_rng(0)
+    t.layers[0]["shape"], t.layers[0]["fan_in"] = [300, 784], 784
+    t.masks["fc1"] = rng.random((300, 784)) < 0.1
+    floor = entropy_bits(300 * 784, int(t.masks["fc1"].sum())) / 8
+    assert len(t.to_bytes()) <= 1.02 * floor + 2048
+
+
+def _reseal(data: bytes, header: dict) -> bytes:
+    """Rewrite the header and every checksum, so only the header's content is wrong."""
+    _, major, minor, head_len = PREAMBLE.unpack_from(data)
+    body = data[PREAMBLE.size + head_len:-4]
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    out = PREAMBLE.pack(b"SLTICKET", major, minor, len(head)) + head + body
+    return out + struct.pack("<I", zlib.crc32(out))
+
+
+def _header(data: bytes) -> dict:
+    head_len = PREAMBLE.unpack_from(data)[3]
+    return json.loads(data[PREAMBLE.size:PREAMBLE.size + head_len])
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda h: h.update(seed=h["seed"] + 1), "SHA-256"),
+    (lambda h: h["generator"].update(name="mt19937"), "generator"),
+    (lambda h: h["layers"][0].update(shape=[51, 64]), "mask shape"),
+    (lambda h: h["layers"][0].update(shape=[2**20, 2**12], fan_in=2**12, mask_shape=[2**20, 2**12]),
+     "more than"),
+    (lambda h: h["layers"][0].update(offset=1), "tile"),
+    (lambda h: h["layers"][0].update(ones=h["layers"][0]["ones"] + 1), "ones|rans"),
+    (lambda h: h["layers"][0].update(encoding="zip"), "encoding"),
+    (lambda h: h["layers"][0].pop("crc32"), "broken header"),
+    (lambda h: h["extras"][0].update(shape=[51]), "extra"),
+    (lambda h: h.update(layers="nope"), "broken header"),
+])
+def test_tampered_headers_are_named(ticket_bytes, edit, message):
+    header = _header(ticket_bytes)
+    edit(header)
+    with pytest.raises(TicketError, match=message):
+        Ticket.from_bytes(_reseal(ticket_bytes, header))
+
+
+def test_wrong_magic_and_version(ticket_bytes):
+    with pytest.raises(TicketError, match="magic"):
+        Ticket.from_bytes(b"PK\x03\x04" + ticket_bytes[4:])
+    bumped = bytearray(ticket_bytes)
+    bumped[8:10] = struct.pack("<H", 2)
+    with pytest.raises(TicketError, match="unsupported ticket version 2"):
+        Ticket.from_bytes(bytes(bumped))
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_truncation_or_flip_is_a_ticket_error(ticket_bytes, data):
+    blob = bytearray(ticket_bytes)
+    if data.draw(st.booleans()):
+        blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
+    else:
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(0, len(blob) - 1))
+            blob[i] ^= data.draw(st.integers(1, 255))
+    assume(bytes(blob) != ticket_bytes)  # two flips of one byte can cancel out
+    with pytest.raises(TicketError):
+        Ticket.from_bytes(bytes(blob))
+
+
+def test_cli_reports_corruption_in_one_line(tmp_path, ticket_bytes):
+    from tests.helpers import sltc
+
+    bad = tmp_path / "bad.slt"
+    bad.write_bytes(ticket_bytes[:-10])
+    for cmd in ("inspect", "eval"):
+        proc = sltc(cmd, bad)
+        assert proc.returncode == 2
+        line, = proc.stderr.strip().splitlines()
+        assert "checksum mismatch" in line and str(bad) in line
