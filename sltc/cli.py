@@ -111,6 +111,26 @@ def eval_(
     _emit(evaluate_ticket(ticket, data, device), as_json, _print_kv)
 
 
+@app.command()
+def export(
+    ticket: Path = typer.Argument(..., help="A .slt ticket."),
+    fmt: str = typer.Option(..., "--format", "-f", help="onnx, csr or ticket."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file."),
+    weights: str = typer.Option("dense", "--weights", help="onnx: dense or sparse initializers."),
+    compact: bool = typer.Option(False, "--compact", help="onnx: drop pruned units/channels."),
+    values: str = typer.Option("implied", "--values", help="csr: implied (by the seed) or stored."),
+    no_check: bool = typer.Option(False, "--no-check", help="onnx: skip the onnxruntime parity check."),
+    data: str = typer.Option(None, "--data", help="Dataset folder for the parity check."),
+    as_json: bool = JSON_OPT,
+):
+    """Export a ticket as ONNX, CSR sparse weights, or a ticket again."""
+    from sltc.exporters import export as run
+
+    report = run(ticket, fmt, output, weights=weights, compact_units=compact, values=values,
+                 check=not no_check, data_root=data)
+    _emit(report, as_json, _print_kv)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
