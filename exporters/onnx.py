@@ -9,6 +9,7 @@ with ``sparse_value`` (int64 linear indices), which the full checker accepts.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,9 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
         ops = compact(ops, meta["input_shape"])
     props = {"sltc.seed": ticket.seed, "sltc.sparsity": meta["sparsity"],
              "sltc.ticket_sha256": ticket_sha256(source), "sltc.method": meta["method"],
-             "sltc.compact": compact_units, "sltc.weights": weights}
+             "sltc.compact": compact_units, "sltc.weights": weights,
+             "sltc.test_accuracy": meta.get("test_accuracy"),
+             "sltc.data": json.dumps(meta["config"]["data"], sort_keys=True)}
     model = build_model(ops, meta["input_shape"], meta["classes"], weights == "sparse", props)
     external = model.ByteSize() > EXTERNAL_DATA_BYTES
     report = {"format": "onnx", "output": str(output), "weights": weights, "opset": OPSET,

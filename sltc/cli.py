@@ -131,6 +131,61 @@ def export(
     _emit(report, as_json, _print_kv)
 
 
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise SltcError(f"{flag} {text!r}: expected positive integers separated by commas, e.g. 1,64")
+    return values
+
+
+@app.command()
+def bench(
+    models: list[Path] = typer.Argument(..., help=".slt, .csr.safetensors or .onnx files."),
+    engine: list[str] = typer.Option([], "--engine", help="dense, csr or ort (repeatable) [all]."),
+    batch: str = typer.Option("1,64", "--batch", help="Batch sizes, comma-separated."),
+    threads: int = typer.Option(1, "--threads", min=1),
+    provider: str = typer.Option("cpu", "--provider", help="cpu or cuda."),
+    warmup: int = typer.Option(20, "--warmup", min=0),
+    repeat: int = typer.Option(200, "--repeat", min=1),
+    allow_fallback: bool = typer.Option(False, "--allow-fallback"),
+    plot: Path = typer.Option(None, "--plot", help="Draw latency per engine to this PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Quiet; stdout is a JSON list of records."),
+):
+    """Benchmark inference of sparse models on this device, each engine in its own process."""
+    from rich.progress import Progress
+
+    from sltc.runtime.bench import bench as run
+    from sltc.runtime.bench import plot_latency, print_table
+
+    batches = _ints(batch, "--batch")
+    with Progress(disable=as_json, transient=True) as bar:
+        task = bar.add_task("benchmarking", total=None)
+        records = run([str(m) for m in models], engine or None, batches, threads, provider,
+                      warmup, repeat, allow_fallback, lambda job: bar.advance(task))
+    if plot:
+        plot_latency(records, plot)
+    _emit(records, as_json, print_table)
+
+
+@app.command()
+def validate(
+    model: Path = typer.Argument(..., help=".slt, .csr.safetensors or .onnx file."),
+    engine: str = typer.Option("ort", "--engine", help="dense, csr or ort."),
+    provider: str = typer.Option("cpu", "--provider", help="cpu or cuda."),
+    data: str = typer.Option(None, "--data", help="Dataset folder."),
+    require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail unless a GPU runtime runs it."),
+    allow_fallback: bool = typer.Option(False, "--allow-fallback"),
+    as_json: bool = JSON_OPT,
+):
+    """Run the whole test set through a runtime engine; compare with the recorded accuracy."""
+    from sltc.runtime.validate import validate as run
+
+    _emit(run(model, engine, provider, data, require_gpu, allow_fallback), as_json, _print_kv)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:

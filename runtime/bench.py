@@ -1,0 +1,165 @@
+"""``sltc bench``: latency, throughput, load time and peak RSS per model, engine and batch.
+
+Each (model, engine) runs in a fresh process, so load time and peak RSS are its own.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sltc.errors import SltcError
+
+RECORD_KEYS = ("engine", "provider", "batch", "threads", "p50_ms", "p90_ms", "p99_ms",
+               "throughput", "load_s", "peak_rss_mb", "file_bytes")
+
+
+@dataclass
+class Record:
+    model: str
+    kind: str
+    engine: str
+    provider: str
+    batch: int
+    threads: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    throughput: float
+    load_s: float
+    peak_rss_mb: float
+    file_bytes: int
+    speedup: float | None = None
+
+
+def _limit_threads(threads: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+
+
+def measure(path: str, engine: str, batches: list[int], threads: int, provider: str,
+            warmup: int, repeat: int, allow_fallback: bool = False) -> list[Record]:
+    """Load ``path`` into ``engine`` and time it; call in a fresh process."""
+    from .engines import prepare
+    from .loader import load
+
+    _limit_threads(threads)
+    tic = time.perf_counter()
+    model = load(path)
+    predictor = prepare(model, engine, provider=provider, threads=threads,
+                        allow_fallback=allow_fallback)
+    load_s = time.perf_counter() - tic
+    rng = np.random.default_rng(0)
+    records = []
+    for batch in batches:
+        x = rng.random((batch, *model.meta["input_shape"]), dtype=np.float32)
+        for _ in range(warmup):
+            predictor(x)
+        times = np.empty(repeat)
+        for i in range(repeat):
+            t0 = time.perf_counter()
+            predictor(x)
+            times[i] = time.perf_counter() - t0
+        p50, p90, p99 = (float(np.percentile(times, q)) * 1e3 for q in (50, 90, 99))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        records.append(Record(str(path), model.kind, engine, predictor.provider, batch, threads,
+                              p50, p90, p99, batch * repeat / times.sum(), load_s, rss,
+                              model.file_bytes))
+    return records
+
+
+def _worker(args: dict) -> list[dict]:
+    proc = subprocess.run([sys.executable, "-m", "sltc.runtime.bench", json.dumps(args)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise SltcError(lines[-1] if lines else f"benchmark worker failed on {args['path']}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench(paths: list[str], engines: list[str] | None, batches: list[int], threads: int,
+          provider: str, warmup: int, repeat: int, allow_fallback: bool = False,
+          on_progress=None) -> list[dict]:
+    """Every (model, engine) pair, each in its own process; adds ``speedup`` vs dense ORT."""
+    from .engines import ENGINES, engines_for
+    from .loader import kind_of
+
+    jobs = []
+    for path in paths:
+        for engine in engines or engines_for(kind_of(Path(path))):
+            ENGINES.get(engine)
+            jobs.append(dict(path=str(path), engine=engine, batches=batches, threads=threads,
+                             provider=provider, warmup=warmup, repeat=repeat,
+                             allow_fallback=allow_fallback))
+    records = []
+    for job in jobs:
+        records += _worker(job)
+        if on_progress:
+            on_progress(job)
+    _add_speedups(records)
+    return records
+
+
+def _add_speedups(records: list[dict]) -> None:
+    """Speed-up against the first ONNX model on ``ort`` (dense ORT) at the same batch."""
+    base = {}
+    for r in records:
+        if r["engine"] == "ort" and r["kind"] == "onnx":
+            base.setdefault(r["batch"], r["p50_ms"])
+    for r in records:
+        r["speedup"] = base[r["batch"]] / r["p50_ms"] if r["batch"] in base else None
+
+
+def print_table(records: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="sltc bench (p50 latency; speed-up against dense ORT)")
+    for col in ("model", "engine", "provider", "batch", "threads", "p50 ms", "p90 ms", "p99 ms",
+                "items/s", "load s", "RSS MB", "file B", "speed-up"):
+        table.add_column(col, justify="left" if col in ("model", "engine", "provider") else "right")
+    for r in records:
+        table.add_row(r["model"].rsplit("/", 1)[-1], r["engine"], r["provider"], str(r["batch"]),
+                      str(r["threads"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}",
+                      f"{r['p99_ms']:.3f}", f"{r['throughput']:.0f}", f"{r['load_s']:.3f}",
+                      f"{r['peak_rss_mb']:.0f}", str(r["file_bytes"]),
+                      "-" if r["speedup"] is None else f"{r['speedup']:.2f}x")
+    Console().print(table)
+
+
+def plot_latency(records: list[dict], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sltc.io import atomic_write
+
+    labels = [f"{r['model'].rsplit('/', 1)[-1]}\n{r['engine']} b{r['batch']}" for r in records]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(records)), 3.5))
+    ax.bar(range(len(records)), [r["p50_ms"] for r in records], color="tab:green")
+    ax.set_xticks(range(len(records)), labels, fontsize=7)
+    ax.set_ylabel("p50 latency (ms)")
+    ax.set_yscale("log")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # the worker: one (model, engine) in this process
+    job = json.loads(sys.argv[1])
+    try:
+        out = measure(job["path"], job["engine"], job["batches"], job["threads"], job["provider"],
+                      job["warmup"], job["repeat"], job["allow_fallback"])
+    except SltcError as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps([asdict(r) for r in out]))

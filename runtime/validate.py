@@ -1,0 +1,50 @@
+"""``sltc validate``: the whole test set through one runtime engine."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sltc.data import load_test_set
+from sltc.errors import SltcError
+
+from .engines import prepare
+from .loader import load
+
+
+def gpu_available(engine: str) -> bool:
+    if engine == "ort":
+        from ._ort import import_ort
+
+        return "CUDAExecutionProvider" in import_ort().get_available_providers()
+    if engine == "csr":
+        try:
+            import cupy
+
+            return cupy.cuda.runtime.getDeviceCount() > 0
+        except Exception:  # noqa: BLE001 - no cupy, no driver, no device: all mean no GPU
+            return False
+    return False
+
+
+def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
+             require_gpu: bool = False, allow_fallback: bool = False, batch: int = 1000) -> dict:
+    if require_gpu and not gpu_available(engine):
+        raise SltcError(f"--require-gpu: no GPU runtime for engine {engine!r} here "
+                        "(ort needs onnxruntime-gpu with CUDA, csr needs cupy)")
+    if require_gpu:
+        provider = "cuda"
+    model = load(path)
+    data = model.meta.get("data")
+    if data is None:
+        raise SltcError(f"{path} does not record its dataset; validate the ticket instead")
+    test = load_test_set(data["name"], data_root or data["root"], model.meta.get("seed", 0),
+                         data["synthetic_size"])
+    predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback)
+    predictions = np.concatenate([
+        predictor(test.images[i:i + batch].astype(np.float32) / np.float32(255)).argmax(1)
+        for i in range(0, len(test), batch)])
+    acc = float((predictions == test.labels).mean())
+    recorded = model.meta.get("test_accuracy")
+    return {"model": str(path), "engine": engine, "provider": predictor.provider,
+            "test_accuracy": acc, "recorded_accuracy": recorded,
+            "difference": None if recorded is None else acc - recorded, "examples": len(test)}
