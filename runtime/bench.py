@@ -92,10 +92,12 @@ def bench(paths: list[str], engines: list[str] | None, batches: list[int], threa
     from .engines import ENGINES, engines_for
     from .loader import kind_of
 
+    for engine in engines or []:
+        ENGINES.get(engine)  # unknown names fail here, with the list of known ones
     jobs = []
     for path in paths:
-        for engine in engines or engines_for(kind_of(Path(path))):
-            ENGINES.get(engine)
+        runnable = engines_for(kind_of(Path(path)))
+        for engine in [e for e in engines or runnable if e in runnable]:
             jobs.append(dict(path=str(path), engine=engine, batches=batches, threads=threads,
                              provider=provider, warmup=warmup, repeat=repeat,
                              allow_fallback=allow_fallback))
@@ -132,7 +134,7 @@ def print_table(records: list[dict]) -> None:
                       f"{r['p99_ms']:.3f}", f"{r['throughput']:.0f}", f"{r['load_s']:.3f}",
                       f"{r['peak_rss_mb']:.0f}", str(r["file_bytes"]),
                       "-" if r["speedup"] is None else f"{r['speedup']:.2f}x")
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 def plot_latency(records: list[dict], path) -> None:

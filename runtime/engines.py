@@ -85,13 +85,28 @@ def csr_engine(model: Deployable, provider: str = "cpu", **_) -> Predictor:
         return Predictor("csr", "cupy-cusparse", lambda x: graph.run(model.ops, x, matmul_gpu))
     if provider != "cpu":
         raise SltcError(f"--provider {provider!r}: choose cpu or cuda")
+    return Predictor("csr", "scipy", lambda x: graph.run(model.ops, x, _scipy_matmul(mats)))
+
+
+def _scipy_matmul(mats: dict):
+    """``a @ W.T`` with scipy's CSR kernels, called without per-call checks where possible."""
+    try:
+        from scipy.sparse._sparsetools import csr_matvec, csr_matvecs
+    except ImportError:  # a scipy without the private kernels: the public operator
+        return lambda op, a: np.asarray((mats[op["name"]] @ a.T).T)
 
     def matmul(op, a):
-        if len(a) == 1:  # a sparse matrix-vector product is the fast path at batch 1
-            return (mats[op["name"]] @ a[0])[None, :]
-        return np.asarray((mats[op["name"]] @ a.T).T)
+        m = mats[op["name"]]
+        rows, cols = m.shape
+        if len(a) == 1:  # sparse matrix-vector product: the fast path at batch 1
+            y = np.zeros(rows, dtype=np.float32)
+            csr_matvec(rows, cols, m.indptr, m.indices, m.data, a[0], y)
+            return y[None, :]
+        y = np.zeros((rows, len(a)), dtype=np.float32)
+        csr_matvecs(rows, cols, len(a), m.indptr, m.indices, m.data, np.ascontiguousarray(a.T), y)
+        return y.T
 
-    return Predictor("csr", "scipy", lambda x: graph.run(model.ops, x, matmul))
+    return matmul
 
 
 @ENGINES.register("ort")

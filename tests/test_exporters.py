@@ -1,0 +1,175 @@
+"""Exports against independent references: onnxruntime, onnx's ReferenceEvaluator, scipy."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import scipy.sparse as sp
+import torch
+from onnx.reference import ReferenceEvaluator
+from safetensors import safe_open
+from safetensors.numpy import load_file
+
+from sltc.data import load_test_set
+from sltc.errors import SltcError
+from sltc.exporters import EXPORTERS, export
+from sltc.rebuild import model_from_ticket
+from sltc.seeding import generate_weight
+from sltc.ticket import Ticket
+from tests.helpers import FASHION, requires_fashion, sltc
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def _images(ticket, n=64):
+    data = ticket.meta["config"]["data"]
+    test = load_test_set(data["name"], data["root"], ticket.meta["config"]["seed"],
+                         data["synthetic_size"])
+    return test.images[:n].astype(np.float32) / np.float32(255), test
+
+
+def _torch_logits(ticket, x):
+    with torch.no_grad():
+        return model_from_ticket(ticket)(torch.from_numpy(x)).numpy()
+
+
+def _ort(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(["logits"], {"input": x})[0]
+
+
+@pytest.fixture(scope="module")
+def conv_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("conv") / "run"
+    sltc("discover", "examples/synthetic.yaml", "--out", out, "--json", "--set", "model.arch=conv2",
+         "--set", "model.batchnorm=true", "--set", "train.epochs=1", "--set", "train.max_steps=8",
+         check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def neuron_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("neuron") / "run"
+    sltc("discover", "examples/synthetic.yaml", "--out", out, "--json",
+         "--set", "gates.granularity=neuron", "--set", "gates.target_sparsity=0.5", check=True)
+    return out
+
+
+@pytest.mark.parametrize("run_name", ["synthetic_run", "conv_run"])
+def test_onnx_dense_and_sparse_match_torch(request, tmp_path, run_name):
+    run = request.getfixturevalue(run_name)
+    ticket = Ticket.load(run / "ticket.slt")
+    x, _ = _images(ticket)
+    expected = _torch_logits(ticket, x)
+    sizes = {}
+    for weights in ("dense", "sparse"):
+        path = tmp_path / f"{weights}.onnx"
+        report = export(run / "ticket.slt", "onnx", path, weights=weights)
+        assert report["top1_agreement"] == 1.0 and report["max_abs_diff"] < 1e-4
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+        assert [i.name for i in model.graph.input] == ["input"]
+        assert [o.name for o in model.graph.output] == ["logits"]
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+        props = {p.key: p.value for p in model.metadata_props}
+        assert int(props["sltc.seed"]) == ticket.seed and "sltc.ticket_sha256" in props
+        got = _ort(path, x)
+        assert np.abs(got - expected).max() < 1e-4
+        assert (got.argmax(1) == expected.argmax(1)).all()
+        sizes[weights] = path.stat().st_size
+        if weights == "dense":
+            ref = ReferenceEvaluator(model).run(None, {"input": x[:8]})[0]
+            assert np.abs(ref - got[:8]).max() < 1e-4
+    # int64 index + float32 value per kept weight, against 4 bytes per weight dense
+    density = 1 - ticket.meta["sparsity"]
+    assert sizes["sparse"] < sizes["dense"] * (3 * density + 0.05)
+
+
+def test_csr_rebuilt_with_scipy_alone(synthetic_run, tmp_path):
+    ticket = Ticket.load(synthetic_run / "ticket.slt")
+    x, _ = _images(ticket)
+    expected = _torch_logits(ticket, x)
+    for values in ("implied", "stored"):
+        path = tmp_path / f"{values}.csr.safetensors"
+        export(synthetic_run / "ticket.slt", "csr", path, values=values)
+        tensors = load_file(str(path))
+        with safe_open(str(path), "np") as f:
+            manifest = json.loads(f.metadata()["sltc"])
+        assert all(t.dtype == np.int32 for k, t in tensors.items() if k.endswith(("ptr", "ices")))
+        h = x.reshape(len(x), -1)
+        pre = manifest["preprocessing"]
+        h = (h - np.float32(pre["mean"])) / np.float32(pre["std"])
+        layers = manifest["layers"]
+        for i, layer in enumerate(layers):
+            name, shape = layer["name"], layer["shape"]
+            if values == "stored":
+                data = tensors[f"{name}.values"]
+            else:  # the seed implies the values: regenerate, then pick the kept entries
+                dense = generate_weight(manifest["seed"], name, tuple(shape), layer["init"],
+                                        layer["fan_in"], layer["gain"])
+                cols = tensors[f"{name}.indices"]
+                rows = np.repeat(np.arange(shape[0]), np.diff(tensors[f"{name}.indptr"]))
+                data = dense[rows, cols]
+            w = sp.csr_matrix((data, tensors[f"{name}.indices"], tensors[f"{name}.indptr"]),
+                              shape=shape)
+            h = np.asarray((w @ h.T).T)
+            if i < len(layers) - 1:
+                h = np.maximum(h, 0)
+        assert np.abs(h - expected).max() < 1e-4
+
+
+def test_compact_keeps_exactly_the_surviving_units(neuron_run, tmp_path):
+    ticket = Ticket.load(neuron_run / "ticket.slt")
+    x, _ = _images(ticket)
+    full, small = tmp_path / "full.onnx", tmp_path / "compact.onnx"
+    export(neuron_run / "ticket.slt", "onnx", full)
+    export(neuron_run / "ticket.slt", "onnx", small, compact_units=True)
+    shapes = {i.name: list(i.dims) for i in onnx.load(str(small)).graph.initializer}
+    names = [s["name"] for s in ticket.layers]
+    kept = [int(ticket.masks[n].sum()) for n in names]
+    assert shapes["fc1.weight_t"] == [784, kept[0]]
+    assert shapes["fc2.weight_t"] == [kept[0], kept[1]]
+    assert shapes["fc3.weight_t"] == [kept[1], 10]
+    assert kept[0] < 64 and kept[1] < 32
+    assert np.abs(_ort(small, x) - _ort(full, x)).max() < 1e-5
+
+
+def test_failed_parity_leaves_no_file(synthetic_run, tmp_path):
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(SltcError, match="parity check failed"):
+        export(synthetic_run / "ticket.slt", "onnx", out, tolerance=-1.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_registry_and_cli_errors(synthetic_run, tmp_path):
+    assert set(EXPORTERS.names()) >= {"onnx", "csr", "ticket"}
+    proc = sltc("export", synthetic_run / "ticket.slt", "--format", "tflite", "-o", tmp_path / "x")
+    assert proc.returncode == 2
+    line, = proc.stderr.strip().splitlines()
+    assert "csr, onnx, ticket" in line
+    export(synthetic_run / "ticket.slt", "ticket", tmp_path / "t.slt")
+    assert (tmp_path / "t.slt").read_bytes() == (synthetic_run / "ticket.slt").read_bytes()
+
+
+@pytest.mark.slow
+@requires_fashion
+@pytest.mark.parametrize("arch,sets", [
+    ("lenet300", ["--set", "train.epochs=1"]),
+    ("conv4", ["--set", "train.epochs=1", "--set", "train.max_steps=30"]),
+])
+def test_onnx_accuracy_on_the_whole_fashion_test_set(tmp_path, arch, sets):
+    example = {"lenet300": "examples/lenet300-fashion.yaml",
+               "conv4": "examples/conv4-fashion.yaml"}[arch]
+    sltc("discover", example, "--out", tmp_path / "run", "--json", *sets, check=True)
+    ticket = Ticket.load(tmp_path / "run/ticket.slt")
+    for weights in ("dense", "sparse"):
+        path = tmp_path / f"{weights}.onnx"
+        export(tmp_path / "run/ticket.slt", "onnx", path, weights=weights)
+        test = load_test_set("fashion_mnist", str(FASHION))
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits = np.concatenate([
+            sess.run(["logits"], {"input": test.images[i:i + 500].astype(np.float32) / 255})[0]
+            for i in range(0, len(test), 500)])
+        acc = float((logits.argmax(1) == test.labels).mean())
+        assert abs(acc - ticket.meta["test_accuracy"]) <= 0.0005

@@ -1,0 +1,107 @@
+"""The torch-free runtime: no torch import, engines agree, bench and validate through the CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sltc.exporters import export
+from sltc.runtime.engines import ENGINES, engines_for, prepare
+from sltc.runtime.loader import load
+from tests.helpers import ROOT, sltc
+
+pytest.importorskip("onnxruntime")
+
+BENCH_KEYS = ("engine", "provider", "batch", "threads", "p50_ms", "p90_ms", "p99_ms",
+              "throughput", "load_s", "peak_rss_mb", "file_bytes")
+
+
+@pytest.fixture(scope="module")
+def exports(synthetic_run, tmp_path_factory):
+    d = tmp_path_factory.mktemp("exports")
+    paths = {"ticket": synthetic_run / "ticket.slt", "csr": d / "m.csr.safetensors",
+             "onnx": d / "m.onnx"}
+    export(paths["ticket"], "csr", paths["csr"])
+    export(paths["ticket"], "onnx", paths["onnx"])
+    return paths
+
+
+TORCH_FREE = """
+import importlib, pkgutil, sys
+import numpy as np
+import sltc.runtime
+for mod in pkgutil.walk_packages(sltc.runtime.__path__, "sltc.runtime."):
+    importlib.import_module(mod.name)
+from sltc.runtime.engines import prepare, engines_for
+from sltc.runtime.loader import load
+from sltc.runtime.validate import validate
+x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+for path in sys.argv[1:]:
+    m = load(path)
+    for engine in engines_for(m.kind):
+        prepare(m, engine)(x)
+    validate(path)
+assert "torch" not in sys.modules, "torch was imported"
+print("torch-free")
+"""
+
+
+def test_runtime_never_imports_torch(exports):
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE, *map(str, exports.values())],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "torch-free"
+
+
+def test_engines_agree(exports):
+    x = np.random.default_rng(1).random((16, 1, 28, 28), dtype=np.float32)
+    reference = prepare(load(exports["ticket"]), "dense")(x)
+    for kind, path in exports.items():
+        model = load(path)
+        for engine in engines_for(model.kind):
+            got = prepare(model, engine)(x)
+            assert np.abs(got - reference).max() < 1e-4, (kind, engine)
+    for batch in (1, 3):
+        assert np.allclose(prepare(load(exports["csr"]), "csr")(x[:batch]), reference[:batch],
+                           atol=1e-5)
+
+
+def test_validate_reproduces_accuracy_through_every_engine(exports, synthetic_run):
+    recorded = json.loads((synthetic_run / "summary.json").read_text())["test_accuracy"]
+    for path in exports.values():
+        for engine in engines_for(load(path).kind):
+            out = json.loads(sltc("validate", path, "--engine", engine, "--json",
+                                  check=True).stdout.strip().splitlines()[-1])
+            assert out["test_accuracy"] == pytest.approx(recorded, abs=1e-9)
+            assert out["recorded_accuracy"] == pytest.approx(recorded)
+
+
+def test_require_gpu_fails_clearly_without_one(exports):
+    from sltc.runtime.validate import gpu_available
+
+    if gpu_available("ort"):
+        pytest.skip("a GPU runtime is present")
+    proc = sltc("validate", exports["onnx"], "--require-gpu")
+    assert proc.returncode == 2
+    line, = proc.stderr.strip().splitlines()
+    assert "--require-gpu" in line
+    proc = sltc("validate", exports["onnx"], "--provider", "cuda")
+    assert proc.returncode == 2 and "CUDAExecutionProvider" in proc.stderr
+
+
+def test_bench_json_records(exports, tmp_path):
+    png = tmp_path / "lat.png"
+    proc = sltc("bench", exports["onnx"], exports["csr"], "--batch", "1,4", "--threads", "1",
+                "--warmup", "2", "--repeat", "5", "--json", "--plot", png, check=True)
+    records = json.loads(proc.stdout)
+    assert {(r["engine"], r["batch"]) for r in records} >= {("ort", 1), ("csr", 1), ("dense", 4)}
+    for r in records:
+        assert all(k in r for k in BENCH_KEYS)
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["threads"] == 1
+    assert any(r["speedup"] == 1.0 for r in records)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    proc = sltc("bench", exports["onnx"], "--engine", "gpu-magic")
+    assert proc.returncode == 2 and "choose one of" in proc.stderr
+    assert sorted(ENGINES.names()) == ["csr", "dense", "ort"]
