@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from sltc.runtime.graph import compact, materialise
 
 from sltc.errors import SltcError
 from sltc.io import atomic_write
-from sltc.runtime.graph import compact, materialise
 
 from . import EXPORTERS
 
@@ -88,10 +88,10 @@ def build_model(ops: list[dict], input_shape, classes: int, sparse: bool,
 def parity(model_path: str, ticket, data_root=None, batch: int = 512) -> dict:
     """onnxruntime against the torch model rebuilt from the ticket, on real test images."""
     import torch
+    from sltc.runtime._ort import session
 
     from sltc.data import load_test_set
     from sltc.rebuild import model_from_ticket
-    from sltc.runtime._ort import session
 
     data = ticket.meta["config"]["data"]
     test = load_test_set(data["name"], data_root or data["root"], ticket.meta["config"]["seed"],

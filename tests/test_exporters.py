@@ -10,10 +10,10 @@ import torch
 from onnx.reference import ReferenceEvaluator
 from safetensors import safe_open
 from safetensors.numpy import load_file
+from sltc.exporters import EXPORTERS, export
 
 from sltc.data import load_test_set
 from sltc.errors import SltcError
-from sltc.exporters import EXPORTERS, export
 from sltc.rebuild import model_from_ticket
 from sltc.seeding import generate_weight
 from sltc.ticket import Ticket
