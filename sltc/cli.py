@@ -73,12 +73,12 @@ def freeze(
         target, scope_, tolerance = trainer.config.gates.target_sparsity, None, FREEZE_TOLERANCE
     else:  # exactly this sparsity
         target, scope_, tolerance = target_sparsity, scope, 0.0
-    ticket, relaxed = freeze_run(trainer.model, trainer.config, trainer.dataset, trainer.device,
+    ticket, scores = freeze_run(trainer.model, trainer.config, trainer.dataset, trainer.device,
                                  target, scope_, tolerance)
     path = output or Path(run_dir) / "ticket.slt"
     ticket.save(path)
     result = {"ticket": str(path), "sparsity": ticket.meta["sparsity"],
-              "test_accuracy": ticket.meta["test_accuracy"], "relaxed_accuracy": relaxed,
+              "test_accuracy": ticket.meta["test_accuracy"], **scores,
               "file_bytes": path.stat().st_size}
     _emit(result, as_json, _print_kv)
 

@@ -1,0 +1,29 @@
+"""Shared by the benchmark scripts: a table on stdout and a JSON file."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+
+def machine() -> dict:
+    import os
+
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+
+
+def report(rows: list[dict], out: str | Path, title: str, columns: list[str]) -> None:
+    """Print ``rows`` as a Markdown table and write them, with the machine, to ``out``."""
+    print(f"\n{title}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        cells = [f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in columns]
+        print("| " + " | ".join(cells) + " |")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+    print(f"\nwrote {out}")

@@ -1,0 +1,121 @@
+"""Accuracy against sparsity for CRBG, hard concrete and edge-popup, side by side.
+
+    python benchmarks/pareto.py --out benchmarks/out/pareto          # the full grid
+    python benchmarks/pareto.py --quick --out benchmarks/out/quick   # a smoke run of minutes
+
+Fashion-MNIST, LeNet-300-100 and Conv-4, target sparsities 50/80/90/95/98%, seeds
+0 and 1, the same epoch budget for every method. The gate methods reach their
+target through ``gates.target_sparsity`` (lambda controller + freezer); edge-popup
+through its density ``1 - target``. Each method uses its own recipe: CRBG the
+defaults, hard concrete Adam at lr 0.1 (log-alpha lives on a wider scale than mu),
+edge-popup SGD 0.1 with momentum 0.9 and weight decay 1e-4. Conv-4 budget on two CPU
+cores: one epoch capped at ``--conv-steps`` steps. Writes ``pareto.json`` and
+``pareto.png`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+from _runs import run_all  # noqa: E402
+
+MODELS = {"lenet300": "examples/lenet300-fashion.yaml", "conv4": "examples/conv4-fashion.yaml"}
+RECIPES = {
+    "crbg": [],
+    "hard_concrete": ["train.lr=0.1"],
+    "edge_popup": ["train.optimizer=sgd", "train.lr=0.1", "train.momentum=0.9",
+                   "train.weight_decay=0.0001"],
+}
+TARGETS = [0.5, 0.8, 0.9, 0.95, 0.98]
+
+
+def budget(model: str, quick: bool, conv_steps: int) -> list[str]:
+    if model == "conv4":
+        return ["train.epochs=1", f"train.max_steps={20 if quick else conv_steps}"]
+    return ["train.epochs=2"] if quick else ["train.epochs=20"]
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in records})
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for method in RECIPES:
+            pts = {}
+            for r in records:
+                if r["model"] == model and r["method"] == method:
+                    pts.setdefault(r["target_sparsity"], []).append(r)
+            xs = [sum(r["sparsity"] for r in v) / len(v) for _, v in sorted(pts.items())]
+            ys = [sum(r["test_accuracy"] for r in v) / len(v) for _, v in sorted(pts.items())]
+            ax.plot(xs, ys, marker="o", label=method)
+        ax.set_title(f"{model} / Fashion-MNIST")
+        ax.set_xlabel("sparsity (pruned fraction of gated weights)")
+        ax.set_ylabel("test accuracy (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="benchmarks/out/pareto")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--models", default="lenet300,conv4")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--conv-steps", type=int, default=120)
+    args = ap.parse_args()
+    out = Path(args.out)
+    targets = [0.5, 0.9] if args.quick else TARGETS
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    jobs, keys = [], []
+    for model in args.models.split(","):
+        for method, recipe in RECIPES.items():
+            for target in targets:
+                for seed in seeds:
+                    sets = [f"gates.method={method}", f"gates.target_sparsity={target}",
+                            f"seed={seed}", *recipe, *budget(model, args.quick, args.conv_steps)]
+                    jobs.append((MODELS[model], out / "runs" / f"{model}-{method}-{target}-{seed}",
+                                 sets))
+                    keys.append({"method": method, "model": model, "target_sparsity": target,
+                                 "seed": seed})
+    done = [0]
+
+    def progress(job, summary):
+        done[0] += 1
+        print(f"[{done[0]}/{len(jobs)}] {job[1].name}: sparsity {summary['sparsity']:.4f} "
+              f"test {summary['test_accuracy']:.4f}", flush=True)
+
+    summaries = run_all(jobs, on_done=progress)
+    records = [{**k, "sparsity": s["sparsity"], "test_accuracy": s["test_accuracy"],
+                "val_accuracy": s["val_accuracy"],
+                "seconds": s["seconds_per_epoch"] * s["epochs"]}
+               for k, s in zip(keys, summaries, strict=True)]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pareto.json").write_text(json.dumps(records, indent=2) + "\n")
+    (out / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
+    plot(records, out / "pareto.png")
+    print("\n| model | method | target | sparsity | test accuracy (mean of seeds) |")
+    print("|---|---|---|---|---|")
+    for model in dict.fromkeys(r["model"] for r in records):
+        for method in RECIPES:
+            for target in targets:
+                rs = [r for r in records if (r["model"], r["method"], r["target_sparsity"]) ==
+                      (model, method, target)]
+                print(f"| {model} | {method} | {target} | "
+                      f"{sum(r['sparsity'] for r in rs) / len(rs):.4f} | "
+                      f"{sum(r['test_accuracy'] for r in rs) / len(rs):.4f} |")
+    print(f"\nwrote {out / 'pareto.json'} and {out / 'pareto.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Ticket size against the entropy floor, and load time, for an 11M-weight network.
+
+    python benchmarks/ticket_size.py --out benchmarks/out/ticket_size.json
+
+Random masks of each density over 784-2048-2048-2048-512 (11.0M weights, signed
+constant init). ``load_s`` is ``Ticket.load`` on the file: CRC checks, mask
+decoding, regenerating every weight from the seed and verifying its SHA-256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import lzma
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import report  # noqa: E402
+
+from sltc.maskcode import entropy_bits, pack  # noqa: E402
+from sltc.ticket import Ticket  # noqa: E402
+
+SHAPES = [(2048, 784), (2048, 2048), (2048, 2048), (512, 2048)]
+
+
+def make(density: float, seed: int = 0) -> Ticket:
+    rng = np.random.default_rng(seed)
+    layers = [{"name": f"fc{i + 1}", "shape": list(s), "fan_in": s[1], "init": "signed_constant",
+               "gain": math.sqrt(2), "granularity": "weight"} for i, s in enumerate(SHAPES)]
+    masks = {spec["name"]: rng.random(spec["shape"]) < density for spec in layers}
+    return Ticket(seed, layers, masks, {}, {"graph": []})
+
+
+def measure(density: float, tmp: Path) -> dict:
+    ticket = make(density)
+    path = tmp / f"d{density}.slt"
+    ticket.save(path)
+    loads = []
+    for _ in range(3):
+        tic = time.perf_counter()
+        Ticket.load(path)
+        loads.append(time.perf_counter() - tic)
+    n = sum(m.size for m in ticket.masks.values())
+    floor = sum(entropy_bits(m.size, int(m.sum())) for m in ticket.masks.values()) / 8
+    lz = sum(len(lzma.compress(pack(m).tobytes(), preset=9 | lzma.PRESET_EXTREME))
+             for m in ticket.masks.values())
+    size = path.stat().st_size
+    return {"density": density, "weights": n, "file_bytes": size, "floor_bytes": round(floor),
+            "file_over_floor": size / floor, "bits_per_weight": 8 * size / n,
+            "entropy_bits_per_weight": 8 * floor / n, "lzma_bitmap_over_floor": lz / floor,
+            "meets_goal": size <= 1.02 * floor + 2048, "load_s": min(loads),
+            "dense_over_file": 4 * n / size}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="benchmarks/out/ticket_size.json")
+    ap.add_argument("--densities", default="0.02,0.05,0.1,0.2,0.3,0.4,0.5")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [measure(float(d), Path(tmp)) for d in args.densities.split(",")]
+    report(rows, args.out, "ticket size vs entropy floor (11.0M weights)",
+           ["density", "bits_per_weight", "entropy_bits_per_weight", "file_over_floor",
+            "lzma_bitmap_over_floor", "meets_goal", "dense_over_file", "load_s"])
+
+
+if __name__ == "__main__":
+    main()

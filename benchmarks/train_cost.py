@@ -1,0 +1,77 @@
+"""Seconds per training epoch: CRBG, hard concrete, edge-popup and dense training.
+
+    python benchmarks/train_cost.py --out benchmarks/out/train_cost.json
+
+LeNet-300-100 on Fashion-MNIST, batch 128, all four measured in this one process,
+interleaved over ``--rounds`` rounds (the median is reported) so that machine noise
+hits every method alike. Dense training is ordinary: the same network with trainable
+weights (Adam, lr 1e-3), no gates. Gate epochs include the lambda controller's
+per-step sparsity count; validation is excluded everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import report  # noqa: E402
+
+from sltc.config import load_config  # noqa: E402
+from sltc.data import load_dataset  # noqa: E402
+from sltc.discover import Trainer, to_tensors  # noqa: E402
+from sltc.models import create_model  # noqa: E402
+
+
+def dense_epoch(model, opt, x, y, batch: int, steps: int) -> float:
+    model.train()
+    order = torch.randperm(len(y))
+    tic = time.perf_counter()
+    for i in range(steps):
+        idx = order[i * batch:(i + 1) * batch]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - tic
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="benchmarks/out/train_cost.json")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    base = load_config("examples/lenet300-fashion.yaml")
+    data = load_dataset(base.data, base.seed)
+    trainers = {m: Trainer(load_config("examples/lenet300-fashion.yaml", [f"gates.method={m}"]),
+                           data, torch.device("cpu"))
+                for m in ("crbg", "hard_concrete", "edge_popup")}
+    dense = create_model(base.model, data.input_shape, data.classes, data.mean, data.std)
+    opt = torch.optim.Adam(dense.parameters(), lr=1e-3)
+    x, y = to_tensors(data.train, torch.device("cpu"))
+    steps = trainers["crbg"].steps_per_epoch
+    times = {m: [] for m in [*trainers, "dense"]}
+    for r in range(args.rounds):
+        for method, trainer in trainers.items():
+            tic = time.perf_counter()
+            trainer.train_epoch(r, lambda s: None)
+            times[method].append(time.perf_counter() - tic)
+        times["dense"].append(dense_epoch(dense, opt, x, y, base.data.batch_size, steps))
+    dense_s = statistics.median(times["dense"])
+    rows = [{"method": m, "seconds_per_epoch": statistics.median(t),
+             "over_dense": statistics.median(t) / dense_s, "rounds": len(t)}
+            for m, t in times.items()]
+    report(rows, args.out, f"seconds per epoch, LeNet-300-100, {steps} steps of 128, "
+           f"{torch.get_num_threads()} threads", ["method", "seconds_per_epoch", "over_dense"])
+    assert np.isfinite(dense_s)
+
+
+if __name__ == "__main__":
+    main()
