@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+
+def sltc(*args) -> str:
+    """Run the real CLI; exit with its one-line error if it fails."""
+    proc = subprocess.run([sys.executable, "-m", "sltc.cli", *map(str, args)], text=True,
+                          capture_output=True)
+    if proc.returncode:
+        sys.exit(proc.stderr)
+    return proc.stdout
 
 
 def machine() -> dict:

@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import report  # noqa: E402
-
-
-def sltc(*args) -> str:
-    proc = subprocess.run([sys.executable, "-m", "sltc.cli", *map(str, args)], text=True,
-                          capture_output=True)
-    if proc.returncode:
-        sys.exit(proc.stderr)
-    return proc.stdout
+from _common import report, sltc  # noqa: E402
 
 
 def main() -> None:

@@ -155,13 +155,14 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Quiet; stdout is a JSON list of records."),
 ):
     """Benchmark inference of sparse models on this device, each engine in its own process."""
+    from rich.console import Console
     from rich.progress import Progress
 
     from sltc.runtime.bench import bench as run
     from sltc.runtime.bench import plot_latency, print_table
 
     batches = _ints(batch, "--batch")
-    with Progress(disable=as_json, transient=True) as bar:
+    with Progress(disable=as_json, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task("benchmarking", total=None)
         records = run([str(m) for m in models], engine or None, batches, threads, provider,
                       warmup, repeat, allow_fallback, lambda job: bar.advance(task))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import config as config_mod
@@ -45,7 +46,7 @@ class Progressor:
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
                             TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                             TextColumn("{task.fields[stats]}"), disable=not self.enabled,
-                            transient=False)
+                            transient=False, console=Console(stderr=True))
         self.bar.__enter__()
         return self
 
