@@ -55,13 +55,15 @@ class GatesConfig(_Strict):
     # > 0: the controller's target rises linearly to target_sparsity over this fraction of
     # the run; 0 (measured best on the validation split): the target holds from the start
     controller_gain: float = Field(default=50.0, ge=0)
-    # change of log(lambda) over the whole run per unit of sparsity error
+    # integral gain: change of log(lambda) over the whole run per unit of sparsity error
+    controller_kp: float = Field(default=6.0, ge=0)
+    # proportional gain: log(lambda) offset per unit of current sparsity error
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(default=20, ge=1)
+    epochs: int = Field(default=60, ge=1)  # LeNet-300-100: val accuracy rises up to ~60
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(default=0.02, gt=0)  # gate learning rate (tuned on the validation split)
     momentum: float = Field(default=0.9, ge=0, lt=1)  # sgd only

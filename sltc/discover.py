@@ -125,21 +125,31 @@ class Trainer:
         self.steps_per_epoch = min(math.ceil(n / bs), config.train.max_steps or 10**12)
         self.total_steps = self.steps_per_epoch * config.train.epochs
         self.lam = config.gates.lambda_
+        self.log_integral = 0.0  # the controller's integral term, in log(lambda)
         self.uses_l0 = any(m.gate is not None and m.gate.uses_l0 for m in gated_layers(self.model))
 
     def current_sparsity(self) -> float:
         return sparsity(self.model, threshold_masks(self.model, self.config.gates.threshold))
 
     def _control(self, current: float, step: int) -> None:
-        """Multiplicative lambda update towards the ramped ``gates.target_sparsity``."""
+        """PI control of log(lambda) towards the (ramped) ``gates.target_sparsity``.
+
+        The integral term accumulates the error; the proportional term lowers lambda as
+        the sparsity nears the target, so that it does not overshoot: gates pushed well
+        below zero get no task gradient through the clamp and never come back.
+        """
         g = self.config.gates
         if g.target_sparsity is None or not self.uses_l0:
             return
         target = g.target_sparsity
         if g.ramp > 0:
             target *= min(1.0, (step + 1) / (g.ramp * self.total_steps))
-        rate = g.controller_gain / self.total_steps
-        self.lam = float(np.clip(self.lam * math.exp(rate * (target - current)), *LAMBDA_RANGE))
+        error = target - current
+        low, high = (math.log(v / g.lambda_) for v in LAMBDA_RANGE) if g.lambda_ > 0 else (0, 0)
+        self.log_integral = float(np.clip(
+            self.log_integral + g.controller_gain / self.total_steps * error, low, high))
+        self.lam = float(np.clip(g.lambda_ * math.exp(g.controller_kp * error + self.log_integral),
+                                 *LAMBDA_RANGE))
 
     def train_epoch(self, epoch: int, on_step) -> dict:
         self.model.train()
@@ -213,6 +223,7 @@ def discover(config, out_dir: str | Path, *, resume: bool = False, device: str =
     if resume:
         state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer)
         start, trainer.lam = state["epoch"], state["lambda"]
+        trainer.log_integral = state["log_integral"]
         rows = _trim_metrics(out / "metrics.jsonl", start)
     epochs = config.train.epochs
     with Progressor(progress) as p:
@@ -230,7 +241,8 @@ def discover(config, out_dir: str | Path, *, resume: bool = False, device: str =
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer,
-                            {"epoch": epoch + 1, "lambda": trainer.lam})
+                            {"epoch": epoch + 1, "lambda": trainer.lam,
+                             "log_integral": trainer.log_integral})
     return finish(trainer, out, rows)
 
 
