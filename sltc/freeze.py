@@ -2,9 +2,9 @@
 
 Rule: a weight is kept when its deterministic gate exceeds ``gates.threshold``
 (CRBG: ``clamp(mu, 0, 1)``; hard concrete: the stretched sigmoid; edge-popup:
-its top-k). With a target sparsity the freezer instead keeps the highest-ranked
-gates until exactly ``round(density * n)`` weights survive, per layer or over
-all gated layers together; ties go to the lower flat index.
+its top-k). Where that misses a target sparsity, the freezer instead keeps the
+highest-ranked gates until exactly ``round(density * n)`` weights survive, per
+layer or over all gated layers together; ties go to the lower flat index.
 """
 
 from __future__ import annotations
@@ -70,10 +70,16 @@ def sparsity(model, masks: dict[str, torch.Tensor]) -> float:
 
 def freeze(model, threshold: float, target_sparsity: float | None = None,
            scope: str = "layer", tolerance: float = 0.0) -> dict[str, torch.Tensor]:
-    """The ticket's masks: the threshold rule, or top-k where it misses the target."""
+    """The ticket's masks: the threshold rule, or top-k where it misses the target.
+
+    The threshold mask is kept when its sparsity lies in ``[target, target + tolerance]``:
+    a ticket is never denser than asked for, and never sparser by more than the tolerance.
+    """
     masks = threshold_masks(model, threshold)
-    if target_sparsity is not None and abs(sparsity(model, masks) - target_sparsity) > tolerance:
-        masks = topk_masks(model, target_sparsity, scope)
+    if target_sparsity is not None:
+        s = sparsity(model, masks)
+        if s < target_sparsity or s > target_sparsity + tolerance:
+            masks = topk_masks(model, target_sparsity, scope)
     return masks
 
 

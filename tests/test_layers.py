@@ -70,3 +70,17 @@ def test_frozen_masks_and_exact_topk():
         manual = F.linear((manual - 0.5) / 0.25 if i == 0 else manual, m.weight * masks[m.name])
         manual = torch.relu(manual) if i == 0 else manual
     assert torch.allclose(y, manual, atol=1e-6)
+
+
+def test_freeze_never_ships_a_denser_ticket_than_asked():
+    from sltc.freeze import freeze
+
+    cfg = from_dict({"seed": 2, "model": {"widths": [50]}})
+    model = gate(create_model(cfg.model, (1, 8, 8), 10, 0.5, 0.25), cfg)
+    for m in gated_layers(model):
+        m.gate.mu.data = torch.rand_like(m.gate.mu)  # threshold 0.5: about half kept
+    natural = sparsity(model, threshold_masks(model, 0.5))
+    denser = freeze(model, 0.5, natural + 0.005, "global", 0.01)
+    assert abs(sparsity(model, denser) - (natural + 0.005)) < 1e-3  # pruned to the target
+    within = freeze(model, 0.5, natural - 0.005, "global", 0.01)
+    assert sparsity(model, within) == natural  # threshold mask kept: inside [t, t + tol]
