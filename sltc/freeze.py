@@ -29,12 +29,11 @@ def threshold_masks(model, threshold: float) -> dict[str, torch.Tensor]:
 
 
 def _keep_top(ranks: np.ndarray, weights: np.ndarray, keep: int) -> np.ndarray:
-    """Boolean over gates: highest ranks first until ``keep`` weights are covered."""
+    """Boolean over gates: highest ranks first while they cover at most ``keep`` weights."""
     order = np.lexsort((np.arange(len(ranks)), -ranks))
     covered = np.cumsum(weights[order])
     chosen = np.zeros(len(ranks), dtype=bool)
-    if keep > 0:
-        chosen[order[: int(np.searchsorted(covered, keep)) + 1]] = True
+    chosen[order[: int(np.searchsorted(covered, keep, side="right"))]] = True
     return chosen
 
 
