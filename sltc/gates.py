@@ -26,9 +26,24 @@ HC_GAMMA, HC_ZETA, HC_BETA = -0.1, 1.1, 2.0 / 3.0
 # --- pure functions -------------------------------------------------------------------------
 
 
+class _NoisyClamp(torch.autograd.Function):
+    """clamp(mu + noise, 0, 1) in one buffer; the gradient passes where 0 <= z <= 1."""
+
+    @staticmethod
+    def forward(ctx, mu, noise):
+        z = noise.add_(mu)  # noise is a fresh buffer: reuse it
+        ctx.save_for_backward((z >= 0) & (z <= 1))
+        return z.clamp_(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None
+
+
 def crbg_sample(mu: torch.Tensor, sigma: float) -> torch.Tensor:
     """z = clamp(mu + sigma * eps, 0, 1), eps ~ N(0, 1): no straight-through."""
-    return torch.clamp(mu + sigma * torch.randn_like(mu), 0.0, 1.0)
+    return _NoisyClamp.apply(mu, torch.randn_like(mu).mul_(sigma))
 
 
 def crbg_expected_open(mu: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -85,6 +100,10 @@ class Gate(nn.Module):
     def expected_open(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def open_count(self, threshold: float) -> torch.Tensor:
+        """How many gates the threshold rule keeps (a 0-d tensor)."""
+        return torch.count_nonzero(self.frozen(threshold))
+
     def rank(self) -> torch.Tensor:
         raise NotImplementedError
 
@@ -109,6 +128,9 @@ class CRBGate(Gate):
 
     def expected_open(self) -> torch.Tensor:
         return crbg_expected_open(self.mu, self.cfg.sigma)
+
+    def open_count(self, threshold: float) -> torch.Tensor:
+        return torch.count_nonzero(self.mu.detach() > threshold)
 
     def rank(self) -> torch.Tensor:
         return self.mu.detach()
