@@ -50,7 +50,7 @@ class GatesConfig(_Strict):
     threshold: float = Field(default=0.5, ge=0, lt=1)
     # freeze rule: keep a weight when its deterministic gate exceeds this
     gate_first: bool = True  # gate the input layer
-    gate_last: bool = True  # gate the classifier
+    gate_last: bool = True  # gate the classifier (weight granularity only)
     ramp: float = Field(default=0.0, ge=0, le=1)
     # > 0: the controller's target rises linearly to target_sparsity over this fraction of
     # the run; 0 (measured best on the validation split): the target holds from the start

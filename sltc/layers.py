@@ -129,12 +129,15 @@ def gate(
     """Swap every Linear/Conv2d of ``model`` in place for a gated layer.
 
     Each weight is regenerated from ``(config.seed, qualified name)``. Layers for
-    which ``filter_fn(name, module)`` is false keep frozen weights but no gate.
+    which ``filter_fn(name, module)`` is false keep frozen weights but no gate; so
+    does the classifier under neuron granularity (its units are the classes).
     """
     swaps = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d)]
     for i, (name, module) in enumerate(swaps):
-        gated = (i > 0 or config.gates.gate_first) and (
-            i < len(swaps) - 1 or config.gates.gate_last)
+        last = i == len(swaps) - 1
+        # a neuron gate on the classifier would delete a class: it stays ungated
+        gated = (i > 0 or config.gates.gate_first) and not (
+            last and (not config.gates.gate_last or config.gates.granularity == "neuron"))
         if filter_fn is not None:
             gated = gated and filter_fn(name, module)
         kw = dict(name=name, seed=config.seed, init=config.model.init, gain=config.model.gain,

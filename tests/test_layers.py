@@ -84,3 +84,9 @@ def test_freeze_never_ships_a_denser_ticket_than_asked():
     assert abs(sparsity(model, denser) - (natural + 0.005)) < 1e-3  # pruned to the target
     within = freeze(model, 0.5, natural - 0.005, "global", 0.01)
     assert sparsity(model, within) == natural  # threshold mask kept: inside [t, t + tol]
+
+
+def test_neuron_gates_never_remove_a_class():
+    cfg = from_dict({"gates": {"granularity": "neuron"}})
+    layers = gated_layers(gate(create_model(cfg.model, (1, 28, 28), 10, 0.5, 0.25), cfg))
+    assert all(m.gate is not None for m in layers[:-1]) and layers[-1].gate is None
