@@ -27,7 +27,7 @@ class ModelConfig(_Strict):
     batchnorm: bool = False  # non-affine BatchNorm after each hidden layer (edge-popup style)
     init: Literal["signed_constant", "uniform", "kaiming_normal"] = "signed_constant"
     # signed constant needs one random bit per weight: cheapest to regenerate, best in edge-popup
-    gain: float = Field(default=2**0.5, gt=0)  # Kaiming gain (sqrt 2 for ReLU); rescales weights
+    gain: float = Field(default=2**0.5, gt=0, allow_inf_nan=False)  # Kaiming gain (sqrt 2 for ReLU); rescales weights
 
 
 class DataConfig(_Strict):
@@ -43,8 +43,9 @@ class GatesConfig(_Strict):
     granularity: Literal["weight", "neuron"] = "weight"
     target_sparsity: float | None = Field(default=0.9, ge=0, lt=1)
     # fraction of gated weights pruned; drives lambda (gate methods) or the top-k (edge_popup)
-    lambda_: float = Field(default=1.0, ge=0, alias="lambda")
-    # weight of the expected-L0 term (mean expected density); the controller adapts it
+    lambda_: float = Field(default=1.0, ge=0, alias="lambda", allow_inf_nan=False)
+    # starting weight of the expected-L0 term (mean expected density); the controller adapts
+    # it towards target_sparsity; 0 turns the L0 term and the controller off
     sigma: float = Field(default=0.5, gt=0)  # CRBG noise std, STG's value
     mu_init: float = Field(default=0.5)  # CRBG mean at init: P(z > 0) = Phi(mu/sigma) = 0.84
     threshold: float = Field(default=0.5, ge=0, lt=1)

@@ -143,13 +143,13 @@ class Trainer:
         below zero get no task gradient through the clamp and never come back.
         """
         g = self.config.gates
-        if g.target_sparsity is None or not self.uses_l0:
+        if g.target_sparsity is None or not self.uses_l0 or g.lambda_ == 0:
             return
         target = g.target_sparsity
         if g.ramp > 0:
             target *= min(1.0, (step + 1) / (g.ramp * self.total_steps))
         error = target - current
-        low, high = (math.log(v / g.lambda_) for v in LAMBDA_RANGE) if g.lambda_ > 0 else (0, 0)
+        low, high = (math.log(v / g.lambda_) for v in LAMBDA_RANGE)
         self.log_integral = float(np.clip(
             self.log_integral + g.controller_gain / self.total_steps * error, low, high))
         self.lam = float(np.clip(g.lambda_ * math.exp(g.controller_kp * error + self.log_integral),
@@ -173,7 +173,8 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; the last "
-                    "good checkpoint is kept; lower train.lr or gates.lambda and --resume")
+                    "good checkpoint (if any) is kept; start again with a lower train.lr "
+                    "or gates.lambda")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

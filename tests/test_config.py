@@ -19,6 +19,7 @@ def test_defaults_and_keys_scripts_rely_on():
     ({"model": {"widht": [1]}}, "unknown key 'model.widht'"),
     ({"train": {"epochs": "many"}}, "train.epochs"),
     ({"gates": {"lambda": -1}}, "gates.lambda"),
+    ({"gates": {"lambda": float("inf")}}, "gates.lambda"),
     ({"model": {"arch": "resnet9000"}}, "model.arch"),
     ({"gates": {"method": "magic"}}, "gates.method"),
     ({"gates": {"target_sparsity": 1.5}}, "gates.target_sparsity"),
