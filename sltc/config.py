@@ -27,7 +27,8 @@ class ModelConfig(_Strict):
     batchnorm: bool = False  # non-affine BatchNorm after each hidden layer (edge-popup style)
     init: Literal["signed_constant", "uniform", "kaiming_normal"] = "signed_constant"
     # signed constant needs one random bit per weight: cheapest to regenerate, best in edge-popup
-    gain: float = Field(default=2**0.5, gt=0, allow_inf_nan=False)  # Kaiming gain (sqrt 2 for ReLU); rescales weights
+    gain: float = Field(default=2**0.5, gt=0, allow_inf_nan=False)
+    # Kaiming gain, sqrt(2) for ReLU; larger gains made the controller overshoot (results.md)
 
 
 class DataConfig(_Strict):
