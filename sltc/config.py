@@ -56,10 +56,10 @@ class GatesConfig(_Strict):
     ramp: float = Field(default=0.0, ge=0, le=1)
     # > 0: the controller's target rises linearly to target_sparsity over this fraction of
     # the run; 0 (measured best on the validation split): the target holds from the start
-    controller_gain: float = Field(default=50.0, ge=0)
-    # integral gain: change of log(lambda) over the whole run per unit of sparsity error
-    controller_kp: float = Field(default=6.0, ge=0)
-    # proportional gain: log(lambda) offset per unit of current sparsity error
+    controller_gain: float = Field(default=5.0, ge=0)
+    # integral gain: change of log(lambda) over the whole run per unit of log-density error
+    controller_kp: float = Field(default=0.6, ge=0)
+    # proportional gain: log(lambda) offset per unit of current log-density error
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

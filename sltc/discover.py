@@ -138,6 +138,8 @@ class Trainer:
     def _control(self, current: float, step: int) -> None:
         """PI control of log(lambda) towards the (ramped) ``gates.target_sparsity``.
 
+        The error is log(density / target density), so the controller is as strong at
+        98% sparsity as at 90%.
         The integral term accumulates the error; the proportional term lowers lambda as
         the sparsity nears the target, so that it does not overshoot: gates pushed well
         below zero get no task gradient through the clamp and never come back.
@@ -148,7 +150,8 @@ class Trainer:
         target = g.target_sparsity
         if g.ramp > 0:
             target *= min(1.0, (step + 1) / (g.ramp * self.total_steps))
-        error = target - current
+        # error in log density: a point of sparsity matters more at 98% than at 50%
+        error = math.log(max(1.0 - current, 1e-6) / max(1.0 - target, 1e-6))  # too dense: > 0
         low, high = (math.log(v / g.lambda_) for v in LAMBDA_RANGE)
         self.log_integral = float(np.clip(
             self.log_integral + g.controller_gain / self.total_steps * error, low, high))
