@@ -90,12 +90,11 @@ def parity(model_path: str, ticket, data_root=None, batch: int = 512) -> dict:
     import torch
     from sltc.runtime._ort import session
 
-    from sltc.data import load_test_set
+    from sltc.data import recorded_test_set
     from sltc.rebuild import model_from_ticket
 
     data = ticket.meta["config"]["data"]
-    test = load_test_set(data["name"], data_root or data["root"], ticket.meta["config"]["seed"],
-                         data["synthetic_size"])
+    test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root)
     x = test.images[:batch].astype(np.float32) / 255.0
     with torch.no_grad():
         expected = model_from_ticket(ticket)(torch.from_numpy(x)).numpy()

@@ -82,8 +82,7 @@ def run(ops: list[dict], x: np.ndarray, matmul) -> np.ndarray:
         elif kind == "linear":
             x = matmul(op, x)
         elif kind == "conv2d":
-            k = op["shape"][-1] if "shape" in op else op["weight"].shape[-1]
-            cols, (n, ho, wo) = im2col(x, k, op["padding"])
+            cols, (n, ho, wo) = im2col(x, op["weight"].shape[-1], op["padding"])
             x = matmul(op, cols).reshape(n, ho, wo, -1).transpose(0, 3, 1, 2)
         elif kind == "batchnorm":
             shape = (1, -1) + (1,) * (x.ndim - 2)

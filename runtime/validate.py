@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sltc.data import load_test_set
+from sltc.data import recorded_test_set
 from sltc.errors import SltcError
 
 from .engines import prepare
@@ -37,8 +37,7 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     data = model.meta.get("data")
     if data is None:
         raise SltcError(f"{path} does not record its dataset; validate the ticket instead")
-    test = load_test_set(data["name"], data_root or data["root"], model.meta.get("seed", 0),
-                         data["synthetic_size"])
+    test = recorded_test_set(data, model.meta.get("seed", 0), data_root)
     predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback)
     predictions = np.concatenate([
         predictor(test.images[i:i + batch].astype(np.float32) / np.float32(255)).argmax(1)

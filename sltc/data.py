@@ -136,3 +136,8 @@ def load_test_set(name: str, root: str | None = None, seed: int = 0, size: int =
     if name == "synthetic":
         return synthetic_split(seed, "test", max(16, size // 4))
     return load_split(name, "test", root)
+
+
+def recorded_test_set(data: dict, seed: int, root: str | None = None) -> Split:
+    """The test set named by a saved run's ``data`` config (``root`` overrides its folder)."""
+    return load_test_set(data["name"], root or data["root"], seed, data["synthetic_size"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data import load_test_set
+from .data import recorded_test_set
 from .ticket import Ticket
 
 
@@ -16,8 +16,7 @@ def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str 
     dev = resolve_device(device)
     model = model_from_ticket(ticket).to(dev)
     data = ticket.meta["config"]["data"]
-    test = load_test_set(data["name"], data_root or data["root"], ticket.meta["config"]["seed"],
-                         data["synthetic_size"])
+    test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root)
     x, y = to_tensors(test, dev)
     return {"test_accuracy": accuracy(model, x, y), "recorded_accuracy":
             ticket.meta.get("test_accuracy"), "sparsity": ticket.sparsity(), "examples": len(y)}
