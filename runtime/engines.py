@@ -1,7 +1,8 @@
 """Inference engines behind a registry; all must agree on outputs.
 
 - ``dense``: numpy matmuls, the reference.
-- ``csr``: scipy CSR kernels on CPU; cupy (cuSPARSE) when ``provider="cuda"``.
+- ``csr``: scipy's sparse kernels on CPU (``spmv``: zero inputs skipped at batch 1);
+  cupy (cuSPARSE) when ``provider="cuda"``.
 - ``ort``: onnxruntime on an explicitly chosen provider, read back from the session.
 """
 
@@ -14,7 +15,7 @@ import numpy as np
 from sltc.errors import SltcError
 from sltc.registry import Registry
 
-from . import graph
+from . import graph, spmv
 from ._ort import session
 from .loader import Deployable
 
@@ -62,51 +63,40 @@ def _cupy():
     return cupy, cusparse
 
 
-@ENGINES.register("csr")
-def csr_engine(model: Deployable, provider: str = "cpu", **_) -> Predictor:
-    """y = (W_csr @ a.T).T per layer; weights regenerated from the seed at load."""
-    import scipy.sparse as sp
-
-    _needs_ops(model, "csr")
-    mats = {}
+def _layers(model: Deployable):
+    """(op, 2-D weight, 2-D mask) for each weighted op."""
     for op in model.ops:
         if "weight" in op:
             w2 = op["weight"].reshape(len(op["weight"]), -1)
-            rows, cols = np.nonzero(model.masks[op["name"]])
-            mats[op["name"]] = sp.csr_matrix((w2[rows, cols], (rows, cols)), shape=w2.shape,
-                                             dtype=np.float32)
+            yield op, w2, model.masks[op["name"]].reshape(w2.shape)
+
+
+@ENGINES.register("csr")
+def csr_engine(model: Deployable, provider: str = "cpu", **_) -> Predictor:
+    """Weights regenerated from the seed at load, multiplied by scipy's sparse kernels."""
+    _needs_ops(model, "csr")
     if provider == "cuda":
-        cupy, cusparse = _cupy()
-        gpu = {k: cusparse.csr_matrix(v) for k, v in mats.items()}
-
-        def matmul_gpu(op, a):
-            return cupy.asnumpy((gpu[op["name"]] @ cupy.asarray(a).T).T)
-
-        return Predictor("csr", "cupy-cusparse", lambda x: graph.run(model.ops, x, matmul_gpu))
+        return _cusparse_engine(model)
     if provider != "cpu":
         raise SltcError(f"--provider {provider!r}: choose cpu or cuda")
-    return Predictor("csr", "scipy", lambda x: graph.run(model.ops, x, _scipy_matmul(mats)))
-
-
-def _scipy_matmul(mats: dict):
-    """``a @ W.T`` with scipy's CSR kernels, called without per-call checks where possible."""
-    try:
-        from scipy.sparse._sparsetools import csr_matvec, csr_matvecs
-    except ImportError:  # a scipy without the private kernels: the public operator
-        return lambda op, a: np.asarray((mats[op["name"]] @ a.T).T)
+    layers = {op["name"]: (spmv.SparseLinear if op["op"] == "linear" else spmv.SparseRows)(w2, mask)
+              for op, w2, mask in _layers(model)}
 
     def matmul(op, a):
-        m = mats[op["name"]]
-        rows, cols = m.shape
-        if len(a) == 1:  # sparse matrix-vector product: the fast path at batch 1
-            y = np.zeros(rows, dtype=np.float32)
-            csr_matvec(rows, cols, m.indptr, m.indices, m.data, a[0], y)
-            return y[None, :]
-        y = np.zeros((rows, len(a)), dtype=np.float32)
-        csr_matvecs(rows, cols, len(a), m.indptr, m.indices, m.data, np.ascontiguousarray(a.T), y)
-        return y.T
+        return layers[op["name"]](a)
 
-    return matmul
+    return Predictor("csr", "scipy", lambda x: graph.run(model.ops, x, matmul))
+
+
+def _cusparse_engine(model: Deployable) -> Predictor:
+    cupy, cusparse = _cupy()
+    gpu = {op["name"]: cusparse.csr_matrix(spmv.masked(w2, mask, "csr"))
+           for op, w2, mask in _layers(model)}
+
+    def matmul(op, a):
+        return cupy.asnumpy((gpu[op["name"]] @ cupy.asarray(a).T).T)
+
+    return Predictor("csr", "cupy-cusparse", lambda x: graph.run(model.ops, x, matmul))
 
 
 @ENGINES.register("ort")

@@ -1,0 +1,102 @@
+"""Sparse products for the ``csr`` engine on scipy's compiled kernels: ``a @ W.T``.
+
+Linear layers are held by input column (CSC). At batch 1 the product then visits
+only the columns whose input is non-zero; after a ReLU about half of them are,
+so the work and the memory read shrink with the activation sparsity. Layers fed
+by im2col (many rows per image) are held by output row (CSR).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+try:  # the kernels behind scipy.sparse's operators, called without per-call checks
+    from scipy.sparse._sparsetools import csc_matvec, csc_matvecs, csr_matvec, csr_matvecs
+
+    KERNELS = True
+except ImportError:  # pragma: no cover - a scipy without them: the public operators
+    KERNELS = False
+
+# Skip zero inputs when at least this fraction of them is zero and columns hold at least
+# this many entries on average; below either, the bookkeeping costs more than it saves.
+SKIP_MIN_ZEROS = 0.2
+SKIP_MIN_COLUMN_NNZ = 32
+
+
+def masked(weight: np.ndarray, mask: np.ndarray, fmt: str):
+    """The kept entries of ``weight`` as a float32 scipy matrix with int32 indices."""
+    rows, cols = np.nonzero(mask)
+    m = sp.csr_matrix((weight[rows, cols], (rows, cols)), shape=weight.shape, dtype=np.float32)
+    m = m.asformat(fmt)
+    m.indptr, m.indices = m.indptr.astype(np.int32), m.indices.astype(np.int32)
+    return m
+
+
+class SparseLinear:
+    """A masked 2-D weight ``W`` (rows = outputs) as a CSC matrix."""
+
+    def __init__(self, weight: np.ndarray, mask: np.ndarray):
+        self.matrix = m = masked(weight, mask, "csc")
+        # Column j's entry range [indptr[j], indptr[j+1]) packed into one int64, last
+        # column first; see ``_matvec_active``.
+        spans = np.stack([m.indptr[:-1], m.indptr[1:]], axis=1)[::-1]
+        self.spans = np.ascontiguousarray(spans).view(np.int64).ravel()
+        self.skips = m.nnz >= SKIP_MIN_COLUMN_NNZ * m.shape[1]
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        m = self.matrix
+        if not KERNELS:
+            return np.asarray((m @ a.T).T, dtype=np.float32)
+        if len(a) == 1:
+            return self._matvec(a[0])[None, :]
+        y = np.zeros((m.shape[0], len(a)), dtype=np.float32)
+        csc_matvecs(*m.shape, len(a), m.indptr, m.indices, m.data, np.ascontiguousarray(a.T), y)
+        return y.T
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        m = self.matrix
+        if self.skips:
+            reversed_x = x[::-1]
+            active = np.flatnonzero(reversed_x)
+            if len(active) <= (1 - SKIP_MIN_ZEROS) * len(x):
+                return self._matvec_active(reversed_x, active)
+        y = np.zeros(m.shape[0], dtype=np.float32)
+        csc_matvec(*m.shape, m.indptr, m.indices, m.data, x, y)
+        return y
+
+    def _matvec_active(self, reversed_x: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """``W @ x`` over the non-zero inputs only, with the unchanged CSC kernel.
+
+        ``csc_matvec`` walks columns ``k`` over entries ``ptr[k]:ptr[k+1]``. Taking the
+        active columns last first, ``ptr = [s_a, e_a, s_b, e_b, ...]`` makes every even
+        column one active column and every odd one the range ``e_a:s_b``, which is
+        empty because column ``b`` is stored before column ``a`` (``s_b <= e_a``).
+        """
+        m = self.matrix
+        ptr = self.spans.take(active).view(np.int32)
+        xs = np.zeros(len(ptr), dtype=np.float32)
+        xs[0::2] = reversed_x.take(active)
+        y = np.zeros(m.shape[0], dtype=np.float32)
+        if len(ptr):
+            csc_matvec(m.shape[0], len(ptr) - 1, ptr, m.indices, m.data, xs, y)
+        return y
+
+
+class SparseRows:
+    """A masked 2-D weight as a CSR matrix, for inputs with many rows (im2col)."""
+
+    def __init__(self, weight: np.ndarray, mask: np.ndarray):
+        self.matrix = masked(weight, mask, "csr")
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        m = self.matrix
+        if not KERNELS:
+            return np.asarray((m @ a.T).T, dtype=np.float32)
+        if len(a) == 1:
+            y = np.zeros(m.shape[0], dtype=np.float32)
+            csr_matvec(*m.shape, m.indptr, m.indices, m.data, a[0], y)
+            return y[None, :]
+        y = np.zeros((m.shape[0], len(a)), dtype=np.float32)
+        csr_matvecs(*m.shape, len(a), m.indptr, m.indices, m.data, np.ascontiguousarray(a.T), y)
+        return y.T
