@@ -36,6 +36,7 @@ class Record:
     load_s: float
     peak_rss_mb: float
     file_bytes: int
+    inputs: str = "random"
     speedup: float | None = None
 
 
@@ -45,8 +46,41 @@ def _limit_threads(threads: int) -> None:
     threadpool_limits(threads)
 
 
+def input_source(model, inputs: str = "random", data_root=None):
+    """``(batch, i) -> the i-th input batch``: one uniform random batch per size, or
+    consecutive batches of the model's recorded test images (``inputs="test"``).
+
+    The ``csr`` engine skips zero activations, so its speed depends on the inputs;
+    real images give the representative number.
+    """
+    if inputs == "random":
+        rng, cache = np.random.default_rng(0), {}
+
+        def random_batch(batch: int, i: int) -> np.ndarray:
+            if batch not in cache:
+                cache[batch] = rng.random((batch, *model.meta["input_shape"]), dtype=np.float32)
+            return cache[batch]
+
+        return random_batch
+    if inputs != "test":
+        raise SltcError(f"--inputs {inputs!r}: choose random or test")
+    from .validate import model_test_set
+
+    images = model_test_set(model, data_root).images
+
+    def test_batch(batch: int, i: int) -> np.ndarray:
+        if batch > len(images):
+            raise SltcError(f"--batch {batch} exceeds the {len(images)} test images; "
+                            "use a smaller batch or --inputs random")
+        start = i % (len(images) // batch) * batch
+        return images[start:start + batch].astype(np.float32) / np.float32(255)
+
+    return test_batch
+
+
 def measure(path: str, engine: str, batches: list[int], threads: int, provider: str,
-            warmup: int, repeat: int, allow_fallback: bool = False) -> list[Record]:
+            warmup: int, repeat: int, allow_fallback: bool = False, inputs: str = "random",
+            data_root: str | None = None) -> list[Record]:
     """Load ``path`` into ``engine`` and time it; call in a fresh process."""
     from .engines import prepare
     from .loader import load
@@ -57,14 +91,14 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
     predictor = prepare(model, engine, provider=provider, threads=threads,
                         allow_fallback=allow_fallback)
     load_s = time.perf_counter() - tic
-    rng = np.random.default_rng(0)
+    source = input_source(model, inputs, data_root)
     records = []
     for batch in batches:
-        x = rng.random((batch, *model.meta["input_shape"]), dtype=np.float32)
-        for _ in range(warmup):
-            predictor(x)
+        for i in range(warmup):
+            predictor(source(batch, i))
         times = np.empty(repeat)
         for i in range(repeat):
+            x = source(batch, warmup + i)
             t0 = time.perf_counter()
             predictor(x)
             times[i] = time.perf_counter() - t0
@@ -72,7 +106,7 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         records.append(Record(str(path), model.kind, engine, predictor.provider, batch, threads,
                               p50, p90, p99, batch * repeat / times.sum(), load_s, rss,
-                              model.file_bytes))
+                              model.file_bytes, inputs))
     return records
 
 
@@ -87,7 +121,7 @@ def _worker(args: dict) -> list[dict]:
 
 def bench(paths: list[str], engines: list[str] | None, batches: list[int], threads: int,
           provider: str, warmup: int, repeat: int, allow_fallback: bool = False,
-          on_progress=None) -> list[dict]:
+          on_progress=None, inputs: str = "random", data_root: str | None = None) -> list[dict]:
     """Every (model, engine) pair, each in its own process; adds ``speedup`` vs dense ORT."""
     from .engines import ENGINES, engines_for
     from .loader import kind_of
@@ -100,7 +134,8 @@ def bench(paths: list[str], engines: list[str] | None, batches: list[int], threa
         for engine in [e for e in engines or runnable if e in runnable]:
             jobs.append(dict(path=str(path), engine=engine, batches=batches, threads=threads,
                              provider=provider, warmup=warmup, repeat=repeat,
-                             allow_fallback=allow_fallback))
+                             allow_fallback=allow_fallback, inputs=inputs,
+                             data_root=data_root))
     records = []
     for job in jobs:
         records += _worker(job)
@@ -125,14 +160,15 @@ def print_table(records: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="sltc bench (p50 latency; speed-up against dense ORT)")
-    for col in ("model", "engine", "provider", "batch", "threads", "p50 ms", "p90 ms", "p99 ms",
-                "items/s", "load s", "RSS MB", "file B", "speed-up"):
-        table.add_column(col, justify="left" if col in ("model", "engine", "provider") else "right")
+    left = ("model", "engine", "provider", "inputs")
+    for col in (*left, "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "items/s", "load s",
+                "RSS MB", "file B", "speed-up"):
+        table.add_column(col, justify="left" if col in left else "right")
     for r in records:
-        table.add_row(r["model"].rsplit("/", 1)[-1], r["engine"], r["provider"], str(r["batch"]),
-                      str(r["threads"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}",
-                      f"{r['p99_ms']:.3f}", f"{r['throughput']:.0f}", f"{r['load_s']:.3f}",
-                      f"{r['peak_rss_mb']:.0f}", str(r["file_bytes"]),
+        table.add_row(r["model"].rsplit("/", 1)[-1], r["engine"], r["provider"], r["inputs"],
+                      str(r["batch"]), str(r["threads"]), f"{r['p50_ms']:.3f}",
+                      f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['throughput']:.0f}",
+                      f"{r['load_s']:.3f}", f"{r['peak_rss_mb']:.0f}", str(r["file_bytes"]),
                       "-" if r["speedup"] is None else f"{r['speedup']:.2f}x")
     Console(width=200).print(table)
 
@@ -159,8 +195,7 @@ def plot_latency(records: list[dict], path) -> None:
 if __name__ == "__main__":  # the worker: one (model, engine) in this process
     job = json.loads(sys.argv[1])
     try:
-        out = measure(job["path"], job["engine"], job["batches"], job["threads"], job["provider"],
-                      job["warmup"], job["repeat"], job["allow_fallback"])
+        out = measure(**job)
     except SltcError as e:
         print(str(e), file=sys.stderr)
         sys.exit(2)

@@ -63,12 +63,12 @@ def _cupy():
     return cupy, cusparse
 
 
-def _layers(model: Deployable):
+def _layers(ops: list[dict], masks: dict):
     """(op, 2-D weight, 2-D mask) for each weighted op."""
-    for op in model.ops:
+    for op in ops:
         if "weight" in op:
             w2 = op["weight"].reshape(len(op["weight"]), -1)
-            yield op, w2, model.masks[op["name"]].reshape(w2.shape)
+            yield op, w2, masks[op["name"]].reshape(w2.shape)
 
 
 @ENGINES.register("csr")
@@ -79,19 +79,20 @@ def csr_engine(model: Deployable, provider: str = "cpu", **_) -> Predictor:
         return _cusparse_engine(model)
     if provider != "cpu":
         raise SltcError(f"--provider {provider!r}: choose cpu or cuda")
+    ops = graph.fold_normalize(model.ops)
     layers = {op["name"]: (spmv.SparseLinear if op["op"] == "linear" else spmv.SparseRows)(w2, mask)
-              for op, w2, mask in _layers(model)}
+              for op, w2, mask in _layers(ops, model.masks)}
 
     def matmul(op, a):
         return layers[op["name"]](a)
 
-    return Predictor("csr", "scipy", lambda x: graph.run(model.ops, x, matmul))
+    return Predictor("csr", "scipy", lambda x: graph.run(ops, x, matmul))
 
 
 def _cusparse_engine(model: Deployable) -> Predictor:
     cupy, cusparse = _cupy()
     gpu = {op["name"]: cusparse.csr_matrix(spmv.masked(w2, mask, "csr"))
-           for op, w2, mask in _layers(model)}
+           for op, w2, mask in _layers(model.ops, model.masks)}
 
     def matmul(op, a):
         return cupy.asnumpy((gpu[op["name"]] @ cupy.asarray(a).T).T)

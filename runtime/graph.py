@@ -59,6 +59,24 @@ def compact(ops: list[dict], input_shape) -> list[dict]:
     return out
 
 
+def fold_normalize(ops: list[dict]) -> list[dict]:
+    """Fold a leading ``normalize`` into the first layer when it is linear:
+    ``W((x - m) / s) = (W / s) x - (m / s) W 1``. The layer then reads the raw input, whose
+    zeros (black pixels) the ``csr`` engine skips. Adds a ``bias``; engine-internal.
+    """
+    kinds = [op["op"] for op in ops]
+    first = next((i for i, k in enumerate(kinds) if k in ("linear", "conv2d")), None)
+    if kinds[:1] != ["normalize"] or first is None or kinds[first] != "linear" \
+            or set(kinds[1:first]) - {"flatten"}:
+        return ops
+    mean, std = float(ops[0]["mean"]), float(ops[0]["std"])
+    layer = dict(ops[first])
+    w = layer["weight"].astype(np.float64)
+    layer["weight"] = (w / std).astype(np.float32)
+    layer["bias"] = (-mean / std * w.sum(axis=1)).astype(np.float32)
+    return ops[1:first] + [layer] + ops[first + 1:]
+
+
 def im2col(x: np.ndarray, k: int, padding: int) -> np.ndarray:
     """(N, C, H, W) -> (N*H'*W', C*k*k) patches for a stride-1 convolution."""
     n, c, h, w = x.shape
@@ -81,6 +99,8 @@ def run(ops: list[dict], x: np.ndarray, matmul) -> np.ndarray:
             x = x.reshape(len(x), -1)
         elif kind == "linear":
             x = matmul(op, x)
+            if "bias" in op:
+                x = x + op["bias"]
         elif kind == "conv2d":
             cols, (n, ho, wo) = im2col(x, op["weight"].shape[-1], op["padding"])
             x = matmul(op, cols).reshape(n, ho, wo, -1).transpose(0, 3, 1, 2)

@@ -58,7 +58,7 @@ class SparseLinear:
         m = self.matrix
         if self.skips:
             reversed_x = x[::-1]
-            active = np.flatnonzero(reversed_x)
+            active = (reversed_x != 0).nonzero()[0]  # faster than flatnonzero on floats
             if len(active) <= (1 - SKIP_MIN_ZEROS) * len(x):
                 return self._matvec_active(reversed_x, active)
         y = np.zeros(m.shape[0], dtype=np.float32)

@@ -8,7 +8,7 @@ from sltc.data import recorded_test_set
 from sltc.errors import SltcError
 
 from .engines import prepare
-from .loader import load
+from .loader import Deployable, load
 
 
 def gpu_available(engine: str) -> bool:
@@ -26,6 +26,14 @@ def gpu_available(engine: str) -> bool:
     return False
 
 
+def model_test_set(model: Deployable, data_root=None):
+    """The test set the model's run recorded (``data_root`` overrides its folder)."""
+    data = model.meta.get("data")
+    if data is None:
+        raise SltcError(f"{model.path} does not record its dataset; use the ticket instead")
+    return recorded_test_set(data, model.meta.get("seed", 0), data_root)
+
+
 def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
              require_gpu: bool = False, allow_fallback: bool = False, batch: int = 1000) -> dict:
     if require_gpu and not gpu_available(engine):
@@ -34,10 +42,7 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     if require_gpu:
         provider = "cuda"
     model = load(path)
-    data = model.meta.get("data")
-    if data is None:
-        raise SltcError(f"{path} does not record its dataset; validate the ticket instead")
-    test = recorded_test_set(data, model.meta.get("seed", 0), data_root)
+    test = model_test_set(model, data_root)
     predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback)
     predictions = np.concatenate([
         predictor(test.images[i:i + batch].astype(np.float32) / np.float32(255)).argmax(1)

@@ -151,6 +151,10 @@ def bench(
     warmup: int = typer.Option(20, "--warmup", min=0),
     repeat: int = typer.Option(200, "--repeat", min=1),
     allow_fallback: bool = typer.Option(False, "--allow-fallback"),
+    inputs: str = typer.Option("random", "--inputs",
+                               help="random, or test: the run's test images (speed of csr "
+                                    "depends on how many activations are zero)."),
+    data: str = typer.Option(None, "--data", help="Dataset folder, for --inputs test."),
     plot: Path = typer.Option(None, "--plot", help="Draw latency per engine to this PNG."),
     as_json: bool = typer.Option(False, "--json", help="Quiet; stdout is a JSON list of records."),
 ):
@@ -165,7 +169,7 @@ def bench(
     with Progress(disable=as_json, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task("benchmarking", total=None)
         records = run([str(m) for m in models], engine or None, batches, threads, provider,
-                      warmup, repeat, allow_fallback, lambda job: bar.advance(task))
+                      warmup, repeat, allow_fallback, lambda job: bar.advance(task), inputs, data)
     if plot:
         plot_latency(records, plot)
     _emit(records, as_json, print_table)

@@ -102,6 +102,11 @@ def test_bench_json_records(exports, tmp_path):
         assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["threads"] == 1
     assert any(r["speedup"] == 1.0 for r in records)
     assert png.read_bytes()[:4] == b"\x89PNG"
+    proc = sltc("bench", exports["csr"], "--engine", "csr", "--batch", "1,3", "--repeat", "3",
+                "--inputs", "test", "--json", check=True)
+    assert {(r["inputs"], r["batch"]) for r in json.loads(proc.stdout)} == {("test", 1), ("test", 3)}
+    proc = sltc("bench", exports["csr"], "--inputs", "camera")
+    assert proc.returncode == 2 and "choose random or test" in proc.stderr
     proc = sltc("bench", exports["onnx"], "--engine", "gpu-magic")
     assert proc.returncode == 2 and "choose one of" in proc.stderr
     assert sorted(ENGINES.names()) == ["csr", "dense", "ort"]
