@@ -115,7 +115,7 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
     if weights not in ("dense", "sparse"):
         raise SltcError(f"--weights {weights!r}: choose dense or sparse")
     meta = ticket.meta
-    ops = materialise(ticket)
+    ops = materialise(meta["graph"], ticket.weight, ticket.extras)
     if compact_units:
         ops = compact(ops, meta["input_shape"])
     props = {"sltc.seed": ticket.seed, "sltc.sparsity": meta["sparsity"],

@@ -12,16 +12,17 @@ import numpy as np
 from sltc.errors import SltcError
 
 
-def materialise(ticket) -> list[dict]:
-    """The graph with each layer's masked weight (and BN statistics) attached."""
+def materialise(graph: list[dict], weight, extras: dict) -> list[dict]:
+    """The graph's ops with each layer's masked weight (``weight(name)``) and BatchNorm
+    statistics (from ``extras``) attached; for a ticket and a CSR export alike."""
     ops = []
-    for op in ticket.meta["graph"]:
+    for op in graph:
         op = dict(op)
         if op["op"] in ("linear", "conv2d"):
-            op["weight"] = ticket.weight(op["name"])
+            op["weight"] = weight(op["name"])
         elif op["op"] == "batchnorm":
-            op["mean"] = ticket.extras[f"{op['name']}.running_mean"]
-            op["var"] = ticket.extras[f"{op['name']}.running_var"]
+            op["mean"] = extras[f"{op['name']}.running_mean"]
+            op["var"] = extras[f"{op['name']}.running_var"]
         ops.append(op)
     return ops
 

@@ -52,7 +52,8 @@ def _from_ticket(path: Path) -> Deployable:
                 seed=ticket.seed)
     masks = {s["name"]: ticket.weight_mask(s["name"]).reshape(s["shape"][0], -1)
              for s in ticket.layers}
-    return Deployable(path, "ticket", meta, materialise(ticket), masks)
+    ops = materialise(ticket.meta["graph"], ticket.weight, ticket.extras)
+    return Deployable(path, "ticket", meta, ops, masks)
 
 
 def _csr_weight(tensors: dict, layer: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,15 +97,7 @@ def _from_csr(path: Path) -> Deployable:
     weights, masks = {}, {}
     for layer in manifest["layers"]:
         weights[layer["name"]], masks[layer["name"]] = _csr_weight(tensors, layer, manifest["seed"])
-    ops = []
-    for op in manifest["graph"]:
-        op = dict(op)
-        if op["op"] in ("linear", "conv2d"):
-            op["weight"] = weights[op["name"]]
-        elif op["op"] == "batchnorm":
-            op["mean"] = tensors[f"{op['name']}.running_mean"]
-            op["var"] = tensors[f"{op['name']}.running_var"]
-        ops.append(op)
+    ops = materialise(manifest["graph"], weights.__getitem__, tensors)
     meta = {k: manifest[k] for k in ("input_shape", "classes", "sparsity", "graph",
                                      "test_accuracy", "data", "seed")}
     return Deployable(path, "csr", meta, ops, masks)
