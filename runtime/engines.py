@@ -38,13 +38,20 @@ def _needs_ops(model: Deployable, engine: str) -> None:
                         f"{model.kind}: use --engine ort")
 
 
+def _layers(ops: list[dict], masks: dict):
+    """(op, 2-D weight, 2-D mask) for each weighted op."""
+    for op in ops:
+        if "weight" in op:
+            w2 = op["weight"].reshape(len(op["weight"]), -1)
+            yield op, w2, masks[op["name"]].reshape(w2.shape)
+
+
 @ENGINES.register("dense")
 def dense_engine(model: Deployable, provider: str = "cpu", **_) -> Predictor:
     _needs_ops(model, "dense")
     if provider != "cpu":
         raise SltcError("engine 'dense' runs on the CPU only; use --provider cpu")
-    weights = {op["name"]: np.ascontiguousarray(op["weight"].reshape(len(op["weight"]), -1).T)
-               for op in model.ops if "weight" in op}
+    weights = {op["name"]: np.ascontiguousarray(w2.T) for op, w2, _ in _layers(model.ops, model.masks)}
 
     def matmul(op, a):
         return a @ weights[op["name"]]
@@ -61,14 +68,6 @@ def _cupy():
     if cupy.cuda.runtime.getDeviceCount() == 0:
         raise SltcError("cupy sees no CUDA device; use --provider cpu")
     return cupy, cusparse
-
-
-def _layers(ops: list[dict], masks: dict):
-    """(op, 2-D weight, 2-D mask) for each weighted op."""
-    for op in ops:
-        if "weight" in op:
-            w2 = op["weight"].reshape(len(op["weight"]), -1)
-            yield op, w2, masks[op["name"]].reshape(w2.shape)
 
 
 @ENGINES.register("csr")

@@ -33,16 +33,17 @@ def masked(weight: np.ndarray, mask: np.ndarray, fmt: str):
     return m
 
 
-class SparseLinear:
-    """A masked 2-D weight ``W`` (rows = outputs) as a CSC matrix."""
+class SparseRows:
+    """A masked 2-D weight ``W`` (rows = outputs) as a CSR matrix, for inputs with many
+    rows (im2col)."""
+
+    fmt = "csr"
 
     def __init__(self, weight: np.ndarray, mask: np.ndarray):
-        self.matrix = m = masked(weight, mask, "csc")
-        # Column j's entry range [indptr[j], indptr[j+1]) packed into one int64, last
-        # column first; see ``_matvec_active``.
-        spans = np.stack([m.indptr[:-1], m.indptr[1:]], axis=1)[::-1]
-        self.spans = np.ascontiguousarray(spans).view(np.int64).ravel()
-        self.skips = m.nnz >= SKIP_MIN_COLUMN_NNZ * m.shape[1]
+        self.matrix = masked(weight, mask, self.fmt)
+        if KERNELS:
+            self.kernel, self.kernels = {"csr": (csr_matvec, csr_matvecs),
+                                         "csc": (csc_matvec, csc_matvecs)}[self.fmt]
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
         m = self.matrix
@@ -51,19 +52,37 @@ class SparseLinear:
         if len(a) == 1:
             return self._matvec(a[0])[None, :]
         y = np.zeros((m.shape[0], len(a)), dtype=np.float32)
-        csc_matvecs(*m.shape, len(a), m.indptr, m.indices, m.data, np.ascontiguousarray(a.T), y)
+        self.kernels(*m.shape, len(a), m.indptr, m.indices, m.data, np.ascontiguousarray(a.T), y)
         return y.T
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         m = self.matrix
+        y = np.zeros(m.shape[0], dtype=np.float32)
+        self.kernel(*m.shape, m.indptr, m.indices, m.data, x, y)
+        return y
+
+
+class SparseLinear(SparseRows):
+    """A masked 2-D weight as a CSC matrix (by input column), for linear layers."""
+
+    fmt = "csc"
+
+    def __init__(self, weight: np.ndarray, mask: np.ndarray):
+        super().__init__(weight, mask)
+        m = self.matrix
+        # Column j's entry range [indptr[j], indptr[j+1]) packed into one int64, last
+        # column first; see ``_matvec_active``.
+        spans = np.stack([m.indptr[:-1], m.indptr[1:]], axis=1)[::-1]
+        self.spans = np.ascontiguousarray(spans).view(np.int64).ravel()
+        self.skips = m.nnz >= SKIP_MIN_COLUMN_NNZ * m.shape[1]
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
         if self.skips:
             reversed_x = x[::-1]
             active = (reversed_x != 0).nonzero()[0]  # faster than flatnonzero on floats
             if len(active) <= (1 - SKIP_MIN_ZEROS) * len(x):
                 return self._matvec_active(reversed_x, active)
-        y = np.zeros(m.shape[0], dtype=np.float32)
-        csc_matvec(*m.shape, m.indptr, m.indices, m.data, x, y)
-        return y
+        return super()._matvec(x)
 
     def _matvec_active(self, reversed_x: np.ndarray, active: np.ndarray) -> np.ndarray:
         """``W @ x`` over the non-zero inputs only, with the unchanged CSC kernel.
@@ -81,22 +100,3 @@ class SparseLinear:
         if len(ptr):
             csc_matvec(m.shape[0], len(ptr) - 1, ptr, m.indices, m.data, xs, y)
         return y
-
-
-class SparseRows:
-    """A masked 2-D weight as a CSR matrix, for inputs with many rows (im2col)."""
-
-    def __init__(self, weight: np.ndarray, mask: np.ndarray):
-        self.matrix = masked(weight, mask, "csr")
-
-    def __call__(self, a: np.ndarray) -> np.ndarray:
-        m = self.matrix
-        if not KERNELS:
-            return np.asarray((m @ a.T).T, dtype=np.float32)
-        if len(a) == 1:
-            y = np.zeros(m.shape[0], dtype=np.float32)
-            csr_matvec(*m.shape, m.indptr, m.indices, m.data, a[0], y)
-            return y[None, :]
-        y = np.zeros((m.shape[0], len(a)), dtype=np.float32)
-        csr_matvecs(*m.shape, len(a), m.indptr, m.indices, m.data, np.ascontiguousarray(a.T), y)
-        return y.T
