@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # noqa: E402
-from sltc.exporters import export  # noqa: E402
 
+from sltc.exporters import export  # noqa: E402
 from sltc.inspect import inspect_ticket  # noqa: E402
 
 VARIANTS = [

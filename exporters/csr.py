@@ -1,8 +1,9 @@
-"""``--format csr``: CSR ``indptr`` / ``indices`` per gated layer, in safetensors.
+"""``--format csr``: CSR ``indptr`` / ``indices`` per gated layer, plus the skeleton, in safetensors.
 
 Values are implied by the seed (``--values implied``, the default) or stored
-(``--values stored``). Readable with ``safetensors.numpy`` and scipy alone; the
-JSON manifest in the metadata key ``sltc`` is specified in ``docs/format.md``.
+(``--values stored``). The structure of the network travels as the ticket's encoded
+skeleton in the uint8 tensor ``sltc.skeleton``; the JSON manifest in the metadata key
+``sltc`` is specified in ``docs/format.md`` section 3.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from sltc import skeleton
 from sltc.errors import SltcError
 from sltc.io import atomic_write
+from sltc.runtime.loader import CSR_VERSION, SKELETON_KEY
 from sltc.seeding import GENERATOR, KEY_DERIVATION
 
-from . import EXPORTERS
+from ._registry import EXPORTERS
 from .onnx import ticket_sha256
-
-CSR_FORMAT_VERSION = 1
 
 
 def csr_arrays(mask2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -30,34 +31,42 @@ def csr_arrays(mask2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return indptr, indices
 
 
+def _layer(ticket, spec: dict, values: str, tensors: dict) -> dict:
+    """One layer's manifest entry; its arrays go into ``tensors``."""
+    name, shape = spec["name"], spec["shape"]
+    entry = {**spec, "storage": "dense" if spec["granularity"] is None else "csr",
+             "values": values}
+    if entry["storage"] == "csr":
+        mask2d = ticket.weight_mask(name).reshape(shape[0], -1)
+        tensors[f"{name}.indptr"], tensors[f"{name}.indices"] = csr_arrays(mask2d)
+        entry["nnz"] = int(mask2d.sum())
+        if values == "stored":
+            w = ticket.dense_weight(name).reshape(shape[0], -1)
+            tensors[f"{name}.values"] = w[mask2d].astype(np.float32)
+    elif values == "stored":
+        tensors[f"{name}.values"] = ticket.dense_weight(name).astype(np.float32)
+    return entry
+
+
 @EXPORTERS.register("csr")
 def export_csr(ticket, source, output, *, values: str = "implied", **_) -> dict:
     if values not in ("implied", "stored"):
         raise SltcError(f"--values {values!r}: choose implied or stored")
-    tensors, layers = {}, []
-    for spec in ticket.layers:
-        name, shape = spec["name"], spec["shape"]
-        mask2d = ticket.weight_mask(name).reshape(shape[0], -1)
-        entry = {**spec, "storage": "dense" if spec["granularity"] is None else "csr",
-                 "values": values}
-        if entry["storage"] == "csr":
-            tensors[f"{name}.indptr"], tensors[f"{name}.indices"] = csr_arrays(mask2d)
-            entry["nnz"] = int(mask2d.sum())
-            if values == "stored":
-                w = ticket.dense_weight(name).reshape(shape[0], -1)
-                tensors[f"{name}.values"] = w[mask2d].astype(np.float32)
-        elif values == "stored":
-            tensors[f"{name}.values"] = ticket.dense_weight(name).astype(np.float32)
-        layers.append(entry)
+    tensors: dict[str, np.ndarray] = {}
+    layers = [_layer(ticket, spec, values, tensors) for spec in ticket.layers]
     for name, array in ticket.extras.items():
-        tensors[name] = np.ascontiguousarray(array, dtype=np.float32)
+        tensors[name] = np.asarray(array, dtype=np.float32)
+    raw = skeleton.serialize(ticket.skeleton)
+    tensors[SKELETON_KEY] = np.frombuffer(skeleton.encode(raw), dtype=np.uint8)
     meta = ticket.meta
-    manifest = {"format": "sltc-csr", "version": CSR_FORMAT_VERSION, "seed": ticket.seed,
+    manifest = {"format": "sltc-csr", "version": CSR_VERSION, "seed": ticket.seed,
                 "generator": {"name": GENERATOR, "key": KEY_DERIVATION}, "layers": layers,
-                "graph": meta["graph"], "input_shape": meta["input_shape"],
-                "classes": meta["classes"], "preprocessing": meta["preprocessing"],
-                "sparsity": meta["sparsity"], "test_accuracy": meta.get("test_accuracy"),
-                "data": meta["config"]["data"], "ticket_sha256": ticket_sha256(source)}
+                "tensors": ticket.tensors, "extras": sorted(ticket.extras),
+                "skeleton": {"encoding": skeleton.ENCODING, "size": len(raw)},
+                "input_shape": meta["input_shape"], "classes": meta["classes"],
+                "preprocessing": meta["preprocessing"], "sparsity": meta["sparsity"],
+                "test_accuracy": meta.get("test_accuracy"), "data": meta["config"]["data"],
+                "ticket_sha256": ticket_sha256(source)}
     atomic_write(output, lambda tmp: save_file(tensors, tmp, metadata={
         "sltc": json.dumps(manifest, sort_keys=True)}))
     return {"format": "csr", "output": str(output), "values": values,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import EXPORTERS
+from ._registry import EXPORTERS
 
 
 @EXPORTERS.register("ticket")

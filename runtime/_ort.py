@@ -5,6 +5,14 @@ from __future__ import annotations
 from sltc.errors import SltcError
 
 
+def has_ort() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def import_ort():
     try:
         import onnxruntime
@@ -31,7 +39,11 @@ def session(path_or_bytes, provider: str = "cpu", threads: int | None = None,
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     providers = [wanted, "CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [wanted]
-    sess = ort.InferenceSession(path_or_bytes, sess_options=opts, providers=providers)
+    try:
+        sess = ort.InferenceSession(path_or_bytes, sess_options=opts, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own errors: a model it refuses
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise SltcError(f"onnxruntime cannot load the model ({first})") from None
     used = sess.get_providers()[0]
     if used != wanted and not allow_fallback:
         raise SltcError(f"onnxruntime fell back to {used} instead of {wanted} (a CUDA library "

@@ -1,8 +1,8 @@
-"""Inference engines behind a registry; all must agree on outputs.
+"""Inference engines behind a registry; all run the same ``Graph`` and must agree on outputs.
 
-- ``dense``: numpy matmuls, the reference.
-- ``csr``: scipy's sparse kernels on CPU (``spmv``: zero inputs skipped at batch 1);
-  cupy (cuSPARSE) when ``provider="cuda"``.
+- ``dense``: the numpy executor over ``ops.OPS``, the reference.
+- ``csr``: scipy's sparse kernels for the layers where they are faster, onnxruntime
+  (or numpy) for the rest (``csr.SparseEngine``); cupy (cuSPARSE) when ``provider="cuda"``.
 - ``ort``: onnxruntime on an explicitly chosen provider, read back from the session.
 """
 
@@ -15,9 +15,11 @@ import numpy as np
 from sltc.errors import SltcError
 from sltc.registry import Registry
 
-from . import graph, spmv
-from ._ort import session
+from . import spmv
+from ._ort import has_ort, session
+from .csr import SparseEngine, sparse_kernel
 from .loader import Deployable
+from .ops import OPS
 
 ENGINES: Registry = Registry("engine")
 
@@ -27,36 +29,18 @@ class Predictor:
     engine: str
     provider: str
     predict: object  # callable: float32 (N, C, H, W) in [0, 1] -> logits
+    report: object = None  # callable: engine-specific facts (the csr engine's sparse layers)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.predict(x)
 
 
-def _needs_ops(model: Deployable, engine: str) -> None:
-    if model.ops is None:
-        raise SltcError(f"engine {engine!r} needs a ticket or CSR export; {model.path} is "
-                        f"{model.kind}: use --engine ort")
-
-
-def _layers(ops: list[dict], masks: dict):
-    """(op, 2-D weight, 2-D mask) for each weighted op."""
-    for op in ops:
-        if "weight" in op:
-            w2 = op["weight"].reshape(len(op["weight"]), -1)
-            yield op, w2, masks[op["name"]].reshape(w2.shape)
-
-
 @ENGINES.register("dense")
 def dense_engine(model: Deployable, provider: str = "cpu", **_) -> Predictor:
-    _needs_ops(model, "dense")
     if provider != "cpu":
         raise SltcError("engine 'dense' runs on the CPU only; use --provider cpu")
-    weights = {op["name"]: np.ascontiguousarray(w2.T) for op, w2, _ in _layers(model.ops, model.masks)}
-
-    def matmul(op, a):
-        return a @ weights[op["name"]]
-
-    return Predictor("dense", "numpy", lambda x: graph.run(model.ops, x, matmul))
+    graph = model.graph.folded()
+    return Predictor("dense", "numpy", graph.run)
 
 
 def _cupy():
@@ -71,52 +55,65 @@ def _cupy():
 
 
 @ENGINES.register("csr")
-def csr_engine(model: Deployable, provider: str = "cpu", **_) -> Predictor:
-    """Weights regenerated from the seed at load, multiplied by scipy's sparse kernels."""
-    _needs_ops(model, "csr")
+def csr_engine(model: Deployable, provider: str = "cpu", threads: int | None = None,
+               **_) -> Predictor:
+    """Sparse kernels where a short measurement says they win, per layer and batch size."""
     if provider == "cuda":
         return _cusparse_engine(model)
     if provider != "cpu":
         raise SltcError(f"--provider {provider!r}: choose cpu or cuda")
-    ops = graph.fold_normalize(model.ops)
-    layers = {op["name"]: (spmv.SparseLinear if op["op"] == "linear" else spmv.SparseRows)(w2, mask)
-              for op, w2, mask in _layers(ops, model.masks)}
-
-    def matmul(op, a):
-        return layers[op["name"]](a)
-
-    return Predictor("csr", "scipy", lambda x: graph.run(ops, x, matmul))
+    engine = SparseEngine(model.graph, threads, use_ort=has_ort())
+    return Predictor("csr", "scipy", engine, engine.report)
 
 
 def _cusparse_engine(model: Deployable) -> Predictor:
+    """Every product by a constant weight on cuSPARSE; the rest in numpy."""
     cupy, cusparse = _cupy()
-    gpu = {op["name"]: cusparse.csr_matrix(spmv.masked(w2, mask, "csr"))
-           for op, w2, mask in _layers(model.ops, model.masks)}
+    graph = model.graph.folded()
 
-    def matmul(op, a):
-        return cupy.asnumpy((gpu[op["name"]] @ cupy.asarray(a).T).T)
+    def product(w2, mask, by_rows):
+        gpu = cusparse.csr_matrix(spmv.masked(w2, mask, "csr"))
+        return lambda a: cupy.asnumpy((gpu @ cupy.asarray(a).T).T)
 
-    return Predictor("csr", "cupy-cusparse", lambda x: graph.run(model.ops, x, matmul))
+    overrides = {n.name: k for n in graph.nodes if (k := sparse_kernel(
+        n, graph.constants, product, max_density=1.0)) is not None}
+    return Predictor("csr", "cupy-cusparse", lambda x: graph.run(x, overrides))
 
 
 @ENGINES.register("ort")
 def ort_engine(model: Deployable, provider: str = "cpu", threads: int | None = None,
                allow_fallback: bool = False, **_) -> Predictor:
-    if model.kind == "onnx":
-        source = str(model.path)
-    else:
-        from sltc.exporters.onnx import build_model
-
-        source = build_model(model.ops, model.meta["input_shape"], model.meta["classes"], False,
-                             {}).SerializeToString()
+    source = str(model.path) if model.kind == "onnx" else model.graph.to_onnx().SerializeToString()
     sess, used = session(source, provider, threads, allow_fallback)
-    return Predictor("ort", used, lambda x: sess.run(["logits"], {"input": x})[0])
+    name_in, name_out = model.graph.input_name, model.graph.output_name
+    return Predictor("ort", used, lambda x: sess.run([name_out], {name_in: x})[0])
 
 
 def engines_for(kind: str) -> list[str]:
-    """The engines that can run a model of this kind (ONNX files: only ``ort``)."""
-    return ["ort"] if kind == "onnx" else ENGINES.names()
+    """The engines that can run a model of this kind: every engine runs every kind."""
+    return ENGINES.names()
 
 
 def prepare(model: Deployable, engine: str, **options) -> Predictor:
-    return ENGINES.get(engine)(model, **options)
+    """The engine's predictor, after one image of zeros went through the graph: a damaged
+    graph fails here, in one line, rather than halfway through a test set."""
+    factory = ENGINES.get(engine)
+    one = np.zeros((1, *model.graph.input_shape), np.float32)
+    try:
+        if engine != "ort":  # the numpy engines run every op with OPS
+            model.graph.check_ops(engine)
+            model.graph.run(one)
+        predictor = factory(model, **options)
+        if engine == "ort":
+            predictor(one)
+    except SltcError:
+        raise
+    except Exception as e:  # noqa: BLE001 - numpy or onnxruntime refusing the graph
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise SltcError(f"{model.path}: the network does not run in engine {engine!r} "
+                        f"({type(e).__name__}: {first}); the file is damaged or was not "
+                        "made by sltc") from None
+    return predictor
+
+
+__all__ = ["ENGINES", "OPS", "Predictor", "engines_for", "prepare"]

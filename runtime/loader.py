@@ -1,29 +1,32 @@
-"""Load a deployable model: a ticket, a CSR export or an ONNX export. Numpy only."""
+"""Load a deployable model: a ticket, a CSR export or an ONNX export, each as a ``Graph``."""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sltc import skeleton
 from sltc.errors import SltcError
-from sltc.seeding import generate_weight
+from sltc.seeding import generate_normal, generate_weight
 
-from .graph import materialise
+from .graph import Graph
+
+CSR_VERSION = 2
+SKELETON_KEY = "sltc.skeleton"  # the CSR export's tensor holding the encoded skeleton
 
 
 @dataclass
 class Deployable:
-    """What the engines run: the graph with weights (``ops``) or an ONNX file."""
+    """What the engines run: the network as a ``Graph`` with its weights in place."""
 
     path: Path
     kind: str  # "ticket", "csr" or "onnx"
-    meta: dict  # input_shape, classes, data, test_accuracy, sparsity
-    ops: list[dict] | None = None  # graph ops with "weight" (dense, masked) attached
-    masks: dict[str, np.ndarray] = field(default_factory=dict)  # 2-D boolean, per layer
+    meta: dict  # input_shape, classes, data, seed, test_accuracy, sparsity
+    graph: Graph
     load_s: float = 0.0
 
     @property
@@ -47,17 +50,15 @@ def _from_ticket(path: Path) -> Deployable:
     from sltc.ticket import Ticket
 
     ticket = Ticket.load(path)
-    meta = {k: ticket.meta[k] for k in ("input_shape", "classes", "sparsity", "graph")}
+    meta = {k: ticket.meta[k] for k in ("input_shape", "classes", "sparsity")}
     meta.update(test_accuracy=ticket.meta.get("test_accuracy"), data=ticket.meta["config"]["data"],
                 seed=ticket.seed)
-    masks = {s["name"]: ticket.weight_mask(s["name"]).reshape(s["shape"][0], -1)
-             for s in ticket.layers}
-    ops = materialise(ticket.meta["graph"], ticket.weight, ticket.extras)
-    return Deployable(path, "ticket", meta, ops, masks)
+    graph = Graph.from_onnx(ticket.skeleton, ticket.graph_tensors(), ticket.masked_tensors())
+    return Deployable(path, "ticket", meta, graph)
 
 
-def _csr_weight(tensors: dict, layer: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dense masked weight, 2-D mask) of one layer of a CSR export."""
+def _csr_weight(tensors: dict, layer: dict, seed: int) -> np.ndarray:
+    """The dense masked weight of one layer of a CSR export."""
     name, shape = layer["name"], tuple(layer["shape"])
     rows = shape[0]
     cols = int(np.prod(shape[1:]))
@@ -67,7 +68,7 @@ def _csr_weight(tensors: dict, layer: dict, seed: int) -> tuple[np.ndarray, np.n
         dense_values = generate_weight(seed, name, shape, layer["init"], layer["fan_in"],
                                        layer["gain"])
     if layer["storage"] == "dense":
-        return dense_values.reshape(shape), np.ones((rows, cols), dtype=bool)
+        return dense_values.reshape(shape)
     indptr, indices = tensors[f"{name}.indptr"], tensors[f"{name}.indices"]
     if len(indptr) != rows + 1 or indptr[-1] != len(indices) or (
             len(indices) and (indices.min() < 0 or indices.max() >= cols)):
@@ -79,7 +80,7 @@ def _csr_weight(tensors: dict, layer: dict, seed: int) -> tuple[np.ndarray, np.n
         w[mask] = dense_values
     else:
         w[mask] = dense_values.reshape(rows, cols)[mask]
-    return w.reshape(shape), mask
+    return w.reshape(shape)
 
 
 def _from_csr(path: Path) -> Deployable:
@@ -92,33 +93,43 @@ def _from_csr(path: Path) -> Deployable:
         tensors = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - any read failure is a bad file
         raise SltcError(f"{path}: not an sltc CSR export ({e})") from None
-    if manifest.get("format") != "sltc-csr" or manifest.get("version") != 1:
-        raise SltcError(f"{path}: unsupported CSR export format; re-export with this sltc")
-    weights, masks = {}, {}
-    for layer in manifest["layers"]:
-        weights[layer["name"]], masks[layer["name"]] = _csr_weight(tensors, layer, manifest["seed"])
-    ops = materialise(manifest["graph"], weights.__getitem__, tensors)
-    meta = {k: manifest[k] for k in ("input_shape", "classes", "sparsity", "graph",
-                                     "test_accuracy", "data", "seed")}
-    return Deployable(path, "csr", meta, ops, masks)
+    if manifest.get("format") != "sltc-csr" or manifest.get("version") != CSR_VERSION:
+        raise SltcError(f"{path}: unsupported CSR export format; re-export it from the ticket "
+                        "with this sltc")
+    seed = manifest["seed"]
+    arrays = {layer["tensor"]: _csr_weight(tensors, layer, seed) for layer in manifest["layers"]}
+    arrays.update((t["name"], generate_normal(seed, t["name"], tuple(t["shape"]), t["std"]))
+                  for t in manifest["tensors"])
+    arrays.update((name, tensors[name]) for name in manifest["extras"])
+    entry = manifest["skeleton"]
+    try:
+        model = skeleton.parse(skeleton.decode(tensors[SKELETON_KEY].tobytes(), entry["size"]))
+        skeleton.check_sources(model, {k: v.shape for k, v in arrays.items()})
+    except SltcError as e:
+        raise SltcError(f"{path}: {e}") from None
+    masked = {layer["tensor"] for layer in manifest["layers"] if layer["storage"] == "csr"}
+    meta = {k: manifest[k] for k in ("input_shape", "classes", "sparsity", "test_accuracy",
+                                     "data", "seed")}
+    return Deployable(path, "csr", meta, Graph.from_onnx(model, arrays, masked))
 
 
 def _from_onnx(path: Path) -> Deployable:
     import onnx
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path))
+        graph = Graph.from_onnx(model)
+    except SltcError as e:
+        raise SltcError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001
         raise SltcError(f"{path}: not a readable ONNX file ({e})") from None
     props = {p.key: p.value for p in model.metadata_props}
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    out = model.graph.output[0].type.tensor_type.shape.dim
-    meta = {"input_shape": [d.dim_value for d in dims[1:]], "classes": out[1].dim_value,
+    meta = {"input_shape": graph.input_shape, "classes": graph.classes,
             "sparsity": float(props.get("sltc.sparsity", "nan")),
             "test_accuracy": float(props["sltc.test_accuracy"]) if "sltc.test_accuracy" in props
             else None, "data": json.loads(props["sltc.data"]) if "sltc.data" in props else None,
             "seed": int(props.get("sltc.seed", 0))}
-    return Deployable(path, "onnx", meta)
+    return Deployable(path, "onnx", meta, graph)
 
 
 def load(path: str | Path) -> Deployable:

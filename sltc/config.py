@@ -22,7 +22,8 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    arch: str = "mlp"  # a name in sltc.models.MODELS
+    arch: str = "mlp"  # a name in sltc.models.MODELS, or python:package.module:factory
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # python: factories only
     widths: list[int] = Field(default_factory=lambda: [300, 100])  # hidden widths, `mlp` only
     batchnorm: bool = False  # non-affine BatchNorm after each hidden layer (edge-popup style)
     init: Literal["signed_constant", "uniform", "kaiming_normal"] = "signed_constant"
@@ -95,10 +96,12 @@ class RunConfig(_Strict):
 def _check_names(cfg: RunConfig, source: str) -> None:
     """Registry names: checked after validation so the message can list the choices."""
     from .gates import GATES
-    from .models import MODELS
+    from .models import MODELS, PYTHON_PREFIX
 
     for key, name, registry in (("model.arch", cfg.model.arch, MODELS),
                                 ("gates.method", cfg.gates.method, GATES)):
+        if key == "model.arch" and name.startswith(PYTHON_PREFIX):
+            continue
         if name not in registry:
             raise ConfigError(f"{source}: {key}: unknown {registry.kind} {name!r}; "
                               f"choose one of {', '.join(registry.names())}")

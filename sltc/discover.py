@@ -23,12 +23,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import config as config_mod
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Dataset, Split, load_dataset
+from .data import Dataset, load_dataset
 from .errors import SltcError, TrainingError
+from .evaluate import accuracy, resolve_device, to_tensors
 from .freeze import freeze, frozen_masks, sparsity, threshold_masks
 from .io import atomic_write_json, atomic_write_text
-from .layers import gate, gated_layers
-from .models import create_model
+from .layers import gated_layers
+from .models import build_model
+from .rebuild import ticket_from_model
 from .seeding import random_words
 
 log = logging.getLogger(__name__)
@@ -52,37 +54,6 @@ class Progressor:
 
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SltcError("--device cuda: this torch build sees no CUDA device; use --device cpu")
-    if device not in ("cpu", "cuda"):
-        raise SltcError(f"--device {device!r}: choose auto, cpu or cuda")
-    return torch.device(device)
-
-
-def build_model(config, input_shape, classes: int, mean: float, std: float):
-    """The gated model: a plain model from the registry with gated layers swapped in."""
-    return gate(create_model(config.model, input_shape, classes, mean, std), config)
-
-
-def to_tensors(split: Split, device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(np.array(split.images)).to(device=device, dtype=torch.float32) / 255.0
-    return x, torch.from_numpy(split.labels).to(device)
-
-
-@torch.no_grad()
-def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    """Top-1 accuracy with the model in eval mode (deterministic gates)."""
-    if len(y) == 0:
-        return float("nan")
-    model.eval()
-    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-                  for i in range(0, len(y), batch))
-    return correct / len(y)
 
 
 def expected_density(model) -> torch.Tensor:
@@ -261,8 +232,6 @@ def freeze_run(model, config, dataset: Dataset, device, target_sparsity=None, sc
     Returns the ticket and its accuracies: ``relaxed`` (deterministic gates, test set),
     ``val`` (the ticket on the validation split) and the ticket's test accuracy in its meta.
     """
-    from .rebuild import ticket_from_model
-
     g = config.gates
     if scope is None:
         scope = "layer" if g.method == "edge_popup" else "global"

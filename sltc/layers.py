@@ -1,33 +1,44 @@
 """Gated layers over frozen weights regenerated from ``(seed, layer name)``.
 
-The weight is a non-persistent buffer: a checkpoint holds gates and BN
-statistics only. ``gate(model, ...)`` swaps every ``nn.Linear`` / ``nn.Conv2d``
-for its gated twin; ``to_dense`` bakes a mask back into a plain layer.
+``gate(model, config)`` swaps every ``nn.Linear`` / ``nn.Conv2d`` for its gated twin
+and sets every other tensor of the model by one rule (``tensor_rule``), so that
+nothing in a ticket depends on torch's RNG or on the order modules were created.
+Weights and biases are non-persistent buffers: a checkpoint holds gates and
+normalisation statistics only. ``to_dense`` bakes a mask back into a plain layer.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gates import GATES
-from .seeding import generate_weight
+from .errors import ConfigError
+from .gates import GATES, Gate
+from .seeding import NORMAL_STD, generate_normal, generate_weight
+
+NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+STATISTICS = ("running_mean", "running_var")
 
 
 class _Gated(nn.Module):
     """Shared body of ``GatedLinear`` and ``GatedConv2d``."""
 
-    def _setup(self, name: str, seed: int, init: str, gain: float, gates_cfg, gated: bool):
+    def _setup(self, bias: bool, name: str, seed: int, init: str, gain: float, gates_cfg,
+               gated: bool):
         self.name, self.seed, self.init, self.gain = name, seed, init, gain
         shape = tuple(self.weight_shape)
         w = generate_weight(seed, name, shape, init, self.fan_in, gain)
         self.register_buffer("weight", torch.from_numpy(w), persistent=False)
+        # a bias starts at zero and stays there: it is a constant of the ticket
+        self.register_buffer("bias", torch.zeros(shape[0]) if bias else None, persistent=False)
         self.granularity = gates_cfg.granularity if gated else None
-        self.gate = None
+        self.gate: Gate | None = None
         self.fixed_mask: torch.Tensor | None = None  # set by `frozen_masks` for evaluation
         if gated:
             gate_shape = shape if self.granularity == "weight" else shape[:1]
@@ -65,7 +76,7 @@ class _Gated(nn.Module):
         return self._expand(gate_mask).expand(*self.weight_shape)
 
     def spec(self) -> dict:
-        """What the runtime needs to regenerate this weight."""
+        """What the runtime needs to regenerate this weight (a ticket's layer entry)."""
         return {
             "name": self.name,
             "shape": list(self.weight_shape),
@@ -75,50 +86,123 @@ class _Gated(nn.Module):
             "granularity": self.granularity,
         }
 
+    def _plain(self, plain: nn.Module, mask: torch.Tensor) -> nn.Module:
+        plain.weight.data.copy_(self.weight * mask.to(self.weight.device))
+        if self.bias is not None:
+            plain.bias.data.copy_(self.bias)
+        return plain.to(self.weight.device)
+
 
 class GatedLinear(_Gated):
-    def __init__(self, in_features, out_features, *, name, seed, init, gain, gates_cfg, gated):
+    def __init__(self, in_features, out_features, bias=False, *, name, seed, init, gain,
+                 gates_cfg, gated):
         super().__init__()
         self.weight_shape = (out_features, in_features)
-        self._setup(name, seed, init, gain, gates_cfg, gated)
+        self._setup(bias, name, seed, init, gain, gates_cfg, gated)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.effective_weight())
+        return F.linear(x, self.effective_weight(), self.bias)
 
     @classmethod
     def from_dense(cls, layer: nn.Linear, **kw) -> GatedLinear:
-        return cls(layer.in_features, layer.out_features, **kw)
+        return cls(layer.in_features, layer.out_features, layer.bias is not None, **kw)
 
     def to_dense(self, mask: torch.Tensor) -> nn.Linear:
-        out = nn.Linear(self.weight_shape[1], self.weight_shape[0], bias=False)
-        out.weight.data.copy_(self.weight * mask)
-        return out
+        out_features, in_features = self.weight_shape
+        return self._plain(nn.Linear(in_features, out_features, bias=self.bias is not None), mask)
 
 
 class GatedConv2d(_Gated):
-    def __init__(self, c_in, c_out, kernel, padding, *, name, seed, init, gain, gates_cfg, gated):
+    """Any ``nn.Conv2d`` with zero padding: stride, padding, dilation and groups kept."""
+
+    def __init__(self, c_in, c_out, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=False, *, name, seed, init, gain, gates_cfg, gated):
         super().__init__()
-        self.weight_shape = (c_out, c_in, kernel, kernel)
-        self.padding = padding
-        self._setup(name, seed, init, gain, gates_cfg, gated)
+        kh, kw = nn.modules.utils._pair(kernel_size)
+        self.weight_shape = (c_out, c_in // groups, kh, kw)
+        self.conv = dict(stride=nn.modules.utils._pair(stride), dilation=nn.modules.utils._pair(
+            dilation), groups=groups, padding=padding if isinstance(padding, str)
+            else nn.modules.utils._pair(padding))
+        self.c_in = c_in
+        self._setup(bias, name, seed, init, gain, gates_cfg, gated)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.effective_weight(), padding=self.padding)
+        return F.conv2d(x, self.effective_weight(), self.bias, **self.conv)
 
     @classmethod
     def from_dense(cls, layer: nn.Conv2d, **kw) -> GatedConv2d:
-        return cls(layer.in_channels, layer.out_channels, layer.kernel_size[0],
-                   layer.padding[0], **kw)
+        if layer.padding_mode != "zeros":
+            raise ConfigError(f"layer {kw['name']}: padding_mode {layer.padding_mode!r} is not "
+                              "supported; use padding_mode='zeros'")
+        return cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                   layer.padding, layer.dilation, layer.groups, layer.bias is not None, **kw)
 
     def to_dense(self, mask: torch.Tensor) -> nn.Conv2d:
-        c_out, c_in, k, _ = self.weight_shape
-        out = nn.Conv2d(c_in, c_out, k, padding=self.padding, bias=False)
-        out.weight.data.copy_(self.weight * mask)
-        return out
+        c_out, _, kh, kw = self.weight_shape
+        plain = nn.Conv2d(self.c_in, c_out, (kh, kw), bias=self.bias is not None, **self.conv)
+        return self._plain(plain, mask)
 
 
 def gated_layers(model: nn.Module) -> list[_Gated]:
     return [m for m in model.modules() if isinstance(m, _Gated)]
+
+
+# --- the tensor rule -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorRule:
+    """How one tensor of a gated model gets its value.
+
+    ``kind``: ``weight`` (a layer weight regenerated from ``(seed, layer)``, masked when
+    gated), ``constant`` (``value`` everywhere: biases 0, norm scales 1, shifts 0),
+    ``normal`` (drawn from the portable generator by its qualified ``name``, std
+    ``NORMAL_STD``), ``statistic`` (a normalisation buffer learned during the run: stored)
+    or ``fixed`` (any other buffer: a constant of the architecture, stored as it is).
+    """
+
+    name: str
+    kind: str
+    value: float | None = None
+
+
+def tensor_rule(model: nn.Module) -> Iterator[tuple[TensorRule, torch.Tensor]]:
+    """Every tensor of ``model`` outside the gates, with the rule that sets it."""
+    for prefix, module in model.named_modules():
+        if isinstance(module, Gate):
+            continue
+        dot = f"{prefix}." if prefix else ""
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, NORMS):
+                yield TensorRule(dot + name, "constant", 1.0 if name == "weight" else 0.0), param
+            else:
+                yield TensorRule(dot + name, "normal"), param
+        for name, buf in module.named_buffers(recurse=False):
+            if buf is None:
+                continue
+            if isinstance(module, _Gated):
+                kind, value = ("weight", None) if name == "weight" else ("constant", 0.0)
+                yield TensorRule(dot + name, kind, value), buf
+            elif isinstance(module, NORMS) and name in STATISTICS:
+                yield TensorRule(dot + name, "statistic"), buf
+            else:
+                yield TensorRule(dot + name, "fixed"), buf
+
+
+def _apply_rule(model: nn.Module, seed: int) -> None:
+    """Set every non-weight tensor by ``tensor_rule`` and freeze it."""
+    with torch.no_grad():
+        for rule, tensor in tensor_rule(model):
+            if rule.kind == "constant":
+                tensor.fill_(rule.value)
+            elif rule.kind == "normal":
+                values = generate_normal(seed, rule.name, tuple(tensor.shape), NORMAL_STD)
+                tensor.copy_(torch.from_numpy(values))
+            if isinstance(tensor, nn.Parameter):
+                tensor.requires_grad_(False)
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._NormBase):
+                module.reset_running_stats()
 
 
 def gate(
@@ -126,13 +210,19 @@ def gate(
     config,
     filter_fn: Callable[[str, nn.Module], bool] | None = None,
 ) -> nn.Module:
-    """Swap every Linear/Conv2d of ``model`` in place for a gated layer.
+    """Swap every Linear/Conv2d of ``model`` in place for a gated layer; freeze the rest.
 
     Each weight is regenerated from ``(config.seed, qualified name)``. Layers for
     which ``filter_fn(name, module)`` is false keep frozen weights but no gate; so
     does the classifier under neuron granularity (its units are the classes).
+    Every other tensor is set by ``tensor_rule`` and frozen.
     """
-    swaps = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d)]
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            raise ConfigError(f"{name}: nn.MultiheadAttention reads its projection weights "
+                              "directly, so they cannot be gated; write the attention with "
+                              "nn.Linear layers")
+    swaps = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     for i, (name, module) in enumerate(swaps):
         last = i == len(swaps) - 1
         # a neuron gate on the classifier would delete a class: it stays ungated
@@ -146,4 +236,15 @@ def gate(
         new = cls.from_dense(module, **kw)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    _apply_rule(model, config.seed)
     return model
+
+
+def to_plain(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of a gated ``model`` with plain layers holding the masked weights."""
+    plain = copy.deepcopy(model)
+    for layer in gated_layers(plain):
+        parent_name, _, child = layer.name.rpartition(".")
+        parent = plain.get_submodule(parent_name) if parent_name else plain
+        setattr(parent, child, layer.to_dense(masks[layer.name]))
+    return plain

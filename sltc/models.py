@@ -7,14 +7,20 @@ starts with ``Normalize``, so it takes pixels scaled to [0, 1].
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
+from .errors import ConfigError
+from .layers import gate
 from .registry import Registry
 
 MODELS: Registry = Registry("architecture")
+PYTHON_PREFIX = "python:"  # model.arch: python:package.module:factory, a user's own network
 
 
 class Normalize(nn.Module):
@@ -84,6 +90,40 @@ def conv6(cfg, input_shape, classes, normalize):
     return _conv_net([64, 64, 128, 128, 256, 256], cfg, input_shape, classes, normalize)
 
 
-def create_model(cfg, input_shape, classes: int, mean: float, std: float) -> nn.Sequential:
-    """Build the plain (ungated) model named by ``cfg.arch``."""
+def user_factory(arch: str):
+    """The factory named by ``python:package.module:factory`` (the working directory is
+    searched too, as ``python -m`` does)."""
+    module_name, sep, attr = arch[len(PYTHON_PREFIX):].partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"model.arch {arch!r}: expected python:package.module:factory")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"model.arch {arch!r}: cannot import {module_name} ({e}); "
+                          "check the module path and the working directory") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"model.arch {arch!r}: {module_name} has no callable {attr!r}")
+    return factory
+
+
+def create_model(cfg, input_shape, classes: int, mean: float, std: float) -> nn.Module:
+    """Build the plain (ungated) model named by ``cfg.arch``.
+
+    A user's factory is called as ``factory(input_shape, classes, **cfg.kwargs)`` and
+    takes pixels in [0, 1]; registry models normalise inside.
+    """
+    if cfg.arch.startswith(PYTHON_PREFIX):
+        model = user_factory(cfg.arch)(tuple(input_shape), classes, **cfg.kwargs)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model.arch {cfg.arch!r} returned {type(model).__name__}, "
+                              "not an nn.Module")
+        return model
     return MODELS.get(cfg.arch)(cfg, tuple(input_shape), classes, Normalize(mean, std))
+
+
+def build_model(config, input_shape, classes: int, mean: float, std: float) -> nn.Module:
+    """The gated model: a plain model with gated layers swapped in and every tensor set."""
+    return gate(create_model(config.model, input_shape, classes, mean, std), config)

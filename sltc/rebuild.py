@@ -1,45 +1,51 @@
-"""Between torch models and tickets: freeze a model into a ticket, rebuild one from it."""
+"""Between torch models and tickets: freeze a model into a ticket, rebuild one from it.
+
+The network's structure goes into the ticket once, as a skeleton traced by torch's
+own ONNX exporter from the plain (masked) twin of the gated model.
+"""
 
 from __future__ import annotations
 
+import io
+import warnings
+
+import onnx
 import torch
 from torch import nn
 
 from . import config as config_mod
-from .errors import TicketError
-from .layers import GatedConv2d, GatedLinear, gated_layers
-from .models import Normalize
+from . import skeleton
+from .errors import SltcError, TicketError
+from .layers import gated_layers, tensor_rule, to_plain
+from .models import build_model
+from .seeding import NORMAL_STD
 from .ticket import Ticket
 
-
-def graph_of(model: nn.Sequential) -> list[dict]:
-    """The layer graph in order, for runtimes that do not import torch."""
-    ops = []
-    for name, m in model.named_children():
-        if isinstance(m, Normalize):
-            ops.append({"op": "normalize", "mean": m.mean, "std": m.std})
-        elif isinstance(m, nn.Flatten):
-            ops.append({"op": "flatten"})
-        elif isinstance(m, GatedLinear):
-            ops.append({"op": "linear", "name": m.name})
-        elif isinstance(m, GatedConv2d):
-            ops.append({"op": "conv2d", "name": m.name, "padding": m.padding})
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            ops.append({"op": "batchnorm", "name": name, "eps": m.eps})
-        elif isinstance(m, nn.ReLU):
-            ops.append({"op": "relu"})
-        elif isinstance(m, nn.MaxPool2d):
-            ops.append({"op": "maxpool", "kernel": int(m.kernel_size)})
-        else:
-            raise TypeError(f"layer {name} ({type(m).__name__}) has no graph op")
-    return ops
+OPSET = 17
 
 
-def _bn_extras(model: nn.Module) -> dict:
-    return {f"{name}.{stat}": getattr(m, stat).detach().cpu().numpy()
-            for name, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            for stat in ("running_mean", "running_var")}
+def trace_skeleton(model: nn.Module, masks: dict, input_shape, regenerable: set[str]) -> onnx.ModelProto:
+    """The skeleton of ``model``: its ONNX graph (torch's TorchScript-based exporter, no
+    constant folding, so every tensor keeps its qualified name) with the tensors named in
+    ``regenerable`` turned into placeholders."""
+    plain = to_plain(model, masks).cpu().eval()
+    x = torch.full((2, *input_shape), 0.5)
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(plain, (x,), buf, dynamo=False, export_params=True,
+                              do_constant_folding=False, opset_version=OPSET,
+                              input_names=[skeleton.INPUT], output_names=[skeleton.OUTPUT],
+                              dynamic_axes={skeleton.INPUT: {0: "N"}, skeleton.OUTPUT: {0: "N"}},
+                              training=torch.onnx.TrainingMode.EVAL)
+    except Exception as e:  # noqa: BLE001 - any exporter failure: the network is not exportable
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SltcError(f"torch's ONNX exporter cannot trace this network ({first}); use "
+                        "standard torch ops in forward()") from None
+    model_proto = onnx.load_from_string(buf.getvalue())
+    model_proto.producer_name, model_proto.producer_version = "sltc", ""
+    return skeleton.strip(model_proto, regenerable)
 
 
 def ticket_from_model(model, masks: dict, config, dataset, test_accuracy: float) -> Ticket:
@@ -49,15 +55,20 @@ def ticket_from_model(model, masks: dict, config, dataset, test_accuracy: float)
         mask = masks[m.name].cpu().numpy()
         gate_masks[m.name] = mask if m.granularity != "neuron" else mask.reshape(
             mask.shape[0], -1)[:, 0].copy()
-        layers.append(m.spec())
-    ticket = Ticket(config.seed, layers, gate_masks, _bn_extras(model))
+        layers.append({**m.spec(), "tensor": f"{m.name}.weight"})
+    rules = list(tensor_rule(model))
+    tensors = [{"name": r.name, "shape": list(t.shape), "init": "normal", "std": NORMAL_STD}
+               for r, t in rules if r.kind == "normal"]
+    extras = {r.name: t.detach().cpu().numpy() for r, t in rules if r.kind == "statistic"}
+    regenerable = {s["tensor"] for s in layers} | {t["name"] for t in tensors} | set(extras)
+    graph = trace_skeleton(model, masks, dataset.input_shape, regenerable)
+    ticket = Ticket(config.seed, layers, gate_masks, extras, tensors=tensors, skeleton=graph)
     ticket.meta = {
         "config": config.to_dict(),
         "input_shape": list(dataset.input_shape),
         "classes": dataset.classes,
         "preprocessing": {"input": "float32 pixels scaled to [0, 1]", "mean": dataset.mean,
                           "std": dataset.std},
-        "graph": graph_of(model),
         "method": config.gates.method,
         "sparsity": ticket.sparsity(),
         "test_accuracy": test_accuracy,
@@ -67,15 +78,13 @@ def ticket_from_model(model, masks: dict, config, dataset, test_accuracy: float)
 
 def model_from_ticket(ticket: Ticket) -> nn.Module:
     """A torch model running exactly the ticket's masked network (eval mode)."""
-    from .discover import build_model
-
     meta = ticket.meta
     try:
         config = config_mod.from_dict(meta["config"], "ticket")
         pre = meta["preprocessing"]
         model = build_model(config, meta["input_shape"], meta["classes"], pre["mean"], pre["std"])
     except Exception as e:  # noqa: BLE001 - any failure here means a ticket we cannot rebuild
-        raise TicketError(f"cannot rebuild the model from the ticket's config ({e})") from None
+        raise TicketError(f"cannot rebuild the torch model from the ticket's config ({e})") from None
     state = {k: torch.from_numpy(v) for k, v in ticket.extras.items()}
     for name, buf in model.named_buffers():
         if name in state:

@@ -15,6 +15,7 @@ import numpy as np
 GENERATOR = "philox4x32-10"
 KEY_DERIVATION = "sha256(seed:u64le || utf8(name))[0:8] -> (k0, k1) u32le"
 INITS = ("signed_constant", "uniform", "kaiming_normal")
+NORMAL_STD = 0.02  # std of parameters drawn by name (position embeddings, class tokens)
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85
@@ -90,11 +91,18 @@ def generate_weight(
         k = (random_words(seed, name, n) >> np.uint32(8)).astype(np.float64)
         w = (scale * ((2.0 * k + 1.0 - 2.0**24) / 2.0**24)).astype(np.float32)
     else:
-        k = random_words(seed, name, n * _NORMAL_TERMS) >> np.uint32(8)
-        total = ((k.astype(np.float64) + 0.5) / 2.0**24).reshape(n, _NORMAL_TERMS)
-        z = np.add.reduce(total, axis=1) - 6.0
-        w = (scale * z).astype(np.float32)
+        return generate_normal(seed, name, shape, scale)
     return w.reshape(shape)
+
+
+def generate_normal(seed: int, name: str, shape: tuple[int, ...], std: float) -> np.ndarray:
+    """float32 ``std * z``, z an Irwin-Hall normal: the sum of 12 uniforms from the top 24
+    bits of words ``12n ... 12n+11``, minus 6 (mean 0, variance 1, exact in float64)."""
+    n = math.prod(shape)
+    k = random_words(seed, name, n * _NORMAL_TERMS) >> np.uint32(8)
+    total = ((k.astype(np.float64) + 0.5) / 2.0**24).reshape(n, _NORMAL_TERMS)
+    z = np.add.reduce(total, axis=1) - 6.0
+    return (std * z).astype(np.float32).reshape(shape)
 
 
 def uniform01(seed: int, name: str, count: int) -> np.ndarray:

@@ -1,12 +1,14 @@
-"""The ``.slt`` ticket: seed + generator spec + masks + dense extras, checked on load.
+"""The ``.slt`` ticket: seed + generator spec + masks + stored tensors + skeleton, checked on load.
 
 Layout (all integers little-endian; ``docs/format.md`` is the specification)::
 
     magic "SLTICKET" | u16 major | u16 minor | u32 header_len | header JSON | body | u32 crc32
 
-The header's layer and extra tables give each payload's offset (from the start of
-the body), length and CRC32; payloads tile the body in table order. The trailing
-CRC32 covers every byte before it. Numpy only: the runtime loads tickets too.
+The header's layer and extra tables and its skeleton entry give each payload's offset
+(from the start of the body), length and CRC32; payloads tile the body in that order.
+The trailing CRC32 covers every byte before it. The skeleton (section 2.4) is the
+network's ONNX graph with placeholders for every tensor the tables provide. Numpy and
+onnx only: the runtime loads tickets too.
 """
 
 from __future__ import annotations
@@ -20,18 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from . import maskcode
+from . import legacy, maskcode, skeleton
 from .errors import TicketError
 from .io import atomic_write_bytes
-from .seeding import GENERATOR, INITS, KEY_DERIVATION, generate_weight
+from .seeding import GENERATOR, INITS, KEY_DERIVATION, generate_normal, generate_weight
 
 MAGIC = b"SLTICKET"
-VERSION = (1, 0)
+VERSION = (1, 1)
 PREAMBLE = struct.Struct("<8sHHI")
 MAX_HEADER_BYTES = 1 << 24
 MAX_WEIGHTS = 1 << 30  # per ticket; a guard against headers that ask for absurd allocations
 EXTRA_DTYPE = "<f4"
+LAYER_KEYS = ("name", "shape", "fan_in", "init", "gain", "granularity")
 
 
 @dataclass
@@ -39,11 +43,14 @@ class Ticket:
     """A loaded or freshly frozen ticket. ``masks`` are gate-shaped boolean arrays."""
 
     seed: int
-    layers: list[dict]  # name, shape, fan_in, init, gain, granularity
+    layers: list[dict]  # name, shape, fan_in, init, gain, granularity, tensor
     masks: dict[str, np.ndarray]
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)  # model, data, graph, method, accuracy
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # stored statistics
+    meta: dict = field(default_factory=dict)  # config, input_shape, classes, method, accuracy
+    tensors: list[dict] = field(default_factory=list)  # drawn by name: name, shape, init, std
+    skeleton: onnx.ModelProto | None = None
     stored: list[dict] = field(default_factory=list)  # a loaded file's layer table
+    version: tuple[int, int] = VERSION  # of the file it was loaded from
 
     # --- weights ---------------------------------------------------------------------------
 
@@ -67,11 +74,38 @@ class Ticket:
         """The masked weight; pruned entries are +0.0."""
         return np.where(self.weight_mask(name), self.dense_weight(name), np.float32(0))
 
+    def drawn(self, name: str) -> np.ndarray:
+        """A tensor of the ``tensors`` table, drawn from the generator by its name."""
+        s = next(t for t in self.tensors if t["name"] == name)
+        return generate_normal(self.seed, name, tuple(s["shape"]), s["std"])
+
     def weights_sha256(self) -> str:
         h = hashlib.sha256()
         for s in self.layers:
             h.update(self.weight(s["name"]).astype(EXTRA_DTYPE).tobytes())
+        for s in self.tensors:
+            h.update(self.drawn(s["name"]).astype(EXTRA_DTYPE).tobytes())
         return h.hexdigest()
+
+    def sources(self) -> dict[str, tuple[int, ...]]:
+        """Skeleton tensor name -> shape, for every tensor the ticket provides."""
+        out = {s["tensor"]: tuple(s["shape"]) for s in self.layers}
+        out.update((s["name"], tuple(s["shape"])) for s in self.tensors)
+        out.update((name, a.shape) for name, a in self.extras.items())
+        return out
+
+    def graph_tensors(self) -> dict[str, np.ndarray]:
+        """The arrays that fill the skeleton's placeholders: masked weights, drawn tensors
+        and stored statistics."""
+        wanted = skeleton.placeholders(self.skeleton)
+        out = {s["tensor"]: self.weight(s["name"]) for s in self.layers if s["tensor"] in wanted}
+        out.update((s["name"], self.drawn(s["name"])) for s in self.tensors if s["name"] in wanted)
+        out.update((k, v) for k, v in self.extras.items() if k in wanted)
+        return out
+
+    def masked_tensors(self) -> set[str]:
+        """Skeleton names of the gated weights (the ones worth storing sparse)."""
+        return {s["tensor"] for s in self.gated()}
 
     # --- statistics ------------------------------------------------------------------------
 
@@ -93,13 +127,16 @@ class Ticket:
             layers.append({**s, "mask_shape": list(mask.shape), "ones": int(mask.sum()),
                            "encoding": encoding, **_region(body, payload)})
         for name in sorted(self.extras):
-            arr = np.ascontiguousarray(self.extras[name], dtype=EXTRA_DTYPE)
+            arr = np.asarray(self.extras[name], dtype=EXTRA_DTYPE)
             extras.append({"name": name, "dtype": EXTRA_DTYPE, "shape": list(arr.shape),
                            **_region(body, arr.tobytes())})
+        raw = skeleton.serialize(self.skeleton)
+        graph = {"encoding": skeleton.ENCODING, "size": len(raw),
+                 **_region(body, skeleton.encode(raw))}
         header = {"format": "sltc-ticket", "seed": self.seed,
                   "generator": {"name": GENERATOR, "key": KEY_DERIVATION},
-                  "layers": layers, "extras": extras, "meta": self.meta,
-                  "weights_sha256": self.weights_sha256()}
+                  "layers": layers, "tensors": self.tensors, "extras": extras,
+                  "skeleton": graph, "meta": self.meta, "weights_sha256": self.weights_sha256()}
         head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
         data = PREAMBLE.pack(MAGIC, *VERSION, len(head)) + head + bytes(body)
         return data + struct.pack("<I", zlib.crc32(data))
@@ -120,9 +157,9 @@ class Ticket:
 
     @classmethod
     def from_bytes(cls, data: bytes, verify: bool = True) -> Ticket:
-        header, body = _split(data)
+        header, body, minor = _split(data)
         try:
-            return _parse(header, body, verify)
+            return _parse(header, body, verify, minor)
         except TicketError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
@@ -135,7 +172,7 @@ def _region(body: bytearray, payload: bytes) -> dict:
     return region
 
 
-def _split(data: bytes) -> tuple[dict, memoryview]:
+def _split(data: bytes) -> tuple[dict, memoryview, int]:
     """Check magic, version, the trailing CRC and the header length; parse the header."""
     if len(data) < PREAMBLE.size + 4:
         raise TicketError(f"truncated: {len(data)} bytes is shorter than any ticket")
@@ -156,7 +193,7 @@ def _split(data: bytes) -> tuple[dict, memoryview]:
         raise TicketError("broken header: not valid JSON") from None
     if not isinstance(header, dict) or header.get("format") != "sltc-ticket":
         raise TicketError("broken header: not an sltc-ticket header")
-    return header, memoryview(data)[PREAMBLE.size + head_len:-4]
+    return header, memoryview(data)[PREAMBLE.size + head_len:-4], minor
 
 
 def _int_list(value, what: str) -> list[int]:
@@ -192,13 +229,18 @@ def _check_layer(s: dict) -> tuple[int, int]:
     return math.prod(shape), math.prod(mask_shape)
 
 
-def _parse(header: dict, body: memoryview, verify: bool) -> Ticket:
-    if header["generator"] != {"name": GENERATOR, "key": KEY_DERIVATION}:
-        raise TicketError(f"generator {header['generator']} is not {GENERATOR}; upgrade sltc")
-    seed = header["seed"]
-    if type(seed) is not int or not 0 <= seed < 2**64:
-        raise TicketError("broken header: seed must be an integer in [0, 2**64)")
-    offset, total, layers, masks, extras = 0, 0, [], {}, {}
+def _check_tensor(s: dict) -> int:
+    """An entry of the ``tensors`` table; returns its element count."""
+    if not isinstance(s["name"], str) or s["init"] != "normal":
+        raise TicketError(f"tensor {s['name']!r}: init must be 'normal'")
+    if not isinstance(s["std"], (int, float)) or not 0 < s["std"] < math.inf:
+        raise TicketError(f"tensor {s['name']!r}: std must be a positive number")
+    return math.prod(_int_list(s["shape"], f"tensor {s['name']!r} shape"))
+
+
+def _read_layers(header: dict, body: memoryview, minor: int) -> tuple[list, dict, int]:
+    """The layer table and its masks; returns (layers, masks, bytes of body used)."""
+    offset, total, layers, masks = 0, 0, [], {}
     for entry in header["layers"]:
         numel, n = _check_layer(entry)
         total += numel
@@ -208,8 +250,17 @@ def _parse(header: dict, body: memoryview, verify: bool) -> Ticket:
         offset += entry["length"]
         flat = maskcode.decode(entry["encoding"], payload, n, entry["ones"])
         masks[entry["name"]] = flat.reshape(entry["mask_shape"])
-        layers.append({k: entry[k] for k in ("name", "shape", "fan_in", "init", "gain",
-                                             "granularity")})
+        tensor = entry["tensor"] if minor >= 1 else f"{entry['name']}.weight"
+        if not isinstance(tensor, str):
+            raise TicketError(f"layer {entry['name']!r}: tensor must be a string")
+        layers.append({**{k: entry[k] for k in LAYER_KEYS}, "tensor": tensor})
+    if len({s["name"] for s in layers}) != len(layers):
+        raise TicketError("broken header: duplicate layer names")
+    return layers, masks, offset
+
+
+def _read_extras(header: dict, body: memoryview, offset: int) -> tuple[dict, int]:
+    extras = {}
     for entry in header["extras"]:
         shape = [int(v) for v in entry["shape"]] if entry["shape"] else []
         if entry["dtype"] != EXTRA_DTYPE or entry["length"] != 4 * math.prod(shape):
@@ -217,11 +268,44 @@ def _parse(header: dict, body: memoryview, verify: bool) -> Ticket:
         payload = _payload(body, entry, offset, f"extra {entry['name']!r}")
         offset += entry["length"]
         extras[entry["name"]] = np.frombuffer(payload, EXTRA_DTYPE).reshape(shape).copy()
+    return extras, offset
+
+
+def _read_skeleton(header: dict, body: memoryview, offset: int) -> tuple[onnx.ModelProto, int]:
+    entry = header["skeleton"]
+    if entry["encoding"] != skeleton.ENCODING or type(entry["size"]) is not int:
+        raise TicketError(f"skeleton: unknown encoding {entry['encoding']!r}")
+    payload = _payload(body, entry, offset, "skeleton")
+    return skeleton.parse(skeleton.decode(payload, entry["size"])), offset + entry["length"]
+
+
+def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
+    if header["generator"] != {"name": GENERATOR, "key": KEY_DERIVATION}:
+        raise TicketError(f"generator {header['generator']} is not {GENERATOR}; upgrade sltc")
+    seed = header["seed"]
+    if type(seed) is not int or not 0 <= seed < 2**64:
+        raise TicketError("broken header: seed must be an integer in [0, 2**64)")
+    layers, masks, offset = _read_layers(header, body, minor)
+    tensors = [{k: t[k] for k in ("name", "shape", "init", "std")}
+               for t in (header["tensors"] if minor >= 1 else [])]
+    drawn = sum(_check_tensor(t) for t in tensors)
+    if drawn + sum(math.prod(s["shape"]) for s in layers) > MAX_WEIGHTS:
+        raise TicketError(f"the ticket claims more than {MAX_WEIGHTS} weights")
+    extras, offset = _read_extras(header, body, offset)
+    meta = header["meta"]
+    if not isinstance(meta, dict):
+        raise TicketError("broken header: meta must be an object")
+    if minor >= 1:
+        graph, offset = _read_skeleton(header, body, offset)
+    else:
+        shapes = {s["name"]: s["shape"] for s in layers} | {k: v.shape for k, v in extras.items()}
+        graph = legacy.skeleton_from_ops(meta["graph"], shapes, meta["input_shape"],
+                                         meta["classes"])
     if offset != len(body):
         raise TicketError(f"{len(body) - offset} bytes after the last payload")
-    if len({s["name"] for s in layers}) != len(layers):
-        raise TicketError("broken header: duplicate layer names")
-    ticket = Ticket(seed, layers, masks, extras, header["meta"], header["layers"])
+    ticket = Ticket(seed, layers, masks, extras, meta, tensors, graph, header["layers"],
+                    (VERSION[0], minor))
+    skeleton.check_sources(graph, ticket.sources())
     if verify and ticket.weights_sha256() != header["weights_sha256"]:
         raise TicketError("regenerated weights do not match the ticket's SHA-256: the "
                           "generator differs from the one that made it")

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.helpers import sltc
+from tests.helpers import ROOT, sltc
 
 
 @pytest.fixture(scope="session")
@@ -9,3 +9,20 @@ def synthetic_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "syn"
     sltc("discover", "examples/synthetic.yaml", "--out", out, "--json", check=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def mixed_run(tmp_path_factory):
+    """A user's own network (tests/models.py: strided and grouped convs with bias, BatchNorm, a
+    residual add, class token, position embeddings, LayerNorm, attention, GELU)."""
+    out = tmp_path_factory.mktemp("run") / "mixed"
+    sltc("discover", "examples/synthetic.yaml", "--out", out, "--json",
+         "--set", "model.arch=python:tests.models:mixed", "--set", "train.epochs=2",
+         "--set", "train.max_steps=10", check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def conv_ticket():
+    """A Conv-2 ticket with BatchNorm written by sltc 0.1.0 (format 1.0)."""
+    return ROOT / "tests/data/conv2bn-v1.0.slt"

@@ -1,5 +1,6 @@
 """Gated layers against plain torch layers holding the same weights."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,3 +91,56 @@ def test_neuron_gates_never_remove_a_class():
     cfg = from_dict({"gates": {"granularity": "neuron"}})
     layers = gated_layers(gate(create_model(cfg.model, (1, 28, 28), 10, 0.5, 0.25), cfg))
     assert all(m.gate is not None for m in layers[:-1]) and layers[-1].gate is None
+
+
+def test_any_conv_and_linear_with_bias_equal_plain_torch():
+    cfg = _cfg()
+    conv = nn.Conv2d(8, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
+    gated = GatedConv2d.from_dense(conv, name="c", seed=4, init="uniform", gain=1.0,
+                                   gates_cfg=cfg.gates, gated=True).eval()
+    x = torch.randn(2, 8, 9, 7)
+    plain = gated.to_dense(torch.ones(gated.weight_shape, dtype=torch.bool))
+    assert torch.equal(plain.weight.data, gated.weight) and torch.equal(plain.bias.data, gated.bias)
+    assert torch.allclose(gated(x), F.conv2d(x, gated.weight, gated.bias, (2, 1), (1, 2), (1, 2), 2))
+    assert torch.allclose(plain(x), gated(x), atol=1e-6)
+    linear = GatedLinear.from_dense(nn.Linear(5, 3), name="l", seed=4, init="uniform", gain=1.0,
+                                    gates_cfg=cfg.gates, gated=False)
+    y = torch.randn(4, 5)
+    assert torch.equal(linear(y), F.linear(y, linear.weight, torch.zeros(3)))
+
+
+def _all_tensors(model):
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def test_every_tensor_follows_the_rule_not_torch_rng():
+    from sltc.seeding import NORMAL_STD, generate_normal, generate_weight
+    from tests.models import mixed
+
+    cfg = from_dict({"seed": 9, "model": {"arch": "python:tests.models:mixed"}})
+    built = []
+    for torch_seed in (1, 2):
+        torch.manual_seed(torch_seed)
+        built.append(gate(mixed((1, 12, 12), 4), cfg))
+    a, b = (_all_tensors(m) for m in built)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    model = built[0]
+    for m in gated_layers(model):
+        want = generate_weight(9, m.name, m.weight_shape, m.init, m.fan_in, m.gain)
+        assert torch.equal(m.weight, torch.from_numpy(want))
+    assert torch.all(a["stem.bias"] == 0) and torch.all(a["attn.qkv.bias"] == 0)
+    assert torch.all(a["norm1.weight"] == 1) and torch.all(a["norm1.bias"] == 0)
+    assert torch.all(a["bn.running_mean"] == 0) and torch.all(a["bn.running_var"] == 1)
+    for name in ("cls_token", "pos_embed"):
+        want = generate_normal(9, name, tuple(a[name].shape), NORMAL_STD)
+        assert torch.equal(a[name], torch.from_numpy(want))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.endswith(".gate.mu") for n in trainable)
+
+
+def test_multihead_attention_is_refused_with_a_hint():
+    from sltc.errors import ConfigError
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 2))
+    with pytest.raises(ConfigError, match="write the attention with nn.Linear"):
+        gate(model, _cfg())

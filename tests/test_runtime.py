@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+
 from sltc.exporters import export
 from sltc.runtime.engines import ENGINES, engines_for, prepare
 from sltc.runtime.loader import load
-
 from tests.helpers import ROOT, sltc
 
 pytest.importorskip("onnxruntime")

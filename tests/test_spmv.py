@@ -1,9 +1,9 @@
-"""The csr engine's sparse products and graph folding against dense numpy references."""
+"""The csr engine's sparse products against dense numpy references."""
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sltc.runtime import graph
+
 from sltc.runtime.spmv import SKIP_MIN_COLUMN_NNZ, SparseLinear, SparseRows
 
 
@@ -54,27 +54,3 @@ def test_skipping_applies_to_dense_enough_columns_only():
     assert SparseLinear(np.ones(tall.shape, np.float32), tall).skips
     short = rng.random((10, 64)) < 0.5
     assert not SparseLinear(np.ones(short.shape, np.float32), short).skips
-
-
-def _dense(op, a):
-    return a @ op["weight"].reshape(len(op["weight"]), -1).T
-
-
-def test_folding_normalize_into_the_first_linear_layer_keeps_outputs():
-    rng = np.random.default_rng(0)
-    ops = [{"op": "normalize", "mean": 0.2860, "std": 0.3530}, {"op": "flatten"},
-           {"op": "linear", "name": "fc1", "weight": rng.standard_normal((30, 64)).astype(np.float32)},
-           {"op": "relu"},
-           {"op": "linear", "name": "fc2", "weight": rng.standard_normal((5, 30)).astype(np.float32)}]
-    x = rng.random((9, 1, 8, 8), dtype=np.float32)
-    x[x < 0.5] = 0  # black pixels: exact zeros the folded layer can skip
-    folded = graph.fold_normalize(ops)
-    assert [op["op"] for op in folded] == ["flatten", "linear", "relu", "linear"]
-    assert np.allclose(graph.run(folded, x, _dense), graph.run(ops, x, _dense), atol=1e-4)
-    assert "bias" not in ops[2]  # the input graph is left as it was
-
-
-def test_folding_leaves_convolutional_graphs_alone():
-    ops = [{"op": "normalize", "mean": 0.5, "std": 0.5},
-           {"op": "conv2d", "name": "c", "padding": 1, "weight": np.ones((2, 1, 3, 3), np.float32)}]
-    assert graph.fold_normalize(ops) is ops

@@ -8,24 +8,45 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from onnx import TensorProto, helper
 
+from sltc import skeleton
 from sltc.errors import TicketError
 from sltc.maskcode import entropy_bits
+from sltc.seeding import generate_normal
 from sltc.ticket import PREAMBLE, Ticket
+
+
+def make_skeleton(fc1_shape=(50, 64)):
+    """input (1x8x8) -> flatten -> fc1 -> + bn.running_mean -> + pos -> relu -> fc2."""
+    nodes = [helper.make_node("Flatten", ["input"], ["h0"]),
+             helper.make_node("Gemm", ["h0", "fc1.weight"], ["h1"], transB=1),
+             helper.make_node("Add", ["h1", "bn.running_mean"], ["h2"]),
+             helper.make_node("Add", ["h2", "pos"], ["h3"]),
+             helper.make_node("Relu", ["h3"], ["h4"]),
+             helper.make_node("Gemm", ["h4", "fc2.weight"], ["logits"], transB=1)]
+    inits = [skeleton.placeholder("fc1.weight", fc1_shape), skeleton.placeholder("fc2.weight", (10, 50)),
+             skeleton.placeholder("bn.running_mean", (50,)), skeleton.placeholder("pos", (50,))]
+    graph = helper.make_graph(
+        nodes, "test", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def make_ticket(seed=3, density=0.1, granularity="weight"):
     rng = np.random.default_rng(seed)
     layers = [
         {"name": "fc1", "shape": [50, 64], "fan_in": 64, "init": "signed_constant",
-         "gain": 2**0.5, "granularity": granularity},
+         "gain": 2**0.5, "granularity": granularity, "tensor": "fc1.weight"},
         {"name": "fc2", "shape": [10, 50], "fan_in": 50, "init": "uniform", "gain": 1.0,
-         "granularity": None},
+         "granularity": None, "tensor": "fc2.weight"},
     ]
     shape = (50, 64) if granularity == "weight" else (50,)
     masks = {"fc1": rng.random(shape) < density, "fc2": np.ones((10, 50), dtype=bool)}
     extras = {"bn.running_mean": rng.standard_normal(50).astype(np.float32)}
-    return Ticket(seed, layers, masks, extras, {"graph": [], "note": "test"})
+    tensors = [{"name": "pos", "shape": [50], "init": "normal", "std": 0.02}]
+    return Ticket(seed, layers, masks, extras, {"note": "test", "input_shape": [1, 8, 8],
+                                                 "classes": 10}, tensors, make_skeleton())
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +64,11 @@ def test_round_trip_is_exact(granularity):
         assert np.array_equal(back.masks[s["name"]], t.masks[s["name"]])
         assert np.array_equal(back.weight(s["name"]), t.weight(s["name"]))
     assert np.array_equal(back.extras["bn.running_mean"], t.extras["bn.running_mean"])
-    assert back.meta == t.meta and back.seed == t.seed
+    assert back.meta == t.meta and back.seed == t.seed and back.tensors == t.tensors
+    assert skeleton.serialize(back.skeleton) == skeleton.serialize(t.skeleton)
+    filled = back.graph_tensors()
+    assert set(filled) == {"fc1.weight", "fc2.weight", "bn.running_mean", "pos"}
+    assert np.array_equal(filled["pos"], generate_normal(t.seed, "pos", (50,), 0.02))
 
 
 def test_neuron_masks_zero_whole_rows():
@@ -87,12 +112,29 @@ def _header(data: bytes) -> dict:
     (lambda h: h["layers"][0].pop("crc32"), "broken header"),
     (lambda h: h["extras"][0].update(shape=[51]), "extra"),
     (lambda h: h.update(layers="nope"), "broken header"),
+    (lambda h: h["layers"][0].update(tensor=7), "tensor must be a string"),
+    (lambda h: h["layers"][0].update(tensor="other"), "placeholder 'fc1.weight' has no tensor"),
+    (lambda h: h["tensors"][0].update(std=-1.0), "std must be a positive"),
+    (lambda h: h["tensors"][0].update(shape=[49]), "placeholder 'pos' has shape"),
+    (lambda h: h["skeleton"].update(size=h["skeleton"]["size"] + 1), "inflates"),
+    (lambda h: h["skeleton"].update(size=2**40), "outside"),
+    (lambda h: h["skeleton"].update(encoding="lzma"), "unknown encoding"),
 ])
 def test_tampered_headers_are_named(ticket_bytes, edit, message):
     header = _header(ticket_bytes)
     edit(header)
     with pytest.raises(TicketError, match=message):
         Ticket.from_bytes(_reseal(ticket_bytes, header))
+
+
+@pytest.mark.parametrize("raw,message", [
+    (b"\x08\x01\xff\xff", "not a valid ONNX model"),
+    (skeleton.serialize(make_skeleton((64, 50))), "placeholder 'fc1.weight' has shape"),
+])
+def test_broken_skeletons_are_named(monkeypatch, raw, message):
+    monkeypatch.setattr(skeleton, "serialize", lambda model: raw)
+    with pytest.raises(TicketError, match=message):
+        Ticket.from_bytes(make_ticket().to_bytes())
 
 
 def test_wrong_magic_and_version(ticket_bytes):

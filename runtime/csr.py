@@ -1,0 +1,384 @@
+"""The ``csr`` engine: sparse products where they are faster, onnxruntime everywhere else.
+
+Any ``MatMul`` / ``Gemm`` / ``Conv`` whose weight is a constant with at most
+``MAX_DENSITY`` non-zeros is a candidate for scipy's sparse kernels (``spmv``). On the
+first call with a new batch size the engine *calibrates*: it times each candidate's
+sparse kernel against onnxruntime running that node alone, on the node's real input,
+and keeps the sparse kernel where it wins. The chosen layers split the graph into
+segments; segments of cheap glue ops (ReLU, reshapes, adds) run in numpy, the rest
+in onnxruntime sessions. Finally the whole plan is timed against onnxruntime running
+the whole graph, and the faster is kept: the engine is never slower than dense ORT
+by more than the noise of that measurement. Plans are cached per batch size; batches
+above ``MAX_CALIBRATION_BATCH`` run the plan calibrated at that size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+from .graph import Graph, Node
+from .ops import OPS, conv_columns, conv_geometry, conv_output
+from .spmv import SparseLinear, SparseRows
+
+MAX_DENSITY = 0.5  # denser weights never run sparse
+WIN = 0.9  # a sparse kernel must take at most this fraction of the dense time
+REPEAT = 5  # timing: the best of at least this many runs, after one warm-up
+TIMING_S = 0.02  # ... and of as many as fit in this time (at most 20 x REPEAT)
+MAX_CALIBRATION_BATCH = 256  # larger batches run the plan calibrated at this size
+PROBE_BYTES = 256 << 20  # recorded layer inputs held at once while calibrating
+CHEAP = {"Relu", "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Identity", "Squeeze",
+         "Unsqueeze", "Shape", "Gather", "Concat", "Cast", "Slice", "Transpose"}
+
+
+# --- sparse kernels ---------------------------------------------------------------------------
+
+
+def _weight_2d(node: Node, constants: dict):
+    """(2-D weight as (out, in), bias or None) when ``node`` is a product by a constant."""
+    get = constants.get
+    if node.op == "MatMul":
+        b = get(node.inputs[1])
+        return (None, None) if b is None or b.ndim != 2 else (b.T, None)
+    if node.op == "Gemm":
+        b, a = get(node.inputs[1]), node.attrs
+        if b is None or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0:
+            return None, None
+        c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+        if c is not None and c not in constants:
+            return None, None
+        bias = None if c is None else constants[c] * np.float32(a.get("beta", 1.0))
+        return (b if a.get("transB", 0) else b.T), bias
+    if node.op == "Conv":
+        w = get(node.inputs[1])
+        if w is None or node.attrs.get("group", 1) != 1 or w.ndim != 4:
+            return None, None
+        b = get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        return w.reshape(len(w), -1), b
+    return None, None
+
+
+def _scipy_product(w2: np.ndarray, mask: np.ndarray, by_rows: bool):
+    return SparseRows(w2, mask) if by_rows else SparseLinear(w2, mask)
+
+
+def sparse_kernel(node: Node, constants: dict, product=_scipy_product,
+                  max_density: float = MAX_DENSITY):
+    """A function of the node's inputs computing it with a sparse ``a @ W.T`` from
+    ``product(w2, mask, by_rows)`` (``by_rows``: im2col input), or None."""
+    w2, bias = _weight_2d(node, constants)
+    if w2 is None or np.count_nonzero(w2) > max_density * w2.size:
+        return None
+    mask = w2 != 0
+    if node.op == "Conv":
+        rows, w_shape = product(w2, mask, True), constants[node.inputs[1]].shape
+
+        def conv(x, *_):
+            g = conv_geometry(node, x.shape, w_shape)
+            return conv_output(rows(conv_columns(x, g, 1)), x.shape, g, bias)
+
+        return conv
+    layer = product(w2, mask, False)
+
+    def linear(x, *_):
+        y = layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+        return y if bias is None else y + bias
+
+    return linear
+
+
+def fold_normalize(graph: Graph) -> Graph:
+    """Fold a leading scalar ``(x - m) / s`` into the first linear layer behind reshapes:
+    ``W((x - m) / s) = (W / s) x - (m / s) W 1``. The layer then reads raw pixels, whose
+    zeros (black pixels) the sparse kernel skips. Any other graph is returned as it is."""
+    nodes, c = graph.nodes, graph.constants
+    if len(nodes) < 3 or [n.op for n in nodes[:2]] != ["Sub", "Div"]:
+        return graph
+    sub, div = nodes[:2]
+    scalars = [c.get(sub.inputs[1]), c.get(div.inputs[1])]
+    users = graph.consumers()
+    if sub.inputs[0] != graph.input_name or div.inputs[0] != sub.outputs[0] or any(
+            v is None or v.size != 1 for v in scalars) or len(users.get(div.outputs[0], [])) != 1:
+        return graph
+    i, current = 2, div.outputs[0]
+    while i < len(nodes) and nodes[i].op in ("Flatten", "Reshape") and nodes[i].inputs[0] == current:
+        current, i = nodes[i].outputs[0], i + 1
+    if i == len(nodes) or nodes[i].inputs[0] != current:
+        return graph
+    w2, bias = _weight_2d(nodes[i], c)
+    if w2 is None or nodes[i].op == "Conv":
+        return graph
+    mean, std = float(scalars[0].ravel()[0]), float(scalars[1].ravel()[0])
+    w = w2.astype(np.float64)
+    folded_bias = -mean / std * w.sum(axis=1) + (0 if bias is None else bias)
+    names = (f"{nodes[i].name}.folded_weight", f"{nodes[i].name}.folded_bias")
+    constants = {**c, names[0]: (w / std).astype(np.float32),
+                 names[1]: folded_bias.astype(np.float32)}
+    reshapes = [Node.make(n.op, [graph.input_name if k == 0 else n.inputs[0], *n.inputs[1:]],
+                          n.outputs, n.name, **n.attrs) for k, n in enumerate(nodes[2:i])]
+    source = reshapes[-1].outputs[0] if reshapes else graph.input_name
+    layer = Node.make("Gemm", [source, *names], nodes[i].outputs, nodes[i].name, transB=1)
+    return replace(graph, nodes=reshapes + [layer] + nodes[i + 1:], constants=constants)
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+
+def _seconds(fn) -> float:
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
+def race(first, second) -> tuple[float, float]:
+    """Best times of two functions timed alternately, so that drift in the machine's speed
+    hits both: at least ``REPEAT`` rounds after a warm-up, more while ``TIMING_S`` lasts.
+    A warm-up of ``second`` at 3x that of ``first`` ends it at once."""
+    warm = _seconds(first), _seconds(second)
+    if warm[1] > 3 * warm[0]:
+        return warm
+    best, start, rounds = [float("inf")] * 2, time.perf_counter(), 0
+    while rounds < REPEAT or (time.perf_counter() - start < TIMING_S and rounds < 20 * REPEAT):
+        best = [min(best[0], _seconds(first)), min(best[1], _seconds(second))]
+        rounds += 1
+    return best[0], best[1]
+
+
+def _ort_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: list[str],
+                 values: dict, threads: int | None):
+    """A function running ``nodes`` in their own onnxruntime session; ``values`` maps each
+    value name to its (dtype, rank)."""
+    from ._ort import session
+
+    used = {name for n in nodes for name in n.inputs if name in graph.constants}
+    inits = [numpy_helper.from_array(graph.constants[n], n) for n in sorted(used)]
+
+    def info(name):  # the rank matters to onnxruntime's optimiser (NCHWc), not the sizes
+        dtype, rank = values[name]
+        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype),
+                                             [f"{name}:{i}" for i in range(rank)])
+
+    proto = helper.make_graph([n.proto for n in nodes], "segment", [info(n) for n in inputs],
+                              [info(n) for n in outputs], inits)
+    model = helper.make_model(proto, opset_imports=[helper.make_opsetid("", graph.opset)])
+    model.ir_version = 8
+    sess, _ = session(model.SerializeToString(), "cpu", threads)
+    return lambda *args: sess.run(outputs, dict(zip(inputs, args, strict=True)))
+
+
+def _numpy_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: list[str]):
+    """A function running ``nodes`` with ``OPS``."""
+    constants = {n: graph.constants[n] for node in nodes for n in node.inputs if n in graph.constants}
+
+    def run(*args):
+        env = {**constants, **dict(zip(inputs, args, strict=True))}
+        for node in nodes:
+            result = OPS[node.op](node, *[env[n] if n else None for n in node.inputs])
+            env.update(zip(node.outputs, result if isinstance(result, tuple) else (result,),
+                           strict=False))
+        return [env[name] for name in outputs]
+
+    return run
+
+
+@dataclass
+class Step:
+    """Nodes computed together: by a sparse kernel, in numpy, or in onnxruntime."""
+
+    kind: str  # "sparse", "numpy" or "ort"
+    fn: object  # (*inputs) -> list of outputs
+    nodes: list[Node]
+    inputs: list[str]
+    outputs: list[str]
+
+
+@dataclass
+class Plan:
+    """Steps over a dict of named values, each value freed after its last use."""
+
+    graph: Graph
+    steps: list[Step]
+
+    def __post_init__(self):
+        last: dict[str, int] = {}
+        for i, step in enumerate(self.steps):
+            last.update((name, i) for name in step.inputs)
+        last.pop(self.graph.output_name, None)
+        self.frees: list[list[str]] = [[] for _ in self.steps]
+        for name, i in last.items():
+            self.frees[i].append(name)
+        self.single = self.steps[0].fn if len(self.steps) == 1 else None
+
+    @property
+    def sparse(self) -> list[str]:
+        return [s.nodes[0].name for s in self.steps if s.kind == "sparse"]
+
+    def __call__(self, x: np.ndarray, record: dict | None = None) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if self.single is not None and record is None:
+            return self.single(x)[0]
+        env = {self.graph.input_name: x}
+        for i, (step, frees) in enumerate(zip(self.steps, self.frees, strict=True)):
+            args = [env[name] for name in step.inputs]
+            if record is not None:
+                record[i] = args
+            env.update(zip(step.outputs, step.fn(*args), strict=True))
+            for name in frees:
+                env.pop(name, None)
+        return np.asarray(env[self.graph.output_name], dtype=np.float32)
+
+
+def _runs(graph: Graph, kernels: dict) -> list[list[Node]]:
+    """The nodes split into maximal runs around each node that has a sparse kernel."""
+    runs: list[list[Node]] = []
+    for node in graph.nodes:
+        if node.name in kernels or not runs or runs[-1][0].name in kernels:
+            runs.append([node])
+        else:
+            runs[-1].append(node)
+    return runs
+
+
+def build_plan(graph: Graph, kernels: dict, values: dict, threads: int | None,
+               use_ort: bool) -> Plan:
+    """Sparse ``kernels`` by node name; every run of nodes between them in one onnxruntime
+    session (``use_ort``) or in numpy. ``values``: name -> (dtype, rank) of every value."""
+    runs = _runs(graph, kernels)
+    later = {graph.output_name}
+    boundaries = []
+    for run in reversed(runs):  # the values each run must hand on
+        boundaries.append(set(later))
+        later.update(name for n in run for name in n.inputs)
+    steps = []
+    for run, hand_on in zip(runs, reversed(boundaries), strict=True):
+        if run[0].name in kernels:
+            kernel = kernels[run[0].name]
+            steps.append(Step("sparse", lambda x, *_, k=kernel: [k(x)], run, run[0].inputs[:1],
+                              run[0].outputs[:1]))
+            continue
+        produced = {o for n in run for o in n.outputs}
+        inputs = list(dict.fromkeys(name for n in run for name in n.inputs if name and
+                                    name not in produced and name not in graph.constants))
+        outputs = [o for o in dict.fromkeys(o for n in run for o in n.outputs) if o in hand_on]
+        if use_ort:
+            steps.append(Step("ort", _ort_segment(run, graph, inputs, outputs, values, threads),
+                              run, inputs, outputs))
+        else:
+            steps.append(Step("numpy", _numpy_segment(run, graph, inputs, outputs), run,
+                              inputs, outputs))
+    return Plan(graph, steps)
+
+
+def tune_segments(plan: Plan, x: np.ndarray) -> Plan:
+    """Each onnxruntime segment of a mixed plan raced against numpy on its real inputs;
+    the faster is kept (a ReLU between two sparse layers costs less than a session call)."""
+    record: dict = {}
+    plan(x, record)
+    steps = list(plan.steps)
+    for i, step in enumerate(steps):
+        if step.kind != "ort":
+            continue
+        local = _numpy_segment(step.nodes, plan.graph, step.inputs, step.outputs)
+        ort_s, numpy_s = race(lambda s=step, a=record[i]: s.fn(*a),
+                              lambda f=local, a=record[i]: f(*a))
+        if numpy_s < ort_s:
+            steps[i] = Step("numpy", local, step.nodes, step.inputs, step.outputs)
+    return Plan(plan.graph, steps)
+
+
+@dataclass
+class SparseEngine:
+    """Calibrates a plan per batch size (see the module docstring); call it like a model."""
+
+    graph: Graph
+    threads: int | None = None
+    use_ort: bool = True
+    plans: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.graph = fold_normalize(self.graph.folded())
+        self.kernels = {n.name: k for n in self.graph.nodes
+                        if (k := sparse_kernel(n, self.graph.constants)) is not None}
+        self.nodes = {n.name: n for n in self.graph.nodes}
+        dtypes, shapes = {self.graph.input_name: np.dtype(np.float32)}, {}
+        one = np.zeros((1, *self.graph.input_shape), np.float32)
+        self.graph.run(one, shapes=shapes, dtypes=dtypes)  # dtypes and ranks: batch-free
+        shapes[self.graph.input_name] = one.shape
+        self.values = {k: (dtypes[k], len(shapes[k])) for k in dtypes}
+        self.bytes_per_item = {k: int(np.prod(shapes[k])) * dtypes[k].itemsize for k in dtypes}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        batch = min(len(x), MAX_CALIBRATION_BATCH)
+        plan = self.plans.get(batch)
+        if plan is None:
+            plan = self.plans[batch] = self.calibrate(np.asarray(x[:batch], dtype=np.float32))
+        return plan(x)
+
+    def calibrate(self, x: np.ndarray) -> Plan:
+        """The plan for batches of ``len(x)``, measured on ``x``."""
+        baseline = build_plan(self.graph, {}, self.values, self.threads, self.use_ort)
+        chosen = {}
+        for group in self._groups(len(x)):
+            for name, arg in zip(group, self._probe(x, group), strict=True):
+                if self._sparse_wins(self.nodes[name], arg):
+                    chosen[name] = self.kernels[name]
+        if not chosen:
+            return baseline
+        plan = build_plan(self.graph, chosen, self.values, self.threads, self.use_ort)
+        if self.use_ort:
+            plan = tune_segments(plan, x)
+        dense, sparse = race(lambda: baseline(x), lambda: plan(x))
+        return plan if sparse < dense else baseline
+
+    def _groups(self, batch: int) -> list[list[str]]:
+        """Candidates in groups whose recorded inputs fit ``PROBE_BYTES`` together."""
+        groups, size = [[]], 0
+        for name in self.kernels:
+            need = batch * self.bytes_per_item[self.nodes[name].inputs[0]]
+            if groups[-1] and size + need > PROBE_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(name)
+            size += need
+        return [g for g in groups if g]
+
+    def _probe(self, x: np.ndarray, group: list[str]) -> list[np.ndarray]:
+        """The real input of each node in ``group`` for the batch ``x``."""
+        names = list(dict.fromkeys(self.nodes[name].inputs[0] for name in group))
+        graph = self.graph
+        if self.use_ort:
+            run = _ort_segment(graph.nodes, graph, [graph.input_name], names, self.values,
+                               self.threads)
+        else:
+            run = _numpy_segment(graph.nodes, graph, [graph.input_name], names)
+        got = dict(zip(names, run(x), strict=True))
+        return [got[self.nodes[name].inputs[0]] for name in group]
+
+    def _sparse_wins(self, node: Node, arg: np.ndarray) -> bool:
+        """Race the node's sparse kernel against its dense product on its real input; an
+        eighth of a large batch first, which rules out clear losers cheaply."""
+        kernel, dense = self.kernels[node.name], self._dense(node)
+        if len(arg) >= 16:
+            part = arg[: len(arg) // 8]
+            dense_s, sparse_s = race(lambda: dense(part), lambda: kernel(part))
+            if sparse_s > 2 * dense_s:
+                return False
+        dense_s, sparse_s = race(lambda: dense(arg), lambda: kernel(arg))
+        return sparse_s < WIN * dense_s
+
+    def _dense(self, node: Node):
+        """``node`` computed densely, as a function of its first input: in onnxruntime when
+        the plan uses it, else in numpy."""
+        if self.use_ort:
+            run = _ort_segment([node], self.graph, node.inputs[:1], node.outputs[:1], self.values,
+                               self.threads)
+        else:
+            run = _numpy_segment([node], self.graph, node.inputs[:1], node.outputs[:1])
+        return lambda arg: run(arg)[0]
+
+    def report(self) -> dict:
+        """Which layers run sparse, per calibrated batch size."""
+        return {batch: plan.sparse for batch, plan in sorted(self.plans.items())}

@@ -1,0 +1,399 @@
+"""The ONNX ops the numpy engines run, one short function each: ``OPS[op_type](node, *inputs)``.
+
+This is the one list of ops in sltc. Semantics follow the ONNX operator specification
+(opset 13 and later, the forms torch's exporter writes at opset 17); ``attrs`` holds
+a node's attributes as Python values. Floating point stays float32 throughout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from onnx import helper
+from scipy.special import erf
+
+OPS: dict = {}
+
+
+def op(*names: str):
+    def add(fn):
+        for name in names:
+            OPS[name] = fn
+        return fn
+
+    return add
+
+
+def _attr(node, key, default=None):
+    return node.attrs.get(key, default)
+
+
+def _axes(axes, ndim: int) -> list[int]:
+    return [int(a) % ndim for a in np.asarray(axes).ravel()]
+
+
+# --- elementwise ------------------------------------------------------------------------------
+
+
+def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer division truncating towards zero, as ONNX defines it."""
+    q = np.floor_divide(a, b)
+    return q + ((np.remainder(a, b) != 0) & ((a < 0) != (b < 0)))
+
+
+_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Equal": np.equal,
+           "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal,
+           "GreaterOrEqual": np.greater_equal, "And": np.logical_and, "Or": np.logical_or}
+_UNARY = {"Sqrt": np.sqrt, "Exp": np.exp, "Log": np.log, "Neg": np.negative, "Abs": np.abs,
+          "Tanh": np.tanh, "Not": np.logical_not, "Floor": np.floor, "Ceil": np.ceil,
+          "Reciprocal": np.reciprocal, "Erf": erf, "Identity": lambda x: x}
+
+
+@op(*_BINARY)
+def binary(node, a, b):
+    return _BINARY[node.op](a, b)
+
+
+@op(*_UNARY)
+def unary(node, x):
+    return _UNARY[node.op](x).astype(x.dtype, copy=False)
+
+
+@op("Div")
+def div(node, a, b):
+    return _int_div(a, b) if np.issubdtype(a.dtype, np.integer) else a / b
+
+
+@op("Pow")
+def pow_(node, a, b):
+    return np.power(a, b.astype(a.dtype, copy=False))
+
+
+@op("Max", "Min", "Sum", "Mean")
+def variadic(node, *xs):
+    if node.op == "Mean":
+        return sum(xs[1:], xs[0]) / np.asarray(len(xs), xs[0].dtype)
+    fn = {"Max": np.maximum, "Min": np.minimum, "Sum": np.add}[node.op]
+    out = xs[0]
+    for x in xs[1:]:
+        out = fn(out, x)
+    return out
+
+
+@op("Where")
+def where(node, cond, a, b):
+    return np.where(cond, a, b)
+
+
+@op("Relu")
+def relu(node, x):
+    return np.maximum(x, np.zeros((), x.dtype))
+
+
+@op("LeakyRelu")
+def leaky_relu(node, x):
+    return np.where(x >= 0, x, x * np.asarray(_attr(node, "alpha", 0.01), x.dtype))
+
+
+@op("Sigmoid")
+def sigmoid(node, x):
+    return (1 / (1 + np.exp(-x))).astype(x.dtype)
+
+
+@op("Gelu")
+def gelu(node, x):
+    if _attr(node, "approximate", "none") == "tanh":
+        return (0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))).astype(x.dtype)
+    return (0.5 * x * (1 + erf(x / math.sqrt(2)))).astype(x.dtype)
+
+
+@op("Clip")
+def clip(node, x, low=None, high=None):
+    return np.clip(x, low, high)
+
+
+@op("Softmax")
+def softmax(node, x):
+    axis = _attr(node, "axis", -1)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@op("Cast")
+def cast(node, x):
+    return x.astype(helper.tensor_dtype_to_np_dtype(_attr(node, "to")))
+
+
+@op("Dropout")
+def dropout(node, x, *_):
+    return x, np.ones(x.shape, dtype=bool)
+
+
+# --- normalisation ----------------------------------------------------------------------------
+
+
+@op("BatchNormalization")
+def batch_norm(node, x, scale, bias, mean, var):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    eps = np.asarray(_attr(node, "epsilon", 1e-5), x.dtype)
+    inv = scale / np.sqrt(var + eps)
+    return (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
+
+
+@op("LayerNormalization")
+def layer_norm(node, x, scale, bias=None):
+    axis = _attr(node, "axis", -1) % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    centred = x - mean
+    var = (centred * centred).mean(axis=axes, keepdims=True)
+    inv = 1 / np.sqrt(var + np.asarray(_attr(node, "epsilon", 1e-5), x.dtype))
+    y = centred * inv * scale
+    return (y if bias is None else y + bias), mean, inv
+
+
+@op("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
+def reduce(node, x, axes=None):
+    axes = axes if axes is not None else _attr(node, "axes")
+    keep = bool(_attr(node, "keepdims", 1))
+    if axes is None or len(np.asarray(axes)) == 0:
+        if _attr(node, "noop_with_empty_axes", 0):
+            return x
+        axes = range(x.ndim)
+    fn = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max,
+          "ReduceMin": np.min}[node.op]
+    return fn(x, axis=tuple(_axes(list(axes), x.ndim)), keepdims=keep).astype(x.dtype, copy=False)
+
+
+# --- products ---------------------------------------------------------------------------------
+
+
+@op("MatMul")
+def matmul(node, a, b):
+    return np.matmul(a, b)
+
+
+@op("Gemm")
+def gemm(node, a, b, c=None):
+    a = a.T if _attr(node, "transA", 0) else a
+    b = b.T if _attr(node, "transB", 0) else b
+    y = a @ b
+    alpha, beta = _attr(node, "alpha", 1.0), _attr(node, "beta", 1.0)
+    if alpha != 1.0:
+        y = y * np.asarray(alpha, y.dtype)
+    if c is not None:
+        y = y + (c if beta == 1.0 else c * np.asarray(beta, y.dtype))
+    return y
+
+
+def conv_geometry(node, x_shape, w_shape) -> dict:
+    """Strides, dilations, pads and output size of a 2-D ``Conv`` (explicit pads only)."""
+    if _attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise ValueError(f"Conv {node.name!r}: auto_pad {_attr(node, 'auto_pad')} is not supported")
+    if len(w_shape) != 4:
+        raise ValueError(f"Conv {node.name!r}: only 2-D convolutions are supported")
+    kh, kw = w_shape[2:]
+    sh, sw = _attr(node, "strides", [1, 1])
+    dh, dw = _attr(node, "dilations", [1, 1])
+    pads = _attr(node, "pads", [0, 0, 0, 0])
+    h, w = x_shape[2] + pads[0] + pads[2], x_shape[3] + pads[1] + pads[3]
+    return {"kernel": (kh, kw), "strides": (sh, sw), "dilations": (dh, dw), "pads": pads,
+            "out": ((h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1)}
+
+
+def im2col(x: np.ndarray, g: dict, pad_value: float = 0.0) -> np.ndarray:
+    """(N, C, H, W) -> a (N, Ho, Wo, C, kh, kw) view of the padded input's patches."""
+    t, left, b, r = g["pads"]
+    if any(g["pads"]):
+        x = np.pad(x, ((0, 0), (0, 0), (t, b), (left, r)), constant_values=pad_value)
+    n, c = x.shape[:2]
+    s = x.strides
+    (sh, sw), (dh, dw), (ho, wo) = g["strides"], g["dilations"], g["out"]
+    return np.lib.stride_tricks.as_strided(
+        x, (n, ho, wo, c, *g["kernel"]), (s[0], s[2] * sh, s[3] * sw, s[1], s[2] * dh, s[3] * dw),
+        writeable=False)
+
+
+def conv_columns(x: np.ndarray, g: dict, group: int) -> np.ndarray:
+    """im2col rows: (N*Ho*Wo, C*kh*kw), or (group, N*Ho*Wo, C/group*kh*kw) when grouped."""
+    patches = im2col(x, g)
+    rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
+    if group == 1:
+        return patches.reshape(rows, -1)
+    return patches.reshape(rows, group, -1).transpose(1, 0, 2)
+
+
+def conv_output(y: np.ndarray, x_shape, g: dict, bias=None) -> np.ndarray:
+    """(N*Ho*Wo, M) products -> (N, M, Ho, Wo), plus the bias."""
+    y = y.reshape(x_shape[0], *g["out"], -1).transpose(0, 3, 1, 2)
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+@op("Conv")
+def conv(node, x, w, b=None):
+    g = conv_geometry(node, x.shape, w.shape)
+    group = _attr(node, "group", 1)
+    cols = conv_columns(x, g, group)
+    if group == 1:
+        y = cols @ w.reshape(len(w), -1).T
+    else:
+        wg = w.reshape(group, len(w) // group, -1).transpose(0, 2, 1)
+        y = np.matmul(cols, wg).transpose(1, 0, 2).reshape(cols.shape[1], -1)
+    return conv_output(y, x.shape, g, b)
+
+
+def _pool_geometry(node, x):
+    k = _attr(node, "kernel_shape")
+    pads = _attr(node, "pads", [0] * 2 * len(k))
+    strides = _attr(node, "strides", [1] * len(k))
+    dil = _attr(node, "dilations", [1] * len(k))
+    if len(k) != 2:
+        raise ValueError(f"{node.op} {node.name!r}: only 2-D pooling is supported")
+    size = [x.shape[2 + i] + pads[i] + pads[i + 2] - dil[i] * (k[i] - 1) - 1 for i in range(2)]
+    rnd = math.ceil if _attr(node, "ceil_mode", 0) else math.floor
+    out = [int(rnd(size[i] / strides[i])) + 1 for i in range(2)]
+    # ceil_mode: a window may start in the padding on the right; widen it there
+    extra = [max(0, (out[i] - 1) * strides[i] - size[i]) for i in range(2)]
+    g = {"kernel": tuple(k), "strides": tuple(strides), "dilations": tuple(dil), "out": out,
+         "pads": [pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1]]}
+    return g
+
+
+@op("MaxPool")
+def max_pool(node, x):
+    g = _pool_geometry(node, x)
+    return im2col(x, g, -np.inf).max(axis=(4, 5)).transpose(0, 3, 1, 2).astype(x.dtype)
+
+
+@op("AveragePool")
+def average_pool(node, x):
+    g = _pool_geometry(node, x)
+    total = im2col(x, g).sum(axis=(4, 5)).transpose(0, 3, 1, 2)
+    if _attr(node, "count_include_pad", 0):
+        return (total / np.float32(g["kernel"][0] * g["kernel"][1])).astype(x.dtype)
+    ones = np.ones((1, 1, *x.shape[2:]), x.dtype)
+    count = im2col(ones, g).sum(axis=(4, 5)).transpose(0, 3, 1, 2)
+    return (total / count).astype(x.dtype)
+
+
+@op("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(node, x):
+    fn = np.mean if node.op == "GlobalAveragePool" else np.max
+    return fn(x, axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype, copy=False)
+
+
+# --- shapes -----------------------------------------------------------------------------------
+
+
+@op("Flatten")
+def flatten(node, x):
+    axis = _attr(node, "axis", 1) % max(x.ndim, 1)
+    return x.reshape(math.prod(x.shape[:axis]), -1)
+
+
+@op("Reshape")
+def reshape(node, x, shape):
+    shape = [int(v) for v in shape]
+    if not _attr(node, "allowzero", 0):
+        shape = [x.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+    return x.reshape(shape)
+
+
+@op("Transpose")
+def transpose(node, x):
+    return np.transpose(x, _attr(node, "perm"))
+
+
+@op("Shape")
+def shape(node, x):
+    dims = x.shape[_attr(node, "start", 0):_attr(node, "end", None)]
+    return np.array(dims, dtype=np.int64)
+
+
+@op("Size")
+def size(node, x):
+    return np.array(x.size, dtype=np.int64)
+
+
+@op("Gather")
+def gather(node, x, indices):
+    return np.take(x, indices, axis=_attr(node, "axis", 0))
+
+
+@op("Unsqueeze")
+def unsqueeze(node, x, axes=None):
+    axes = axes if axes is not None else _attr(node, "axes")
+    return np.expand_dims(x, tuple(_axes(axes, x.ndim + len(np.asarray(axes).ravel()))))
+
+
+@op("Squeeze")
+def squeeze(node, x, axes=None):
+    axes = axes if axes is not None else _attr(node, "axes")
+    if axes is None:
+        return np.squeeze(x)
+    return np.squeeze(x, tuple(_axes(axes, x.ndim)))
+
+
+@op("Concat")
+def concat(node, *xs):
+    return np.concatenate(xs, axis=_attr(node, "axis"))
+
+
+@op("Split")
+def split(node, x, sizes=None):
+    axis = _attr(node, "axis", 0) % x.ndim
+    if sizes is None:
+        sizes = _attr(node, "split")
+    if sizes is None:
+        parts = _attr(node, "num_outputs", len(node.outputs))
+        chunk = -(-x.shape[axis] // parts)
+        sizes = [min(chunk, x.shape[axis] - i * chunk) for i in range(parts)]
+    return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+
+
+@op("Slice")
+def slice_(node, x, starts, ends, axes=None, steps=None):
+    axes = range(len(starts)) if axes is None else _axes(axes, x.ndim)
+    steps = [1] * len(starts) if steps is None else steps
+    index = [slice(None)] * x.ndim
+    for a, s, e, st in zip(axes, starts, ends, steps, strict=True):
+        index[a] = slice(*slice(int(s), int(e), int(st)).indices(x.shape[a]))
+    return x[tuple(index)]
+
+
+@op("Expand")
+def expand(node, x, shape):
+    return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(v) for v in shape)))
+
+
+@op("Tile")
+def tile(node, x, repeats):
+    return np.tile(x, [int(r) for r in repeats])
+
+
+@op("ConstantOfShape")
+def constant_of_shape(node, shape):
+    value = _attr(node, "value")
+    value = np.zeros(1, np.float32) if value is None else value
+    return np.full([int(v) for v in shape], value.ravel()[0], dtype=value.dtype)
+
+
+@op("Range")
+def range_(node, start, limit, delta):
+    return np.arange(start, limit, delta, dtype=np.asarray(start).dtype)
+
+
+@op("Pad")
+def pad(node, x, pads, value=None, axes=None):
+    if _attr(node, "mode", "constant") != "constant":
+        raise ValueError(f"Pad {node.name!r}: only mode 'constant' is supported")
+    axes = range(x.ndim) if axes is None else _axes(axes, x.ndim)
+    widths = [(0, 0)] * x.ndim
+    half = len(pads) // 2
+    for i, a in enumerate(axes):
+        widths[a] = (int(pads[i]), int(pads[i + half]))
+    fill = 0 if value is None or np.asarray(value).size == 0 else np.asarray(value).ravel()[0]
+    return np.pad(x, widths, constant_values=fill)
+
+

@@ -1,0 +1,72 @@
+"""Any gated network, end to end: discover -> ticket -> ONNX (dense, sparse) and CSR -> every
+engine, against the torch model rebuilt from the ticket."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from sltc.data import recorded_test_set
+from sltc.rebuild import model_from_ticket
+from sltc.runtime.engines import ENGINES, prepare
+from sltc.runtime.loader import load
+from sltc.ticket import Ticket
+from tests.helpers import sltc
+
+pytest.importorskip("onnxruntime")
+
+ARCHS = {  # name: --set options for a few training steps on synthetic data
+    "mixed": ["model.arch=python:tests.models:mixed", "train.epochs=2", "train.max_steps=10"],
+    "mlp": ["train.epochs=1", "train.max_steps=10"],
+    "conv2": ["model.arch=conv2", "model.batchnorm=true", "train.epochs=1", "train.max_steps=3"],
+    "conv4": ["model.arch=conv4", "model.batchnorm=true", "train.epochs=1", "train.max_steps=3"],
+    "conv6": ["model.arch=conv6", "model.batchnorm=true", "train.epochs=1", "train.max_steps=3"],
+}
+
+
+def _json(proc):
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module", params=sorted(ARCHS))
+def chain(request, tmp_path_factory):
+    """A ticket of one architecture and its three exports."""
+    out = tmp_path_factory.mktemp(request.param)
+    sets = [a for s in ARCHS[request.param] for a in ("--set", s)]
+    sltc("discover", "examples/synthetic.yaml", "--out", out / "run", "--json", *sets, check=True)
+    ticket = out / "run/ticket.slt"
+    files = {"ticket": ticket}
+    for weights in ("dense", "sparse"):
+        files[weights] = out / f"{weights}.onnx"
+        report = _json(sltc("export", ticket, "--format", "onnx", "--weights", weights, "-o",
+                            files[weights], "--json", check=True))
+        assert report["top1_agreement"] == 1.0 and report["max_rel_diff"] <= 1e-4
+        onnx.checker.check_model(onnx.load(str(files[weights])), full_check=True)
+    files["csr"] = out / "m.csr.safetensors"
+    sltc("export", ticket, "--format", "csr", "-o", files["csr"], "--json", check=True)
+    return files
+
+
+def test_every_engine_matches_torch_on_every_file(chain):
+    ticket = Ticket.load(chain["ticket"])
+    test = recorded_test_set(ticket.meta["config"]["data"], ticket.seed)
+    x = test.images[:64].astype(np.float32) / np.float32(255)
+    with torch.no_grad():
+        want = model_from_ticket(ticket)(torch.from_numpy(x)).numpy()
+    scale = np.abs(want).max()
+    for kind, path in chain.items():
+        model = load(path)
+        for engine in ENGINES.names():
+            got = prepare(model, engine, threads=1)(x)
+            assert np.abs(got - want).max() <= 1e-4 * scale, (kind, engine)
+    assert (want.std(axis=0) > 1e-2 * scale).any(), "logits that ignore the input prove little"
+
+
+def test_validate_prints_the_ticket_accuracy_exactly(chain):
+    recorded = Ticket.load(chain["ticket"]).meta["test_accuracy"]
+    for kind, path in chain.items():
+        for engine in ENGINES.names():
+            out = _json(sltc("validate", path, "--engine", engine, "--json", check=True))
+            assert out["test_accuracy"] == recorded, (kind, engine)

@@ -1,0 +1,106 @@
+"""The skeleton inside a ticket: what it holds, what it leaves out, and damaged ones."""
+
+import numpy as np
+import onnx
+import pytest
+
+from sltc import skeleton
+from sltc.ticket import Ticket
+from tests.helpers import sltc
+
+
+def test_skeleton_holds_the_graph_and_placeholders_only(mixed_run):
+    ticket = Ticket.load(mixed_run / "ticket.slt")
+    holes = skeleton.placeholders(ticket.skeleton)
+    # every gated weight, every tensor drawn by name and every statistic is a placeholder ...
+    assert {s["tensor"] for s in ticket.layers} <= set(holes)
+    assert {"cls_token", "pos_embed"} == {t["name"] for t in ticket.tensors} <= set(holes)
+    assert {"bn.running_mean", "bn.running_var"} == set(ticket.extras) <= set(holes)
+    # ... with the shapes the tables give; the rest of the initializers are constants
+    for s in ticket.layers:
+        assert holes[s["tensor"]] == tuple(s["shape"])
+    stored = {t.name: onnx.numpy_helper.to_array(t) for t in ticket.skeleton.graph.initializer
+              if t.name not in holes}
+    assert np.all(stored["stem.bias"] == 0) and np.all(stored["norm1.weight"] == 1)
+    assert {n.op_type for n in ticket.skeleton.graph.node} >= {
+        "Conv", "Add", "LayerNormalization", "Softmax", "MatMul", "Erf", "Concat"}
+
+
+def _rewrite(src, dst, edit):
+    ticket = Ticket.load(src)
+    edit(ticket.skeleton)
+    ticket.save(dst)
+    return dst
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    line, = proc.stderr.strip().splitlines()
+    assert line.startswith("sltc: error:") and all(n in line for n in needles), line
+
+
+def test_damaged_skeletons_are_one_line_errors(synthetic_run, tmp_path, monkeypatch):
+    src = synthetic_run / "ticket.slt"
+    garbage = tmp_path / "garbage.slt"
+    with monkeypatch.context() as m:
+        m.setattr(skeleton, "serialize", lambda model: b"\x08\x01\xff\xff")
+        Ticket.load(src).save(garbage)
+    for cmd in (("inspect", garbage), ("validate", garbage), ("eval", garbage),
+                ("export", garbage, "--format", "onnx", "-o", tmp_path / "x.onnx")):
+        _one_line_error(sltc(*cmd), "not a valid ONNX model")
+    assert not (tmp_path / "x.onnx").exists()
+
+    def unknown_op(model):
+        model.graph.node[-1].op_type = "NoSuchOp"
+
+    strange = _rewrite(src, tmp_path / "strange.slt", unknown_op)
+    _one_line_error(sltc("validate", strange, "--engine", "dense"), "cannot run ONNX op 'NoSuchOp'")
+    _one_line_error(sltc("validate", strange, "--engine", "ort"), "onnxruntime cannot load")
+
+    def wrong_shape(model):
+        hole = next(t for t in model.graph.initializer if skeleton.is_placeholder(t))
+        hole.dims[0] += 1
+
+    _one_line_error(sltc("validate", _rewrite(src, tmp_path / "shape.slt", wrong_shape)),
+                    "placeholder", "has shape")
+
+    def wrong_axis(model):  # every shape matches, but the graph no longer computes
+        flatten = next(n for n in model.graph.node if n.op_type == "Flatten")
+        flatten.attribute[0].i = 3
+
+    broken = _rewrite(src, tmp_path / "axis.slt", wrong_axis)
+    for engine in ("dense", "csr", "ort"):
+        proc = sltc("validate", broken, "--engine", engine)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["lenet300", "conv2bn"])
+def test_format_1_0_tickets_read_as_before(name, tmp_path):
+    """Tickets written by sltc 0.1.0: same accuracy, same exported ONNX outputs."""
+    from tests.helpers import FASHION, ROOT
+
+    if name == "lenet300" and not FASHION.is_dir():
+        pytest.skip("needs apt-get install dataset-fashion-mnist")
+    import json
+
+    import onnxruntime as ort
+
+    from sltc.data import recorded_test_set
+
+    path = ROOT / f"tests/data/{name}-v1.0.slt"
+    expected = np.load(ROOT / "tests/data/v1.0-expected.npz", allow_pickle=False)
+    ticket = Ticket.load(path)
+    assert ticket.version == (1, 0)
+    test = recorded_test_set(ticket.meta["config"]["data"], ticket.seed)
+    x = test.images[:64].astype(np.float32) / np.float32(255)
+    for weights in ("dense", "sparse"):
+        out = tmp_path / f"{weights}.onnx"
+        sltc("export", path, "--format", "onnx", "--weights", weights, "-o", out, check=True)
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = sess.run(["logits"], {"input": x})[0]
+        assert np.allclose(got, expected[f"{name}_onnx_{weights}"], rtol=1e-5, atol=1e-5)
+    evaluated = json.loads(sltc("eval", path, "--json", check=True).stdout.splitlines()[-1])
+    assert evaluated["test_accuracy"] == float(expected[f"{name}_eval_accuracy"])
+    assert json.loads(sltc("inspect", path, "--json", check=True).stdout.splitlines()[-1])[
+        "total"]["sparsity"] == pytest.approx(ticket.meta["sparsity"])
