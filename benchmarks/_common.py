@@ -32,7 +32,8 @@ def report(rows: list[dict], out: str | Path, title: str, columns: list[str]) ->
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for r in rows:
-        cells = [f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in columns]
+        cells = [f"{r[c]:.4g}" if isinstance(r[c], float) else "-" if r[c] is None else str(r[c])
+                 for c in columns]
         print("| " + " | ".join(cells) + " |")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ def main() -> None:
     sltc("export", run / "ticket.slt", "-f", "onnx", "-o", run / "full.onnx")
     sltc("export", run / "ticket.slt", "-f", "onnx", "-o", run / "compact.onnx", "--compact")
     records = json.loads(sltc("bench", run / "full.onnx", run / "compact.onnx", "--batch", "1,64",
-                              "--threads", "1", "--repeat", "500", "--json"))
+                              "--engine", "ort", "--threads", "1", "--repeat", "500", "--json"))
     for r in records:
         r["model"] = Path(r["model"]).name
     report(records, args.out, f"--compact speed-up, {run}", ["model", "batch", "p50_ms",

@@ -37,6 +37,8 @@ def main() -> None:
             r = export(args.ticket, fmt, Path(tmp) / name, check=False, **opts)
             rows.append({"export": label, "file_bytes": r["file_bytes"],
                          "dense_fp32_over_file": total["dense_fp32_bytes"] / r["file_bytes"]})
+    rows.append({"export": "of which the skeleton (ticket)", "file_bytes": total["skeleton_bytes"],
+                 "dense_fp32_over_file": None})
     rows.append({"export": "entropy floor of the masks", "file_bytes": round(total["entropy_bits"] / 8),
                  "dense_fp32_over_file": total["dense_fp32_bytes"] / (total["entropy_bits"] / 8)})
     report(rows, args.out, f"export sizes for {args.ticket} (sparsity {total['sparsity']:.4f}, "

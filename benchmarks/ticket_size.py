@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # noqa: E402
 
+from sltc.legacy import skeleton_from_ops  # noqa: E402
 from sltc.maskcode import entropy_bits, pack  # noqa: E402
 from sltc.ticket import Ticket  # noqa: E402
 
@@ -31,9 +32,14 @@ SHAPES = [(2048, 784), (2048, 2048), (2048, 2048), (512, 2048)]
 def make(density: float, seed: int = 0) -> Ticket:
     rng = np.random.default_rng(seed)
     layers = [{"name": f"fc{i + 1}", "shape": list(s), "fan_in": s[1], "init": "signed_constant",
-               "gain": math.sqrt(2), "granularity": "weight"} for i, s in enumerate(SHAPES)]
+               "gain": math.sqrt(2), "granularity": "weight", "tensor": f"fc{i + 1}.weight"}
+              for i, s in enumerate(SHAPES)]
     masks = {spec["name"]: rng.random(spec["shape"]) < density for spec in layers}
-    return Ticket(seed, layers, masks, {}, {"graph": []})
+    ops = [{"op": "flatten"}]
+    for spec in layers:
+        ops += [{"op": "linear", "name": spec["name"]}, {"op": "relu"}]
+    graph = skeleton_from_ops(ops[:-1], {s["name"]: s["shape"] for s in layers}, [1, 28, 28], 512)
+    return Ticket(seed, layers, masks, {}, {}, skeleton=graph)
 
 
 def measure(density: float, tmp: Path) -> dict:

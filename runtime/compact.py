@@ -40,7 +40,7 @@ def _layer(graph: Graph, node, keep, last: bool) -> tuple[dict, np.ndarray]:
     if node.op == "Gemm" and (node.attrs.get("transA", 0) or not node.attrs.get("transB", 0)):
         raise SltcError(f"{REFUSE}; Gemm {node.name!r} is not x @ W.T; export without --compact")
     if node.op == "Conv" and node.attrs.get("group", 1) != 1:
-        raise SltcError(f"{REFUSE}; grouped Conv {node.name!r} cannot be compacted")
+        raise SltcError(f"{REFUSE}; Conv {node.name!r} is grouped; export without --compact")
     w = c[node.inputs[1]]  # (out, in, ...)
     cols = w[:, keep] if keep is not None else w
     out = np.arange(w.shape[0]) if last else np.flatnonzero(
@@ -50,7 +50,8 @@ def _layer(graph: Graph, node, keep, last: bool) -> tuple[dict, np.ndarray]:
     if len(node.inputs) > 2 and node.inputs[2]:
         bias = c[node.inputs[2]]
         if not last and np.any(bias[np.setdiff1d(np.arange(len(bias)), out)]):
-            raise SltcError(f"{REFUSE}; layer {node.name!r} has a non-zero bias on a pruned unit")
+            raise SltcError(f"{REFUSE}; layer {node.name!r} has a non-zero bias on a pruned unit; "
+                            "export without --compact")
         new[node.inputs[2]] = bias[out]
     return new, out
 

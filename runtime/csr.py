@@ -26,6 +26,7 @@ from .spmv import SparseLinear, SparseRows
 
 MAX_DENSITY = 0.5  # denser weights never run sparse
 WIN = 0.9  # a sparse kernel must take at most this fraction of the dense time
+PLAN_WIN = 0.95  # and a mixed plan at most this fraction of onnxruntime's whole-graph time
 REPEAT = 5  # timing: the best of at least this many runs, after one warm-up
 TIMING_S = 0.02  # ... and of as many as fit in this time (at most 20 x REPEAT)
 MAX_CALIBRATION_BATCH = 256  # larger batches run the plan calibrated at this size
@@ -150,16 +151,15 @@ def race(first, second) -> tuple[float, float]:
 def _ort_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: list[str],
                  values: dict, threads: int | None):
     """A function running ``nodes`` in their own onnxruntime session; ``values`` maps each
-    value name to its (dtype, rank)."""
+    value name to its (dtype, dims), dims that follow the batch size given by name."""
     from ._ort import session
 
     used = {name for n in nodes for name in n.inputs if name in graph.constants}
     inits = [numpy_helper.from_array(graph.constants[n], n) for n in sorted(used)]
 
-    def info(name):  # the rank matters to onnxruntime's optimiser (NCHWc), not the sizes
-        dtype, rank = values[name]
-        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype),
-                                             [f"{name}:{i}" for i in range(rank)])
+    def info(name):  # onnxruntime's optimiser needs the ranks (NCHWc) and does better with sizes
+        dtype, dims = values[name]
+        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype), dims)
 
     proto = helper.make_graph([n.proto for n in nodes], "segment", [info(n) for n in inputs],
                               [info(n) for n in outputs], inits)
@@ -245,7 +245,7 @@ def _runs(graph: Graph, kernels: dict) -> list[list[Node]]:
 def build_plan(graph: Graph, kernels: dict, values: dict, threads: int | None,
                use_ort: bool) -> Plan:
     """Sparse ``kernels`` by node name; every run of nodes between them in one onnxruntime
-    session (``use_ort``) or in numpy. ``values``: name -> (dtype, rank) of every value."""
+    session (``use_ort``) or in numpy. ``values``: name -> (dtype, dims) of every value."""
     runs = _runs(graph, kernels)
     later = {graph.output_name}
     boundaries = []
@@ -286,7 +286,32 @@ def tune_segments(plan: Plan, x: np.ndarray) -> Plan:
                               lambda f=local, a=record[i]: f(*a))
         if numpy_s < ort_s:
             steps[i] = Step("numpy", local, step.nodes, step.inputs, step.outputs)
-    return Plan(plan.graph, steps)
+    return Plan(plan.graph, fuse_relu(steps, plan.graph))
+
+
+def fuse_relu(steps: list[Step], graph: Graph) -> list[Step]:
+    """A ReLU alone right after a sparse layer, reading only its output, applied in place to
+    the layer's fresh output array: one step fewer per layer at batch 1."""
+    readers: dict[str, int] = {}
+    for step in steps:
+        for name in step.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    out: list[Step] = []
+    for step in steps:
+        prev = out[-1] if out else None
+        if (prev is not None and prev.kind == "sparse" and len(step.nodes) == 1
+                and step.nodes[0].op == "Relu" and step.inputs == prev.outputs
+                and readers[prev.outputs[0]] == 1 and prev.outputs[0] != graph.output_name):
+            kernel = prev.fn
+
+            def fused(x, k=kernel):
+                y = k(x)[0]
+                return [np.maximum(y, 0, out=y)]
+
+            out[-1] = Step("sparse", fused, prev.nodes + step.nodes, prev.inputs, step.outputs)
+        else:
+            out.append(step)
+    return out
 
 
 @dataclass
@@ -303,19 +328,30 @@ class SparseEngine:
         self.kernels = {n.name: k for n in self.graph.nodes
                         if (k := sparse_kernel(n, self.graph.constants)) is not None}
         self.nodes = {n.name: n for n in self.graph.nodes}
-        dtypes, shapes = {self.graph.input_name: np.dtype(np.float32)}, {}
-        one = np.zeros((1, *self.graph.input_shape), np.float32)
-        self.graph.run(one, shapes=shapes, dtypes=dtypes)  # dtypes and ranks: batch-free
-        shapes[self.graph.input_name] = one.shape
-        self.values = {k: (dtypes[k], len(shapes[k])) for k in dtypes}
-        self.bytes_per_item = {k: int(np.prod(shapes[k])) * dtypes[k].itemsize for k in dtypes}
+        self.values, self.bytes_per_item = self._values()
+
+    def _values(self) -> tuple[dict, dict]:
+        """Each value's dtype and dims (a dim that changes with the batch as a name), from
+        runs at batch 1 and 2; and its bytes per batch item."""
+        dtypes, shapes = {self.graph.input_name: np.dtype(np.float32)}, [{}, {}]
+        for batch, seen in zip((1, 2), shapes, strict=True):
+            x = np.zeros((batch, *self.graph.input_shape), np.float32)
+            self.graph.run(x, shapes=seen, dtypes=dtypes)
+            seen[self.graph.input_name] = x.shape
+        values = {k: (dtypes[k], [a if a == b else f"{k}:{i}" for i, (a, b) in
+                                  enumerate(zip(shapes[0][k], shapes[1][k], strict=True))])
+                  for k in dtypes}
+        return values, {k: int(np.prod(shapes[0][k])) * dtypes[k].itemsize for k in dtypes}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        batch = min(len(x), MAX_CALIBRATION_BATCH)
-        plan = self.plans.get(batch)
-        if plan is None:
-            plan = self.plans[batch] = self.calibrate(np.asarray(x[:batch], dtype=np.float32))
-        return plan(x)
+        return self.plan_for(len(x), x)(x)
+
+    def plan_for(self, batch: int, x: np.ndarray | None = None) -> Plan:
+        """The plan for ``batch`` (calibrated on ``x`` the first time; None: already known)."""
+        batch = min(batch, MAX_CALIBRATION_BATCH)
+        if batch not in self.plans:
+            self.plans[batch] = self.calibrate(np.asarray(x[:batch], dtype=np.float32))
+        return self.plans[batch]
 
     def calibrate(self, x: np.ndarray) -> Plan:
         """The plan for batches of ``len(x)``, measured on ``x``."""
@@ -331,7 +367,7 @@ class SparseEngine:
         if self.use_ort:
             plan = tune_segments(plan, x)
         dense, sparse = race(lambda: baseline(x), lambda: plan(x))
-        return plan if sparse < dense else baseline
+        return plan if sparse < PLAN_WIN * dense else baseline
 
     def _groups(self, batch: int) -> list[list[str]]:
         """Candidates in groups whose recorded inputs fit ``PROBE_BYTES`` together."""
@@ -379,6 +415,6 @@ class SparseEngine:
             run = _numpy_segment([node], self.graph, node.inputs[:1], node.outputs[:1])
         return lambda arg: run(arg)[0]
 
-    def report(self) -> dict:
-        """Which layers run sparse, per calibrated batch size."""
-        return {batch: plan.sparse for batch, plan in sorted(self.plans.items())}
+    def choice(self, batch: int) -> dict:
+        """The layers the plan for ``batch`` runs sparse, of those that could."""
+        return {"sparse_layers": self.plan_for(batch).sparse, "layers": len(self.kernels)}

@@ -29,7 +29,7 @@ class Predictor:
     engine: str
     provider: str
     predict: object  # callable: float32 (N, C, H, W) in [0, 1] -> logits
-    report: object = None  # callable: engine-specific facts (the csr engine's sparse layers)
+    choice: object = None  # csr: batch -> {"sparse_layers", "layers"} of its calibrated plan
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.predict(x)
@@ -63,7 +63,7 @@ def csr_engine(model: Deployable, provider: str = "cpu", threads: int | None = N
     if provider != "cpu":
         raise SltcError(f"--provider {provider!r}: choose cpu or cuda")
     engine = SparseEngine(model.graph, threads, use_ort=has_ort())
-    return Predictor("csr", "scipy", engine, engine.report)
+    return Predictor("csr", "scipy", engine, engine.choice)
 
 
 def _cusparse_engine(model: Deployable) -> Predictor:
@@ -89,11 +89,6 @@ def ort_engine(model: Deployable, provider: str = "cpu", threads: int | None = N
     return Predictor("ort", used, lambda x: sess.run([name_out], {name_in: x})[0])
 
 
-def engines_for(kind: str) -> list[str]:
-    """The engines that can run a model of this kind: every engine runs every kind."""
-    return ENGINES.names()
-
-
 def prepare(model: Deployable, engine: str, **options) -> Predictor:
     """The engine's predictor, after one image of zeros went through the graph: a damaged
     graph fails here, in one line, rather than halfway through a test set."""
@@ -116,4 +111,4 @@ def prepare(model: Deployable, engine: str, **options) -> Predictor:
     return predictor
 
 
-__all__ = ["ENGINES", "OPS", "Predictor", "engines_for", "prepare"]
+__all__ = ["ENGINES", "OPS", "Predictor", "prepare"]

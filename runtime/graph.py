@@ -142,7 +142,7 @@ class Graph:
                 args = [constants[name] if name else None for name in node.inputs]
                 for name, value in zip(node.outputs, _as_tuple(OPS[node.op](node, *args)),
                                        strict=False):
-                    constants[name] = np.asarray(value)
+                    constants[name] = np.require(value, requirements="C")  # a transpose: a copy
                 if masked.intersection(node.inputs):  # e.g. a gated weight's Transpose
                     masked.update(node.outputs)
             else:

@@ -358,7 +358,8 @@ def slice_(node, x, starts, ends, axes=None, steps=None):
     steps = [1] * len(starts) if steps is None else steps
     index = [slice(None)] * x.ndim
     for a, s, e, st in zip(axes, starts, ends, steps, strict=True):
-        index[a] = slice(*slice(int(s), int(e), int(st)).indices(x.shape[a]))
+        start, stop, step = slice(int(s), int(e), int(st)).indices(x.shape[a])
+        index[a] = slice(start, None if stop < 0 else stop, step)  # -1: past the front
     return x[tuple(index)]
 
 

@@ -150,6 +150,9 @@ def bench(
     provider: str = typer.Option("cpu", "--provider", help="cpu or cuda."),
     warmup: int = typer.Option(20, "--warmup", min=0),
     repeat: int = typer.Option(200, "--repeat", min=1),
+    rounds: int = typer.Option(1, "--rounds", min=1,
+                               help="Run every model and engine this many times, taking turns; "
+                                    "keep each one's best p50 (evens out the machine's drift)."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback"),
     inputs: str = typer.Option("random", "--inputs",
                                help="random, or test: the run's test images (speed of csr "
@@ -169,7 +172,8 @@ def bench(
     with Progress(disable=as_json, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task("benchmarking", total=None)
         records = run([str(m) for m in models], engine or None, batches, threads, provider,
-                      warmup, repeat, allow_fallback, lambda job: bar.advance(task), inputs, data)
+                      warmup, repeat, allow_fallback, lambda job: bar.advance(task), inputs, data,
+                      rounds)
     if plot:
         plot_latency(records, plot)
     _emit(records, as_json, print_table)

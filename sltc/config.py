@@ -25,6 +25,13 @@ class ModelConfig(_Strict):
     arch: str = "mlp"  # a name in sltc.models.MODELS, or python:package.module:factory
     kwargs: dict[str, Any] = Field(default_factory=dict)  # python: factories only
     widths: list[int] = Field(default_factory=lambda: [300, 100])  # hidden widths, `mlp` only
+    depth: int | None = Field(default=None, ge=1)  # wrn: 28, 16, ...; vit: blocks (None: preset)
+    width: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # ResNets: channel multiplier (None: 1); wrn: the widening factor k (None: 10)
+    patch: int | None = Field(default=None, ge=1)  # vit / swin: patch side (None: preset)
+    dim: int | None = Field(default=None, ge=1)  # vit / swin: token width (None: preset)
+    heads: int | None = Field(default=None, ge=1)  # vit / swin: attention heads (None: preset)
+    window: int | None = Field(default=None, ge=1)  # swin: window side (None: preset)
     batchnorm: bool = False  # non-affine BatchNorm after each hidden layer (edge-popup style)
     init: Literal["signed_constant", "uniform", "kaiming_normal"] = "signed_constant"
     # signed constant needs one random bit per weight: cheapest to regenerate, best in edge-popup

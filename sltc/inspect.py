@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from . import skeleton
 from .maskcode import entropy_bits
 from .ticket import Ticket
 
@@ -32,6 +33,8 @@ def inspect_ticket(path: str | Path) -> dict:
         "mask_bits": sum(layer["mask_bits"] for layer in layers),
         "entropy_bits": sum(layer["entropy_bits"] for layer in layers),
         "file_bytes": file_bytes,
+        "skeleton_bytes": len(skeleton.encode(skeleton.serialize(ticket.skeleton))),
+        "graph_nodes": len(ticket.skeleton.graph.node),
         "dense_fp32_bytes": dense,
         "compression_ratio": dense / file_bytes,
         "sparsity": ticket.sparsity(),
@@ -57,7 +60,8 @@ def print_report(report: dict) -> None:
     t = report["total"]
     console.print(
         f"mask bits {t['mask_bits']} vs entropy floor {t['entropy_bits']:.0f} "
-        f"({t['mask_bits'] / max(t['entropy_bits'], 1):.4f}x); file {t['file_bytes']} B; "
+        f"({t['mask_bits'] / max(t['entropy_bits'], 1):.4f}x); file {t['file_bytes']} B, of "
+        f"which skeleton {t['skeleton_bytes']} B ({t['graph_nodes']} nodes); "
         f"dense fp32 {t['dense_fp32_bytes']} B; {t['compression_ratio']:.1f}x smaller; "
         f"sparsity {t['sparsity']:.4f}")
 

@@ -174,3 +174,12 @@ def test_onnx_accuracy_on_the_whole_fashion_test_set(tmp_path, arch, sets):
             for i in range(0, len(test), 500)])
         acc = float((logits.argmax(1) == test.labels).mean())
         assert abs(acc - ticket.meta["test_accuracy"]) <= 0.0005
+
+
+def test_compact_refuses_graphs_it_cannot_shrink_in_one_line(mixed_run, conv_ticket, tmp_path):
+    for path, why in ((conv_ticket, "BatchNormalization"), (mixed_run / "ticket.slt", "--compact")):
+        proc = sltc("export", path, "--format", "onnx", "--compact", "-o", tmp_path / "c.onnx")
+        assert proc.returncode == 2
+        line, = proc.stderr.strip().splitlines()
+        assert why in line and "export without --compact" in line
+    assert not (tmp_path / "c.onnx").exists()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sltc.exporters import export
-from sltc.runtime.engines import ENGINES, engines_for, prepare
+from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
 from tests.helpers import ROOT, sltc
 
@@ -34,13 +34,13 @@ import numpy as np
 import sltc.runtime
 for mod in pkgutil.walk_packages(sltc.runtime.__path__, "sltc.runtime."):
     importlib.import_module(mod.name)
-from sltc.runtime.engines import prepare, engines_for
+from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
 from sltc.runtime.validate import validate
 x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
 for path in sys.argv[1:]:
     m = load(path)
-    for engine in engines_for(m.kind):
+    for engine in ENGINES.names():
         prepare(m, engine)(x)
     validate(path)
 assert "torch" not in sys.modules, "torch was imported"
@@ -60,7 +60,7 @@ def test_engines_agree(exports):
     reference = prepare(load(exports["ticket"]), "dense")(x)
     for kind, path in exports.items():
         model = load(path)
-        for engine in engines_for(model.kind):
+        for engine in ENGINES.names():
             got = prepare(model, engine)(x)
             assert np.abs(got - reference).max() < 1e-4, (kind, engine)
     for batch in (1, 3):
@@ -71,7 +71,7 @@ def test_engines_agree(exports):
 def test_validate_reproduces_accuracy_through_every_engine(exports, synthetic_run):
     recorded = json.loads((synthetic_run / "summary.json").read_text())["test_accuracy"]
     for path in exports.values():
-        for engine in engines_for(load(path).kind):
+        for engine in ENGINES.names():
             out = json.loads(sltc("validate", path, "--engine", engine, "--json",
                                   check=True).stdout.strip().splitlines()[-1])
             assert out["test_accuracy"] == pytest.approx(recorded, abs=1e-9)
@@ -101,10 +101,15 @@ def test_bench_json_records(exports, tmp_path):
         assert all(k in r for k in BENCH_KEYS)
         assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["threads"] == 1
     assert any(r["speedup"] == 1.0 for r in records)
+    for r in records:  # the csr engine says which layers it runs sparse
+        assert (r["layers"] is None) == (r["engine"] != "csr")
+        assert r["engine"] != "csr" or set(r["sparse_layers"]) <= {"/fc1/MatMul", "/fc2/MatMul",
+                                                                  "/fc3/MatMul"}
     assert png.read_bytes()[:4] == b"\x89PNG"
     proc = sltc("bench", exports["csr"], "--engine", "csr", "--batch", "1,3", "--repeat", "3",
-                "--inputs", "test", "--json", check=True)
-    assert {(r["inputs"], r["batch"]) for r in json.loads(proc.stdout)} == {("test", 1), ("test", 3)}
+                "--inputs", "test", "--rounds", "2", "--json", check=True)
+    records = json.loads(proc.stdout)  # two rounds, one record (the better) per batch
+    assert sorted((r["inputs"], r["batch"]) for r in records) == [("test", 1), ("test", 3)]
     proc = sltc("bench", exports["csr"], "--inputs", "camera")
     assert proc.returncode == 2 and "choose random or test" in proc.stderr
     proc = sltc("bench", exports["onnx"], "--engine", "gpu-magic")

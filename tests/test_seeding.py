@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from sltc.seeding import generate_weight, layer_key, philox4x32, random_words
+from sltc.seeding import generate_normal, generate_weight, layer_key, philox4x32, random_words
 
 MASK = 0xFFFFFFFF
 
@@ -56,8 +56,11 @@ def test_key_is_a_stable_hash():
 
 def test_doc_test_vectors(doc_vectors):
     for (seed, name, init, shape, fan_in), first in doc_vectors.items():
-        w = generate_weight(seed, name, shape, init, fan_in).ravel()[: len(first)]
-        assert w.tolist() == first
+        if init.startswith("normal"):  # "normal, std S": a tensor drawn by name
+            w = generate_normal(seed, name, shape, float(init.split("std")[1]))
+        else:
+            w = generate_weight(seed, name, shape, init, fan_in)
+        assert w.ravel()[: len(first)].tolist() == first
 
 
 @pytest.fixture
@@ -73,10 +76,10 @@ def doc_vectors():
             if cells[0] == "seed":
                 continue
             seed, name, init, shape, fan_in, values = cells
-            key = (int(seed), name.strip("`"), init.strip("`"),
-                   tuple(int(v) for v in shape.split("x")), int(fan_in))
+            key = (int(seed), name.strip("`"), init.replace("`", ""),
+                   tuple(int(v) for v in shape.split("x")), None if fan_in == "-" else int(fan_in))
             rows[key] = [float(v) for v in values.split()]
-    assert len(rows) >= 3, "docs/format.md lost its test vectors"
+    assert len(rows) >= 4, "docs/format.md lost its test vectors"
     return rows
 
 
