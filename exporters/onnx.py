@@ -26,7 +26,8 @@ EXTERNAL_DATA_BYTES = 1_800_000_000  # above this, weights go to a side file (pr
 
 
 def parity(model_path: str, ticket, data_root=None, batch: int = 512) -> dict:
-    """onnxruntime against the torch model rebuilt from the ticket, on real test images."""
+    """onnxruntime against the torch model rebuilt from the ticket, on real test images (or,
+    for data given in Python, uniform ones)."""
     import torch
 
     from sltc.data import recorded_test_set
@@ -34,8 +35,11 @@ def parity(model_path: str, ticket, data_root=None, batch: int = 512) -> dict:
     from sltc.runtime._ort import session
 
     data = ticket.meta["config"]["data"]
-    test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root)
-    x = test.images[:batch].astype(np.float32) / 255.0
+    if data["name"] == "loaders":  # data given in Python: uniform inputs of the right shape
+        x = np.random.default_rng(0).random((64, *ticket.meta["input_shape"]), dtype=np.float32)
+    else:
+        test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root)
+        x = test.batch(0, batch).astype(np.float32) / np.float32(255)
     try:
         torch_model = model_from_ticket(ticket)
     except SltcError as e:

@@ -68,14 +68,14 @@ def input_source(model, inputs: str = "random", data_root=None):
         raise SltcError(f"--inputs {inputs!r}: choose random or test")
     from .validate import model_test_set
 
-    images = model_test_set(model, data_root).images
+    test = model_test_set(model, data_root)
 
     def test_batch(batch: int, i: int) -> np.ndarray:
-        if batch > len(images):
-            raise SltcError(f"--batch {batch} exceeds the {len(images)} test images; "
+        if batch > len(test):
+            raise SltcError(f"--batch {batch} exceeds the {len(test)} test images; "
                             "use a smaller batch or --inputs random")
-        start = i % (len(images) // batch) * batch
-        return images[start:start + batch].astype(np.float32) / np.float32(255)
+        start = i % (len(test) // batch) * batch
+        return test.batch(start, start + batch).astype(np.float32) / np.float32(255)
 
     return test_batch
 

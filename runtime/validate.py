@@ -45,7 +45,7 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     test = model_test_set(model, data_root)
     predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback)
     predictions = np.concatenate([
-        predictor(test.images[i:i + batch].astype(np.float32) / np.float32(255)).argmax(1)
+        predictor(test.batch(i, i + batch).astype(np.float32) / np.float32(255)).argmax(1)
         for i in range(0, len(test), batch)])
     acc = float((predictions == test.labels).mean())
     recorded = model.meta.get("test_accuracy")

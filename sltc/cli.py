@@ -73,8 +73,7 @@ def freeze(
         target, scope_, tolerance = trainer.config.gates.target_sparsity, None, FREEZE_TOLERANCE
     else:  # exactly this sparsity
         target, scope_, tolerance = target_sparsity, scope, 0.0
-    ticket, scores = freeze_run(trainer.model, trainer.config, trainer.dataset, trainer.device,
-                                 target, scope_, tolerance)
+    ticket, scores = freeze_run(trainer, target, scope_, tolerance)
     path = output or Path(run_dir) / "ticket.slt"
     ticket.save(path)
     result = {"ticket": str(path), "sparsity": ticket.meta["sparsity"],

@@ -40,12 +40,20 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    name: Literal["fashion_mnist", "mnist", "synthetic"] = "fashion_mnist"
+    name: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic",
+                  "loaders"] = "fashion_mnist"  # loaders: given in Python (sltc.find_ticket)
     root: str | None = None  # searched first, then the system and user data folders
     val_size: int = Field(default=5000, ge=0)  # carved from the training set, never the test set
     batch_size: int = Field(default=128, ge=1)
     synthetic_size: int = Field(default=2048, ge=16)  # training images of `synthetic`
-
+    synthetic_shape: list[int] = Field(default_factory=lambda: [1, 28, 28], min_length=3,
+                                       max_length=3)  # (C, H, W) of `synthetic`, e.g. [3, 32, 32]
+    augment: list[Literal["crop", "flip"]] = Field(default_factory=list)
+    # crop: random 32x32-style crop after zero padding of 4; flip: horizontal; off by default
+    # (Fashion-MNIST); the CIFAR examples turn both on, as the SLT papers do
+    image_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    # `folder`: resize every image to [H, W] (None: the first training image's size)
+    workers: int = Field(default=2, ge=0)  # `folder`: DataLoader worker processes
 
 class GatesConfig(_Strict):
     method: str = "crbg"  # a name in sltc.gates.GATES

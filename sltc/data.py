@@ -1,25 +1,25 @@
-"""Datasets: an IDX reader for MNIST / Fashion-MNIST and a synthetic set for tests.
+"""Datasets: MNIST / Fashion-MNIST (IDX), CIFAR (``cifar``), image folders (``folder``)
+and a synthetic set for tests, split into train / validation / test.
 
 Numpy only (the runtime's ``validate`` reads test sets too). Images stay uint8
-in memory; models take pixels scaled to [0, 1] and normalise inside.
+in memory (an image folder stays on disk); models take pixels scaled to [0, 1]
+and normalise inside. A split hands out ``batch(start, stop)`` of uint8 images.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .cifar import load_cifar
 from .errors import DataError
+from .folder import load_folder
 from .seeding import permutation, uniform01
+from .splits import Split, candidate_dirs
 
-SYSTEM_DIRS = {
-    "fashion_mnist": "/usr/share/datasets/fashion-mnist",
-    "mnist": "/usr/share/datasets/mnist",
-}
 HOW_TO_GET = {
     "fashion_mnist": "apt-get install dataset-fashion-mnist, or put the four IDX files in data.root",
     "mnist": "put the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...) in data.root",
@@ -29,18 +29,8 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_DTYPES = {0x08: np.uint8}
-
-
-@dataclass(frozen=True)
-class Split:
-    images: np.ndarray  # uint8, (N, C, H, W)
-    labels: np.ndarray  # int64, (N,)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def take(self, index: np.ndarray) -> Split:
-        return Split(self.images[index], self.labels[index])
+CIFAR = {"cifar10": 10, "cifar100": 100}  # name -> classes
+STATS_SAMPLE = 1 << 62  # training images for the mean and std (all; a folder samples)
 
 
 @dataclass(frozen=True)
@@ -55,7 +45,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])
+        return self.train.shape
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -77,14 +67,6 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _candidate_dirs(name: str, root: str | None) -> list[Path]:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sltc" / name
-    dirs = [Path(root)] if root else []
-    if name in SYSTEM_DIRS:
-        dirs.append(Path(SYSTEM_DIRS[name]))
-    return [*dirs, cache]
-
-
 def _find(stem: str, dirs: list[Path]) -> Path | None:
     for d in dirs:
         for suffix in (".gz", ""):
@@ -94,7 +76,7 @@ def _find(stem: str, dirs: list[Path]) -> Path | None:
 
 
 def load_split(name: str, split: str, root: str | None = None) -> Split:
-    dirs = _candidate_dirs(name, root)
+    dirs = candidate_dirs(name, root)
     paths = [_find(stem, dirs) for stem in FILES[split]]
     if None in paths:
         where = ", ".join(str(d) for d in dirs)
@@ -105,39 +87,60 @@ def load_split(name: str, split: str, root: str | None = None) -> Split:
     return Split(images[:, None], labels.astype(np.int64))
 
 
-def synthetic_split(seed: int, split: str, n: int, classes: int = 10) -> Split:
-    """Noisy class templates on 1x28x28: learnable in seconds, no files needed."""
-    templates = uniform01(seed, "synthetic/templates", classes * 784).reshape(classes, 784)
+def synthetic_split(seed: int, split: str, n: int, classes: int = 10,
+                    shape: tuple[int, ...] = (1, 28, 28)) -> Split:
+    """Noisy class templates: learnable in seconds, no files needed."""
+    size = int(np.prod(shape))
+    templates = uniform01(seed, "synthetic/templates", classes * size).reshape(classes, size)
     labels = (uniform01(seed, f"synthetic/{split}/labels", n) * classes).astype(np.int64)
-    noise = uniform01(seed, f"synthetic/{split}/noise", n * 784).reshape(n, 784)
+    noise = uniform01(seed, f"synthetic/{split}/noise", n * size).reshape(n, size)
     pixels = 0.6 * templates[labels] + 0.4 * noise
-    images = np.round(pixels * 255).astype(np.uint8).reshape(n, 1, 28, 28)
+    images = np.round(pixels * 255).astype(np.uint8).reshape(n, *shape)
     return Split(images, labels)
+
+
+def load_named_split(cfg, seed: int, which: str, root: str | None = None):
+    """The ``train`` or ``test`` split of the configured dataset."""
+    root = root or cfg.root
+    if cfg.name == "loaders":
+        raise DataError("this run's data came from Python DataLoaders (sltc.find_ticket); score "
+                        "the ticket on your own loader with sltc.runtime or sltc.rebuild")
+    if cfg.name == "synthetic":
+        size = cfg.synthetic_size if which == "train" else max(16, cfg.synthetic_size // 4)
+        return synthetic_split(seed, which, size, shape=tuple(cfg.synthetic_shape))
+    if cfg.name in CIFAR:
+        return load_cifar(cfg.name, which, root)
+    if cfg.name == "folder":
+        return load_folder(root, which, cfg.image_size)
+    return load_split(cfg.name, which, root)
+
+
+def _classes(name: str, train, test) -> int:
+    if name in CIFAR:
+        return CIFAR[name]
+    if name == "folder":
+        return len(train.classes)
+    if name == "synthetic":
+        return 10
+    return int(max(train.labels.max(), test.labels.max())) + 1
 
 
 def load_dataset(cfg, seed: int) -> Dataset:
     """Train/val/test splits; validation is a fixed permutation's tail of training."""
-    if cfg.name == "synthetic":
-        full = synthetic_split(seed, "train", cfg.synthetic_size)
-        test = synthetic_split(seed, "test", max(16, cfg.synthetic_size // 4))
-    else:
-        full = load_split(cfg.name, "train", cfg.root)
-        test = load_split(cfg.name, "test", cfg.root)
+    full, test = (load_named_split(cfg, seed, which) for which in ("train", "test"))
+    classes = _classes(cfg.name, full, test)
     val_size = min(cfg.val_size, len(full) // 2)
     order = permutation(0, f"{cfg.name}/val_split", len(full))
     train, val = full.take(np.sort(order[val_size:])), full.take(np.sort(order[:val_size]))
-    mean = train.images.mean(dtype=np.float64) / 255.0
-    std = train.images.std(dtype=np.float64) / 255.0
-    classes = int(max(full.labels.max(), test.labels.max())) + 1
+    pixels = train.sample(STATS_SAMPLE)
+    mean = pixels.mean(dtype=np.float64) / 255.0
+    std = pixels.std(dtype=np.float64) / 255.0
     return Dataset(cfg.name, train, val, test, classes, float(mean), float(std))
 
 
-def load_test_set(name: str, root: str | None = None, seed: int = 0, size: int = 2048) -> Split:
-    if name == "synthetic":
-        return synthetic_split(seed, "test", max(16, size // 4))
-    return load_split(name, "test", root)
-
-
-def recorded_test_set(data: dict, seed: int, root: str | None = None) -> Split:
+def recorded_test_set(data: dict, seed: int, root: str | None = None):
     """The test set named by a saved run's ``data`` config (``root`` overrides its folder)."""
-    return load_test_set(data["name"], root or data["root"], seed, data["synthetic_size"])
+    from types import SimpleNamespace
+
+    keys = {"synthetic_shape": [1, 28, 28], "image_size": None, **data}
+    return load_named_split(SimpleNamespace(**keys), seed, "test", root)

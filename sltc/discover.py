@@ -23,12 +23,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import config as config_mod
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Dataset, load_dataset
+from .data import load_dataset
 from .errors import SltcError, TrainingError
-from .evaluate import accuracy, resolve_device, to_tensors
+from .evaluate import accuracy, resolve_device
 from .freeze import freeze, frozen_masks, sparsity, threshold_masks
 from .io import atomic_write_json, atomic_write_text
 from .layers import gated_layers
+from .loaders import Data, data_for
 from .models import build_model
 from .rebuild import ticket_from_model
 from .seeding import random_words
@@ -83,21 +84,27 @@ def _lr(config, step: int, total: int) -> float:
 
 
 class Trainer:
-    """One run: its model, data, optimizer and the lambda controller."""
+    """One run: its gated model, data, optimizer and the lambda controller."""
 
-    def __init__(self, config, dataset: Dataset, device: torch.device):
-        self.config, self.dataset, self.device = config, dataset, device
-        self.model = build_model(config, dataset.input_shape, dataset.classes,
-                                 dataset.mean, dataset.std).to(device)
+    def __init__(self, config, model, data: Data, device: torch.device):
+        self.config, self.data, self.device = config, data, device
+        self.model = model.to(device)
         self.optimizer = _make_optimizer(config, self.model)
-        self.train_x, self.train_y = to_tensors(dataset.train, device)
-        self.val_x, self.val_y = to_tensors(dataset.val, device)
-        n, bs = len(dataset.train), config.data.batch_size
-        self.steps_per_epoch = min(math.ceil(n / bs), config.train.max_steps or 10**12)
+        self.steps_per_epoch = min(len(data.train), config.train.max_steps or 10**12)
         self.total_steps = self.steps_per_epoch * config.train.epochs
         self.lam = config.gates.lambda_
         self.log_integral = 0.0  # the controller's integral term, in log(lambda)
         self.uses_l0 = any(m.gate is not None and m.gate.uses_l0 for m in gated_layers(self.model))
+        if not gated_layers(self.model):
+            raise SltcError("the network has no nn.Linear or nn.Conv2d layer to gate")
+
+    @classmethod
+    def from_config(cls, config, device: torch.device) -> Trainer:
+        """The run a config describes: its dataset and the registry's (or a factory's) network."""
+        dataset = load_dataset(config.data, config.seed)
+        model = build_model(config, dataset.input_shape, dataset.classes, dataset.mean,
+                            dataset.std)
+        return cls(config, model, data_for(config, dataset, device), device)
 
     def current_sparsity(self) -> float:
         """The threshold rule's sparsity, counted on the gates (cheap enough for every step)."""
@@ -132,16 +139,13 @@ class Trainer:
     def train_epoch(self, epoch: int, on_step) -> dict:
         self.model.train()
         torch.manual_seed(_epoch_seed(self.config.seed, epoch))
-        order = np.argsort(random_words(self.config.seed, f"train/order/epoch{epoch}",
-                                        len(self.train_y)), kind="stable")
-        order = torch.from_numpy(order).to(self.device)
-        bs, totals = self.config.data.batch_size, np.zeros(3)
-        for i in range(self.steps_per_epoch):
+        totals = np.zeros(3)
+        batches = self.data.train.epoch(self.config.seed, epoch)
+        for i, (x, y) in zip(range(self.steps_per_epoch), batches, strict=False):
             step = epoch * self.steps_per_epoch + i
             for group in self.optimizer.param_groups:
                 group["lr"] = _lr(self.config, step, self.total_steps)
-            idx = order[i * bs:(i + 1) * bs]
-            task = F.cross_entropy(self.model(self.train_x[idx]), self.train_y[idx])
+            task = F.cross_entropy(self.model(x), y)
             l0 = expected_density(self.model) if self.uses_l0 else torch.zeros(())
             loss = task + self.lam * l0
             if not torch.isfinite(loss):
@@ -160,9 +164,9 @@ class Trainer:
 
     def evaluate_val(self) -> dict:
         masks = threshold_masks(self.model, self.config.gates.threshold)
-        relaxed = accuracy(self.model, self.val_x, self.val_y)
+        relaxed = accuracy(self.model, self.data.val)
         with frozen_masks(self.model, masks):
-            frozen = accuracy(self.model, self.val_x, self.val_y)
+            frozen = accuracy(self.model, self.data.val)
         return {"sparsity": sparsity(self.model, masks), "relaxed_accuracy": relaxed,
                 "frozen_accuracy": frozen}
 
@@ -195,9 +199,15 @@ def discover(config, out_dir: str | Path, *, resume: bool = False, device: str =
              progress: bool = True) -> dict:
     """Train the gates, freeze them to a ticket and evaluate it; returns the summary."""
     out = Path(out_dir)
-    dataset = load_dataset(config.data, config.seed)
+    trainer = Trainer.from_config(config, resolve_device(device))
+    return run(trainer, out, resume=resume, progress=progress)
+
+
+def run(trainer: Trainer, out: Path, *, resume: bool = False, progress: bool = True) -> dict:
+    """The training loop of a prepared run, then the ticket: what ``discover`` and the
+    Python API share. Writes the run directory; returns the summary."""
+    config = trainer.config
     _prepare_out(out, config, resume)
-    trainer = Trainer(config, dataset, resolve_device(device))
     start, rows = 0, []
     if resume:
         state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer)
@@ -215,34 +225,32 @@ def discover(config, out_dir: str | Path, *, resume: bool = False, device: str =
             seconds = time.perf_counter() - tic
             row.update(trainer.evaluate_val(), **{"lambda": trainer.lam, "seconds": seconds})
             p.bar.update(task, stats=f"val acc {row['frozen_accuracy']:.4f} "
-                                     f"sparsity {row['sparsity']:.3f}")
+                                     f"sparsity {row['sparsity']:.3f}")  # nan: no val set
             rows.append(row)
             with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(json.dumps(_json_safe(row)) + "\n")
             save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer,
                             {"epoch": epoch + 1, "lambda": trainer.lam,
                              "log_integral": trainer.log_integral})
     return finish(trainer, out, rows)
 
 
-def freeze_run(model, config, dataset: Dataset, device, target_sparsity=None, scope=None,
-               tolerance: float = 0.0):
-    """Freeze ``model``'s gates and evaluate the ticket.
+def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: float = 0.0):
+    """Freeze the run's gates and evaluate the ticket.
 
     Returns the ticket and its accuracies: ``relaxed`` (deterministic gates, test set),
     ``val`` (the ticket on the validation split) and the ticket's test accuracy in its meta.
     """
+    model, config, data = trainer.model, trainer.config, trainer.data
     g = config.gates
     if scope is None:
         scope = "layer" if g.method == "edge_popup" else "global"
     masks = freeze(model, g.threshold, target_sparsity, scope, tolerance)
-    test_x, test_y = to_tensors(dataset.test, device)
-    val_x, val_y = to_tensors(dataset.val, device)
-    relaxed = accuracy(model, test_x, test_y)
+    relaxed = accuracy(model, data.test)
     with frozen_masks(model, masks):
-        test_acc = accuracy(model, test_x, test_y)
-        val_acc = accuracy(model, val_x, val_y)
-    ticket = ticket_from_model(model, masks, config, dataset, test_acc)
+        test_acc = accuracy(model, data.test)
+        val_acc = accuracy(model, data.val)
+    ticket = ticket_from_model(model, masks, config, data, test_acc)
     return ticket, {"relaxed_accuracy": relaxed, "val_accuracy": val_acc}
 
 
@@ -250,8 +258,7 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
     """Freeze the gates, write the ticket, evaluate it on the test set, write the summary."""
     config, model = trainer.config, trainer.model
     g = config.gates
-    ticket, scores = freeze_run(model, config, trainer.dataset, trainer.device,
-                                g.target_sparsity, tolerance=FREEZE_TOLERANCE)
+    ticket, scores = freeze_run(trainer, g.target_sparsity, tolerance=FREEZE_TOLERANCE)
     ticket.save(out / "ticket.slt")
     s = ticket.meta["sparsity"]
     summary = {
@@ -272,8 +279,14 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
         "ticket_bytes": (out / "ticket.slt").stat().st_size,
         "device": str(trainer.device),
     }
+    summary = _json_safe(summary)
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _json_safe(row: dict) -> dict:
+    """NaN (an accuracy over no examples: a run without validation data) as null."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> Trainer:
@@ -282,6 +295,6 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Trainer:
     if not (run / "checkpoint.safetensors").exists():
         raise SltcError(f"{run}: no checkpoint.safetensors; pass a directory made by discover")
     config = config_mod.load_config(run / "config.yaml")
-    trainer = Trainer(config, load_dataset(config.data, config.seed), resolve_device(device))
+    trainer = Trainer.from_config(config, resolve_device(device))
     load_checkpoint(run / "checkpoint.safetensors", trainer.model)
     return trainer

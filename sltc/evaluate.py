@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .data import Split, recorded_test_set
@@ -22,23 +21,20 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def to_tensors(split: Split, device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(np.array(split.images)).to(device=device, dtype=torch.float32) / 255.0
-    return x, torch.from_numpy(split.labels).to(device)
-
-
 @torch.no_grad()
-def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    """Top-1 accuracy with the model in eval mode (deterministic gates)."""
-    if len(y) == 0:
-        return float("nan")
+def accuracy(model, batches) -> float:
+    """Top-1 accuracy over ``(x, y)`` batches with the model in eval mode (deterministic
+    gates); NaN for no examples."""
     model.eval()
-    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-                  for i in range(0, len(y), batch))
-    return correct / len(y)
+    correct = total = 0
+    for x, y in batches:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return correct / total if total else float("nan")
 
 
 def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str = "auto") -> dict:
+    from .loaders import EVAL_BATCH, SplitBatches
     from .rebuild import model_from_ticket
 
     ticket = Ticket.load(path)
@@ -46,6 +42,13 @@ def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str 
     model = model_from_ticket(ticket).to(dev)
     data = ticket.meta["config"]["data"]
     test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root)
-    x, y = to_tensors(test, dev)
-    return {"test_accuracy": accuracy(model, x, y), "recorded_accuracy":
-            ticket.meta.get("test_accuracy"), "sparsity": ticket.sparsity(), "examples": len(y)}
+    batches = SplitBatches(test, EVAL_BATCH, dev) if isinstance(test, Split) else _folder(test, dev)
+    return {"test_accuracy": accuracy(model, batches), "recorded_accuracy":
+            ticket.meta.get("test_accuracy"), "sparsity": ticket.sparsity(), "examples": len(test)}
+
+
+def _folder(split, device):
+    """Batches of images read from disk, in order."""
+    for i in range(0, len(split), 256):
+        x = torch.from_numpy(split.batch(i, i + 256)).to(device, torch.float32) / 255.0
+        yield x, torch.from_numpy(split.labels[i:i + 256]).to(device)

@@ -67,6 +67,8 @@ def print_report(report: dict) -> None:
 
 
 def plot_sparsity(report: dict, path: str | Path) -> None:
+    """Per-layer sparsity in network order, first layer at the top: one row per layer, so
+    that networks of 50+ layers stay readable; ungated layers in grey."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,13 +76,20 @@ def plot_sparsity(report: dict, path: str | Path) -> None:
 
     from .io import atomic_write
 
-    names = [layer["name"] for layer in report["layers"]]
-    values = [1 - layer["density"] for layer in report["layers"]]
-    fig, ax = plt.subplots(figsize=(max(4, len(names) * 0.9), 3.2))
-    ax.bar(names, values, color="tab:blue")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("sparsity (pruned fraction)")
-    ax.set_title("per-layer sparsity of the ticket")
+    layers = report["layers"]
+    names = [f"{layer['name']} ({'x'.join(map(str, layer['shape']))})" for layer in layers]
+    values = [1 - layer["density"] for layer in layers]
+    colours = ["tab:blue" if layer["gated"] else "tab:gray" for layer in layers]
+    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.6 + 0.22 * len(layers))))
+    rows = range(len(layers))
+    ax.barh(rows, values, color=colours)
+    ax.set_yticks(rows, names, fontsize=7 if len(layers) > 20 else 9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("sparsity (pruned fraction)")
+    ax.set_title(f"per-layer sparsity, {len(layers)} layers in network order "
+                 f"(ticket: {report['total']['sparsity']:.3f})", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

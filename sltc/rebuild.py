@@ -48,7 +48,7 @@ def trace_skeleton(model: nn.Module, masks: dict, input_shape, regenerable: set[
     return skeleton.strip(model_proto, regenerable)
 
 
-def ticket_from_model(model, masks: dict, config, dataset, test_accuracy: float) -> Ticket:
+def ticket_from_model(model, masks: dict, config, data, test_accuracy: float) -> Ticket:
     """Freeze ``model`` with ``masks`` into a ticket (gate-shaped masks are stored)."""
     layers, gate_masks = [], {}
     for m in gated_layers(model):
@@ -61,14 +61,14 @@ def ticket_from_model(model, masks: dict, config, dataset, test_accuracy: float)
                for r, t in rules if r.kind == "normal"]
     extras = {r.name: t.detach().cpu().numpy() for r, t in rules if r.kind == "statistic"}
     regenerable = {s["tensor"] for s in layers} | {t["name"] for t in tensors} | set(extras)
-    graph = trace_skeleton(model, masks, dataset.input_shape, regenerable)
+    graph = trace_skeleton(model, masks, data.input_shape, regenerable)
     ticket = Ticket(config.seed, layers, gate_masks, extras, tensors=tensors, skeleton=graph)
     ticket.meta = {
         "config": config.to_dict(),
-        "input_shape": list(dataset.input_shape),
-        "classes": dataset.classes,
-        "preprocessing": {"input": "float32 pixels scaled to [0, 1]", "mean": dataset.mean,
-                          "std": dataset.std},
+        "input_shape": list(data.input_shape),
+        "classes": data.classes,
+        "preprocessing": {"input": "float32 pixels scaled to [0, 1]", "mean": data.mean,
+                          "std": data.std},
         "method": config.gates.method,
         "sparsity": ticket.sparsity(),
         "test_accuracy": test_accuracy,

@@ -11,7 +11,7 @@ from onnx.reference import ReferenceEvaluator
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from sltc.data import load_test_set
+from sltc.data import load_split, recorded_test_set
 from sltc.errors import SltcError
 from sltc.exporters import EXPORTERS, export
 from sltc.rebuild import model_from_ticket
@@ -24,8 +24,7 @@ ort = pytest.importorskip("onnxruntime")
 
 def _images(ticket, n=64):
     data = ticket.meta["config"]["data"]
-    test = load_test_set(data["name"], data["root"], ticket.meta["config"]["seed"],
-                         data["synthetic_size"])
+    test = recorded_test_set(data, ticket.meta["config"]["seed"])
     return test.images[:n].astype(np.float32) / np.float32(255), test
 
 
@@ -167,7 +166,7 @@ def test_onnx_accuracy_on_the_whole_fashion_test_set(tmp_path, arch, sets):
     for weights in ("dense", "sparse"):
         path = tmp_path / f"{weights}.onnx"
         export(tmp_path / "run/ticket.slt", "onnx", path, weights=weights)
-        test = load_test_set("fashion_mnist", str(FASHION))
+        test = load_split("fashion_mnist", "test", str(FASHION))
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         logits = np.concatenate([
             sess.run(["logits"], {"input": test.images[i:i + 500].astype(np.float32) / 255})[0]

@@ -1,0 +1,81 @@
+"""``sltc.find_ticket``: a ticket for a user's own ``nn.Module`` and torch ``DataLoader``s.
+
+The same run as ``sltc discover`` (same config object, controller, freezer and run
+directory), with the network and the data given in Python instead of by name.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import config as config_mod
+from .discover import Trainer, run
+from .errors import ConfigError
+from .evaluate import resolve_device
+from .layers import gate
+from .loaders import Data, LoaderBatches
+from .ticket import Ticket
+
+
+def _config(config) -> config_mod.RunConfig:
+    if config is None:
+        return config_mod.from_dict({}, "find_ticket")
+    if isinstance(config, dict):
+        return config_mod.from_dict(config, "find_ticket")
+    if isinstance(config, config_mod.RunConfig):
+        return config
+    raise ConfigError("config: pass a dict, an sltc.config.RunConfig or None")
+
+
+def _recorded(config, model) -> config_mod.RunConfig:
+    """The config the ticket records: the network's class as ``python:module:Class`` (so
+    ``sltc eval`` can rebuild it when ``Class(input_shape, classes)`` builds it) and
+    ``data.name: loaders`` (the data came from Python)."""
+    arch = config.model.arch
+    if not arch.startswith("python:"):
+        kind = type(model)
+        arch = f"python:{_module_name(kind.__module__)}:{kind.__qualname__}"
+    data = config.data.model_copy(update={"name": "loaders"})
+    return config.model_copy(update={"model": config.model.model_copy(update={"arch": arch}),
+                                     "data": data})
+
+
+def _module_name(module: str) -> str:
+    """``__main__`` as the importable name of the script that runs, where it lies below the
+    working directory (``examples/custom_model.py`` -> ``examples.custom_model``)."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    if module != "__main__" or path is None:
+        return module
+    try:
+        relative = Path(path).resolve().relative_to(Path.cwd())
+    except ValueError:
+        return module
+    return ".".join(relative.with_suffix("").parts)
+
+
+def find_ticket(model: nn.Module, train, test, config=None, *, val=None,
+                out: str | Path = "runs/latest", device: str = "auto",
+                progress: bool = True) -> tuple[dict, Ticket]:
+    """Gate ``model`` in place, train its gates on ``train``, freeze a ticket, score it on
+    ``test``; ``val`` (optional) is scored every epoch. Loaders yield ``(x, y)``: float
+    inputs as the model takes them (uint8 images are scaled to [0, 1]) and class indices.
+    Writes ``out`` as ``sltc discover`` does; returns the summary and the ticket.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model: expected an nn.Module, got {type(model).__name__}")
+    config = _config(config)
+    dev = resolve_device(device)
+    train_batches = LoaderBatches(train, dev, config.data.augment)
+    first, _ = next(iter(train_batches))
+    gate(model, config).to(dev)
+    with torch.no_grad():
+        classes = int(model.eval()(first[:2]).shape[1])
+    data = Data(train_batches, LoaderBatches(val if val is not None else [], dev),
+                LoaderBatches(test, dev), tuple(first.shape[1:]), classes, 0.0, 1.0)
+    summary = run(Trainer(_recorded(config, model), model, data, dev), Path(out),
+                  progress=progress)
+    return summary, Ticket.load(Path(out) / "ticket.slt")

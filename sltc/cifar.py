@@ -1,0 +1,65 @@
+"""CIFAR-10 and CIFAR-100 from their official *binary* distributions (never the pickles).
+
+``cifar-10-batches-bin``: ``data_batch_1..5.bin`` and ``test_batch.bin``, records of one
+label byte and 3,072 pixel bytes (red, green, blue planes of 32x32). ``cifar-100-binary``:
+``train.bin`` and ``test.bin``, records of a coarse and a fine label byte (the fine one, of
+100 classes, is used) and the pixels. Numpy only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .splits import Split, candidate_dirs
+
+PIXELS = 3 * 32 * 32
+LAYOUT = {  # name: (folder, training files, test files, label bytes)
+    "cifar10": ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)],
+                ["test_batch.bin"], 1),
+    "cifar100": ("cifar-100-binary", ["train.bin"], ["test.bin"], 2),
+}
+HOW_TO_GET = ("download the binary version ({}.tar.gz) from "
+              "https://www.cs.toronto.edu/~kriz/cifar.html and extract it into data.root")
+ARCHIVES = {"cifar10": "cifar-10-binary", "cifar100": "cifar-100-binary"}
+
+
+def read_batch(path: Path, label_bytes: int) -> Split:
+    """One binary batch file; its size must be a whole number of records."""
+    record = label_bytes + PIXELS
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read CIFAR batch ({e.strerror}); re-download it") from None
+    if not raw or len(raw) % record:
+        raise DataError(f"{path}: {len(raw)} bytes is not a whole number of {record}-byte CIFAR "
+                        "records (a truncated file?); re-download it")
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, record)
+    labels = rows[:, label_bytes - 1].astype(np.int64)
+    return Split(rows[:, label_bytes:].reshape(-1, 3, 32, 32), labels)
+
+
+def _folder(name: str, root: str | None) -> Path:
+    folder, train, test, _ = LAYOUT[name]
+    tried = []
+    for base in candidate_dirs(name, root):
+        for d in (base / folder, base):
+            tried.append(str(d))
+            if all((d / f).is_file() for f in train + test):
+                return d
+    raise DataError(f"{name} not found in {', '.join(dict.fromkeys(tried))}; "
+                    f"{HOW_TO_GET.format(ARCHIVES[name])}")
+
+
+def load_cifar(name: str, which: str, root: str | None = None) -> Split:
+    folder = _folder(name, root)
+    _, train, test, label_bytes = LAYOUT[name]
+    parts = [read_batch(folder / f, label_bytes) for f in (train if which == "train" else test)]
+    split = Split(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
+    classes = 10 if name == "cifar10" else 100
+    if split.labels.max() >= classes:
+        raise DataError(f"{folder}: a label is {split.labels.max()}, past the {classes} classes of "
+                        f"{name}; is this the other CIFAR?")
+    return split

@@ -1,0 +1,60 @@
+"""Every network in the registry: a few steps on synthetic 32x32 RGB images, then the ticket
+exported and validated through every engine (the edge-popup family is covered in depth by
+tests/test_chain.py)."""
+
+import json
+
+import pytest
+import torch
+
+from sltc.config import from_dict
+from sltc.layers import gated_layers
+from sltc.models import MODELS, build_model
+from sltc.runtime.engines import ENGINES
+from sltc.runtime.validate import validate
+from tests.helpers import sltc
+from tests.test_chain import ARCHS
+
+HEAVY = {"resnet18", "resnet50", "wrn", "vit_tiny", "swin_tiny"}  # 5M to 36M weights
+TINY = ["data.synthetic_shape=[3,32,32]", "data.synthetic_size=64", "data.val_size=16",
+        "data.batch_size=8", "train.epochs=1", "train.max_steps=3"]
+
+
+def test_the_chain_test_covers_the_names_skipped_here():
+    assert set(ARCHS) - {"mixed"} <= set(MODELS.names())
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in HEAVY else a
+                                  for a in MODELS.names() if a not in ARCHS])
+def test_registry_network_end_to_end(arch, tmp_path):
+    sets = [a for s in [*TINY, f"model.arch={arch}"] for a in ("--set", s)]
+    summary = json.loads(sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "run",
+                              "--json", *sets, check=True).stdout.strip().splitlines()[-1])
+    ticket = tmp_path / "run/ticket.slt"
+    report = json.loads(sltc("export", ticket, "--format", "onnx", "-o", tmp_path / "m.onnx",
+                             "--json", check=True).stdout.strip().splitlines()[-1])
+    assert report["top1_agreement"] == 1.0 and report["max_rel_diff"] <= 1e-4
+    for path in (ticket, tmp_path / "m.onnx"):
+        for engine in ENGINES.names():
+            out = validate(path, engine)
+            assert out["test_accuracy"] == summary["test_accuracy"], (path.name, engine)
+
+
+@pytest.mark.parametrize("arch,layers", [("resnet20", 22), ("resnet56", 58), ("resnet18", 21),
+                                         ("resnet50", 54), ("vit", 1 + 6 * 4 + 1),
+                                         ("swin", 1 + 6 * 4 + 2 + 1)])
+def test_networks_have_the_published_layer_counts(arch, layers):
+    """Gated layers: ResNet-20 = 19 convs + 2 projection shortcuts + the classifier, and so on."""
+    model = build_model(from_dict({"model": {"arch": arch}}), (3, 32, 32), 10, 0.5, 0.25)
+    assert len(gated_layers(model)) == layers
+    assert model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_wide_resnet_depth_and_width():
+    model = build_model(from_dict({"model": {"arch": "wrn", "depth": 16, "width": 4}}),
+                        (3, 32, 32), 10, 0.5, 0.25)
+    convs = [m for m in gated_layers(model) if len(m.weight_shape) == 4]
+    assert len(convs) == 1 + 2 * 6 + 3 and max(m.weight_shape[0] for m in convs) == 64 * 4
+    proc = sltc("discover", "examples/synthetic.yaml", "--set", "model.arch=wrn",
+                "--set", "model.depth=15")
+    assert proc.returncode == 2 and "6n + 4" in proc.stderr
