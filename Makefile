@@ -7,7 +7,7 @@ DATA := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN ?= runs/lenet300
 
-.PHONY: setup data demo test test-fast lint clean
+.PHONY: setup data demo test test-fast lint clean gpu-check
 
 setup: $(BIN)/.installed data
 
@@ -38,3 +38,6 @@ test-fast: setup
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py

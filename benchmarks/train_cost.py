@@ -26,17 +26,16 @@ from _common import report  # noqa: E402
 
 from sltc.config import load_config  # noqa: E402
 from sltc.data import load_dataset  # noqa: E402
-from sltc.discover import Trainer, to_tensors  # noqa: E402
-from sltc.models import create_model  # noqa: E402
+from sltc.discover import Trainer  # noqa: E402
+from sltc.loaders import data_for  # noqa: E402
+from sltc.models import build_model, create_model  # noqa: E402
 
 
-def dense_epoch(model, opt, x, y, batch: int, steps: int) -> float:
+def dense_epoch(model, opt, batches, epoch: int, steps: int) -> float:
     model.train()
-    order = torch.randperm(len(y))
     tic = time.perf_counter()
-    for i in range(steps):
-        idx = order[i * batch:(i + 1) * batch]
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+    for _, (x, y) in zip(range(steps), batches.epoch(0, epoch), strict=False):
+        loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -50,12 +49,15 @@ def main() -> None:
     args = ap.parse_args()
     base = load_config("examples/lenet300-fashion.yaml")
     data = load_dataset(base.data, base.seed)
-    trainers = {m: Trainer(load_config("examples/lenet300-fashion.yaml", [f"gates.method={m}"]),
-                           data, torch.device("cpu"))
-                for m in ("crbg", "hard_concrete", "edge_popup")}
+    cpu = torch.device("cpu")
+    trainers = {}
+    for m in ("crbg", "hard_concrete", "edge_popup"):
+        config = load_config("examples/lenet300-fashion.yaml", [f"gates.method={m}"])
+        model = build_model(config, data.input_shape, data.classes, data.mean, data.std)
+        trainers[m] = Trainer(config, model, data_for(config, data, cpu), cpu)
     dense = create_model(base.model, data.input_shape, data.classes, data.mean, data.std)
     opt = torch.optim.Adam(dense.parameters(), lr=1e-3)
-    x, y = to_tensors(data.train, torch.device("cpu"))
+    batches = data_for(base, data, cpu).train
     steps = trainers["crbg"].steps_per_epoch
     times = {m: [] for m in [*trainers, "dense"]}
     for r in range(args.rounds):
@@ -63,7 +65,7 @@ def main() -> None:
             tic = time.perf_counter()
             trainer.train_epoch(r, lambda s: None)
             times[method].append(time.perf_counter() - tic)
-        times["dense"].append(dense_epoch(dense, opt, x, y, base.data.batch_size, steps))
+        times["dense"].append(dense_epoch(dense, opt, batches, r, steps))
     dense_s = statistics.median(times["dense"])
     rows = [{"method": m, "seconds_per_epoch": statistics.median(t),
              "over_dense": statistics.median(t) / dense_s, "rounds": len(t)}

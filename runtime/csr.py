@@ -5,11 +5,12 @@ Any ``MatMul`` / ``Gemm`` / ``Conv`` whose weight is a constant with at most
 first call with a new batch size the engine *calibrates*: it times each candidate's
 sparse kernel against onnxruntime running that node alone, on the node's real input,
 and keeps the sparse kernel where it wins. The chosen layers split the graph into
-segments; segments of cheap glue ops (ReLU, reshapes, adds) run in numpy, the rest
-in onnxruntime sessions. Finally the whole plan is timed against onnxruntime running
-the whole graph, and the faster is kept: the engine is never slower than dense ORT
-by more than the noise of that measurement. Plans are cached per batch size; batches
-above ``MAX_CALIBRATION_BATCH`` run the plan calibrated at that size.
+segments; each runs in its own onnxruntime session or in numpy, whichever is faster on
+its real inputs (a ReLU between two sparse layers costs less in numpy than a session
+call). Finally the whole plan is timed against onnxruntime running the whole graph, and
+a plan that does not win by ``PLAN_WIN`` is dropped: the engine is never slower than
+dense ORT by more than the noise of that measurement. Plans are cached per batch size;
+batches above ``MAX_CALIBRATION_BATCH`` run the plan calibrated at that size.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ REPEAT = 5  # timing: the best of at least this many runs, after one warm-up
 TIMING_S = 0.02  # ... and of as many as fit in this time (at most 20 x REPEAT)
 MAX_CALIBRATION_BATCH = 256  # larger batches run the plan calibrated at this size
 PROBE_BYTES = 256 << 20  # recorded layer inputs held at once while calibrating
-CHEAP = {"Relu", "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Identity", "Squeeze",
-         "Unsqueeze", "Shape", "Gather", "Concat", "Cast", "Slice", "Transpose"}
 
 
 # --- sparse kernels ---------------------------------------------------------------------------

@@ -49,7 +49,8 @@ def discover(
 
     cfg = load_config(config, set_)
     summary = run(cfg, out, resume=resume, device=device, progress=not as_json)
-    _emit(summary, as_json, _print_kv)
+    if summary is not None:  # torchrun's other ranks print nothing
+        _emit(summary, as_json, _print_kv)
 
 
 @app.command()

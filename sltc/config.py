@@ -44,7 +44,7 @@ class DataConfig(_Strict):
                   "loaders"] = "fashion_mnist"  # loaders: given in Python (sltc.find_ticket)
     root: str | None = None  # searched first, then the system and user data folders
     val_size: int = Field(default=5000, ge=0)  # carved from the training set, never the test set
-    batch_size: int = Field(default=128, ge=1)
+    batch_size: int = Field(default=128, ge=1)  # the global batch: torchrun's ranks share it
     synthetic_size: int = Field(default=2048, ge=16)  # training images of `synthetic`
     synthetic_shape: list[int] = Field(default_factory=lambda: [1, 28, 28], min_length=3,
                                        max_length=3)  # (C, H, W) of `synthetic`, e.g. [3, 32, 32]
@@ -88,6 +88,11 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(default=0.0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
     max_steps: int | None = Field(default=None, ge=1)  # cap on steps per epoch, for smoke runs
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # auto: bf16 autocast for the network on CUDA, fp32 on the CPU; gates, their noise and
+    # the L0 term always stay float32; the ticket is evaluated in fp32
+    channels_last: bool | None = None  # None: on for networks with convolutions on CUDA
+    compile: bool = False  # torch.compile the training forward pass (CUDA: faster steps)
 
 
 class RunConfig(_Strict):

@@ -8,6 +8,7 @@ run resumed from its last checkpoint ends with the same mask as one never stoppe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,8 +23,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import config as config_mod
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_dataset
+from .distributed import World
 from .errors import SltcError, TrainingError
 from .evaluate import accuracy, resolve_device
 from .freeze import freeze, frozen_masks, sparsity, threshold_masks
@@ -84,11 +87,19 @@ def _lr(config, step: int, total: int) -> float:
 
 
 class Trainer:
-    """One run: its gated model, data, optimizer and the lambda controller."""
+    """One run: its gated model, data, optimizer and the lambda controller (one rank's view
+    of it under torchrun)."""
 
-    def __init__(self, config, model, data: Data, device: torch.device):
-        self.config, self.data, self.device = config, data, device
-        self.model = model.to(device)
+    def __init__(self, config, model, data: Data, device: torch.device, world: World = World()):
+        self.config, self.data, self.device, self.world = config, data, device, world
+        t = config.train
+        convs = any(len(m.weight_shape) == 4 for m in gated_layers(model))
+        self.channels_last = t.channels_last if t.channels_last is not None else (
+            device.type == "cuda" and convs)
+        self.model = model.to(device, memory_format=torch.channels_last) \
+            if self.channels_last else model.to(device)
+        self.bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
+        self.forward = torch.compile(self.model) if t.compile else self.model
         self.optimizer = _make_optimizer(config, self.model)
         self.steps_per_epoch = min(len(data.train), config.train.max_steps or 10**12)
         self.total_steps = self.steps_per_epoch * config.train.epochs
@@ -99,12 +110,12 @@ class Trainer:
             raise SltcError("the network has no nn.Linear or nn.Conv2d layer to gate")
 
     @classmethod
-    def from_config(cls, config, device: torch.device) -> Trainer:
+    def from_config(cls, config, device: torch.device, world: World = World()) -> Trainer:
         """The run a config describes: its dataset and the registry's (or a factory's) network."""
         dataset = load_dataset(config.data, config.seed)
         model = build_model(config, dataset.input_shape, dataset.classes, dataset.mean,
                             dataset.std)
-        return cls(config, model, data_for(config, dataset, device), device)
+        return cls(config, model, data_for(config, dataset, device, world), device, world)
 
     def current_sparsity(self) -> float:
         """The threshold rule's sparsity, counted on the gates (cheap enough for every step)."""
@@ -136,30 +147,64 @@ class Trainer:
         self.lam = float(np.clip(g.lambda_ * math.exp(g.controller_kp * error + self.log_integral),
                                  *LAMBDA_RANGE))
 
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(task + lambda * L0, L0): the network under bf16 autocast where asked, the gates'
+        L0 term and the loss in float32."""
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else \
+            contextlib.nullcontext()
+        with amp:
+            logits = self.forward(x)
+        l0 = expected_density(self.model) if self.uses_l0 else torch.zeros((), device=x.device)
+        return F.cross_entropy(logits.float(), y) + self.lam * l0, l0
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, where: str) -> tuple[float, float]:
+        """One optimiser step; under torchrun, each rank's loss weighted by its share of the
+        global batch and the gate gradients summed over the ranks."""
+        loss, l0 = self._loss(x, y)
+        world = self.world
+        if world.size > 1:
+            counts = torch.tensor([float(len(y)), float(not torch.isfinite(loss))])
+            world.sum_([counts])
+            if counts[1] > 0:
+                loss = torch.tensor(float("nan"))
+            else:
+                loss = loss * (len(y) / counts[0].item())
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at {where}; the last good checkpoint "
+                                "(if any) is kept; start again with a lower train.lr or "
+                                "gates.lambda")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if world.size > 1:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            flat = torch._utils._flatten_dense_tensors(grads)
+            stats = torch.stack([loss.detach().float().cpu(), l0.detach().float().cpu()])
+            world.sum_([flat, stats])
+            for g, reduced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads),
+                                  strict=True):
+                g.copy_(reduced)
+            return stats[0].item(), stats[1].item() / world.size
+        return loss.item(), l0.item()
+
     def train_epoch(self, epoch: int, on_step) -> dict:
         self.model.train()
-        torch.manual_seed(_epoch_seed(self.config.seed, epoch))
+        torch.manual_seed(_epoch_seed(self.config.seed, epoch))  # the same gate noise on every rank
         totals = np.zeros(3)
-        batches = self.data.train.epoch(self.config.seed, epoch)
+        batches = self.data.train.epoch(self.config.seed, epoch, self.world)
         for i, (x, y) in zip(range(self.steps_per_epoch), batches, strict=False):
             step = epoch * self.steps_per_epoch + i
             for group in self.optimizer.param_groups:
                 group["lr"] = _lr(self.config, step, self.total_steps)
-            task = F.cross_entropy(self.model(x), y)
-            l0 = expected_density(self.model) if self.uses_l0 else torch.zeros(())
-            loss = task + self.lam * l0
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; the last "
-                    "good checkpoint (if any) is kept; start again with a lower train.lr "
-                    "or gates.lambda")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, l0 = self._step(x, y, f"epoch {epoch + 1}, step {i + 1}")
             self.optimizer.step()
             current = self.current_sparsity()
             self._control(current, step)
-            totals += (loss.item(), l0.item(), 1)
+            totals += (loss, l0, 1)
             on_step(f"loss {totals[0] / totals[2]:.3f} sparsity {current:.3f} lam {self.lam:.3g}")
+        self.world.broadcast_([b for n, b in self.model.named_buffers()
+                               if n.endswith(("running_mean", "running_var"))])
         return {"train_loss": totals[0] / totals[2], "l0": totals[1] / totals[2]}
 
     def evaluate_val(self) -> dict:
@@ -196,26 +241,34 @@ def _trim_metrics(path: Path, epochs_done: int) -> list[dict]:
 
 
 def discover(config, out_dir: str | Path, *, resume: bool = False, device: str = "auto",
-             progress: bool = True) -> dict:
-    """Train the gates, freeze them to a ticket and evaluate it; returns the summary."""
-    out = Path(out_dir)
-    trainer = Trainer.from_config(config, resolve_device(device))
-    return run(trainer, out, resume=resume, progress=progress)
+             progress: bool = True) -> dict | None:
+    """Train the gates, freeze them to a ticket and evaluate it; returns the summary (None
+    on torchrun's ranks other than 0)."""
+    world = distributed.init(device)
+    try:
+        trainer = Trainer.from_config(config, resolve_device(device, world), world)
+        return run(trainer, Path(out_dir), resume=resume, progress=progress)
+    finally:
+        distributed.close(world)
 
 
-def run(trainer: Trainer, out: Path, *, resume: bool = False, progress: bool = True) -> dict:
+def run(trainer: Trainer, out: Path, *, resume: bool = False,
+        progress: bool = True) -> dict | None:
     """The training loop of a prepared run, then the ticket: what ``discover`` and the
-    Python API share. Writes the run directory; returns the summary."""
-    config = trainer.config
-    _prepare_out(out, config, resume)
+    Python API share. Rank 0 writes the run directory and returns the summary; other
+    torchrun ranks train alongside and return None."""
+    config, world = trainer.config, trainer.world
+    if world.main:
+        _prepare_out(out, config, resume)
+    world.barrier()
     start, rows = 0, []
     if resume:
         state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer)
         start, trainer.lam = state["epoch"], state["lambda"]
         trainer.log_integral = state["log_integral"]
-        rows = _trim_metrics(out / "metrics.jsonl", start)
+        rows = _trim_metrics(out / "metrics.jsonl", start) if world.main else []
     epochs = config.train.epochs
-    with Progressor(progress) as p:
+    with Progressor(progress and world.main) as p:
         task = p.bar.add_task("", total=trainer.steps_per_epoch, stats="")
         for epoch in range(start, epochs):
             p.bar.reset(task, total=trainer.steps_per_epoch, description=f"epoch {epoch + 1}/{epochs}")
@@ -223,16 +276,25 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False, progress: bool = T
             row = {"epoch": epoch + 1, **trainer.train_epoch(
                 epoch, lambda s: p.bar.update(task, advance=1, stats=s))}
             seconds = time.perf_counter() - tic
-            row.update(trainer.evaluate_val(), **{"lambda": trainer.lam, "seconds": seconds})
-            p.bar.update(task, stats=f"val acc {row['frozen_accuracy']:.4f} "
-                                     f"sparsity {row['sparsity']:.3f}")  # nan: no val set
-            rows.append(row)
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(_json_safe(row)) + "\n")
-            save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer,
-                            {"epoch": epoch + 1, "lambda": trainer.lam,
-                             "log_integral": trainer.log_integral})
-    return finish(trainer, out, rows)
+            if world.main:
+                _end_epoch(trainer, out, row, seconds, rows)
+                p.bar.update(task, stats=f"val acc {row['frozen_accuracy']:.4f} "
+                                         f"sparsity {row['sparsity']:.3f}")  # nan: no val set
+            world.barrier()
+    summary = finish(trainer, out, rows) if world.main else None
+    world.barrier()
+    return summary
+
+
+def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: list) -> None:
+    """Validation, the metrics line and the checkpoint (rank 0)."""
+    row.update(trainer.evaluate_val(), **{"lambda": trainer.lam, "seconds": seconds})
+    rows.append(row)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(_json_safe(row)) + "\n")
+    save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer,
+                    {"epoch": row["epoch"], "lambda": trainer.lam,
+                     "log_integral": trainer.log_integral})
 
 
 def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: float = 0.0):

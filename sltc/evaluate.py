@@ -11,14 +11,15 @@ from .errors import SltcError
 from .ticket import Ticket
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(device: str, world=None) -> torch.device:
+    """``auto``, ``cpu`` or ``cuda``; under torchrun on CUDA, this rank's GPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise SltcError(f"--device {device!r}: choose auto, cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise SltcError("--device cuda: this torch build sees no CUDA device; use --device cpu")
-    if device not in ("cpu", "cuda"):
-        raise SltcError(f"--device {device!r}: choose auto, cpu or cuda")
-    return torch.device(device)
+    if device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", world.local_rank if world is not None else 0)
 
 
 @torch.no_grad()

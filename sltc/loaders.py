@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Dataset, Split
+from .distributed import World, share
 from .errors import SltcError
 from .seeding import permutation
 
@@ -43,7 +44,7 @@ class SplitBatches:
     """An in-memory split, held as uint8 on the device."""
 
     def __init__(self, split: Split, batch_size: int, device, augment_with=()):
-        self.x = torch.from_numpy(np.ascontiguousarray(split.images)).to(device)
+        self.x = torch.from_numpy(np.require(split.images, requirements=["C", "W"])).to(device)
         self.y = torch.from_numpy(split.labels).to(device)
         self.batch_size, self.augment = batch_size, tuple(augment_with)
 
@@ -53,12 +54,13 @@ class SplitBatches:
     def _scaled(self, idx) -> torch.Tensor:
         return self.x[idx].to(torch.float32) / 255.0
 
-    def epoch(self, seed: int, epoch: int):
-        """The epoch's batches in the portable order, augmented."""
+    def epoch(self, seed: int, epoch: int, world: World = World()):
+        """The epoch's batches in the portable order, augmented; under several processes,
+        this rank's share of each global batch."""
         order = torch.from_numpy(permutation(seed, f"train/order/epoch{epoch}", len(self.y)))
         order = order.to(self.y.device)
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = share(order[i * self.batch_size:(i + 1) * self.batch_size], world)
             x = self._scaled(idx)
             yield (augment(x, self.augment) if self.augment else x), self.y[idx]
 
@@ -86,30 +88,36 @@ class LoaderBatches:
         except SltcError as e:  # a worker's error arrives with its traceback: keep the last line
             raise type(e)(str(e).strip().splitlines()[-1].split("Error: ", 1)[-1]) from None
 
-    def epoch(self, seed: int, epoch: int):
-        sampler = getattr(self.loader, "sampler", None)
+    def epoch(self, seed: int, epoch: int, world: World = World()):
+        sampler = getattr(self.loader, "batch_sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
+        elif world.size > 1:
+            raise SltcError("DataLoaders given in Python run in one process; start without "
+                            "torchrun, or use data.name: folder")
         return self._moved(self.loader, train=True)
 
     def __iter__(self):
         return self._moved(self.loader, train=False)
 
 
-class PortableOrder(torch.utils.data.Sampler):
-    """Each epoch's order from the portable generator, as ``SplitBatches`` uses."""
+class PortableBatches(torch.utils.data.Sampler):
+    """Batches of indices in each epoch's portable order (``SplitBatches``'), this rank's
+    share of each global batch: a ``batch_sampler`` for a ``DataLoader``."""
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, batch_size: int, seed: int, world: World = World()):
+        self.n, self.batch_size, self.seed, self.world, self.epoch = n, batch_size, seed, world, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        return iter(permutation(self.seed, f"train/order/epoch{self.epoch}", self.n).tolist())
+        order = torch.from_numpy(permutation(self.seed, f"train/order/epoch{self.epoch}", self.n))
+        for i in range(len(self)):
+            yield share(order[i * self.batch_size:(i + 1) * self.batch_size], self.world).tolist()
 
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / self.batch_size)
 
 
 class FolderImages(torch.utils.data.Dataset):
@@ -138,20 +146,28 @@ class Data:
     std: float
 
 
-def _batches(split, batch_size: int, device, cfg, seed: int, train: bool):
+def _batches(split, batch_size: int, device, cfg, seed: int, world: World | None):
+    """Training batches (``world`` given) or evaluation batches (in order)."""
+    train = world is not None
     if isinstance(split, Split):
         return SplitBatches(split, batch_size, device, cfg.augment if train else ())
-    loader = torch.utils.data.DataLoader(
-        FolderImages(split), batch_size=batch_size, num_workers=cfg.workers,
-        sampler=PortableOrder(len(split), seed) if train else None,
-        pin_memory=torch.device(device).type == "cuda", persistent_workers=False)
+    pin = torch.device(device).type == "cuda"
+    if train:
+        loader = torch.utils.data.DataLoader(
+            FolderImages(split), batch_sampler=PortableBatches(len(split), batch_size, seed,
+                                                               world),
+            num_workers=cfg.workers, pin_memory=pin)
+    else:
+        loader = torch.utils.data.DataLoader(FolderImages(split), batch_size=batch_size,
+                                             num_workers=cfg.workers, pin_memory=pin)
     return LoaderBatches(loader, device, cfg.augment if train else ())
 
 
-def data_for(config, dataset: Dataset, device) -> Data:
-    """Batches of a configured dataset: training in ``data.batch_size``, evaluation in 1000s."""
+def data_for(config, dataset: Dataset, device, world: World = World()) -> Data:
+    """Batches of a configured dataset: training in ``data.batch_size`` (the global batch,
+    shared by the ranks), evaluation in 1000s."""
     cfg = config.data
-    return Data(_batches(dataset.train, cfg.batch_size, device, cfg, config.seed, True),
-                _batches(dataset.val, EVAL_BATCH, device, cfg, config.seed, False),
-                _batches(dataset.test, EVAL_BATCH, device, cfg, config.seed, False),
+    return Data(_batches(dataset.train, cfg.batch_size, device, cfg, config.seed, world),
+                _batches(dataset.val, EVAL_BATCH, device, cfg, config.seed, None),
+                _batches(dataset.test, EVAL_BATCH, device, cfg, config.seed, None),
                 dataset.input_shape, dataset.classes, dataset.mean, dataset.std)

@@ -1,8 +1,10 @@
 """Shared test helpers: the real CLI in a subprocess, data availability."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,3 +25,17 @@ def sltc(*args, check=False, timeout=600):
 
 requires_fashion = pytest.mark.skipif(not FASHION.is_dir(),
                                       reason="needs apt-get install dataset-fashion-mnist")
+
+
+def kill_after_epochs(args: list, out: Path, epochs: int = 2, timeout: float = 300) -> None:
+    """Start ``args`` (a discover into ``out``) and SIGKILL it, children included, once
+    ``out/metrics.jsonl`` holds ``epochs`` lines."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(list(map(str, args)), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    metrics, deadline = out / "metrics.jsonl", time.time() + timeout
+    while time.time() < deadline and not (
+            metrics.exists() and len(metrics.read_text().splitlines()) >= epochs):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

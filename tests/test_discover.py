@@ -1,16 +1,12 @@
 """End-to-end discover runs through the real CLI: files, determinism, resume, failures."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
 from sltc.ticket import Ticket
-from tests.helpers import ROOT, requires_fashion, sltc
+from tests.helpers import kill_after_epochs, requires_fashion, sltc
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
              "summary.json")
@@ -47,18 +43,8 @@ def test_same_command_same_ticket(synthetic_run, tmp_path):
 
 def test_resume_after_sigkill_gives_the_same_mask(synthetic_run, tmp_path):
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "sltc.cli", "discover", "examples/synthetic.yaml", "--out",
-            str(out), "--json", "--set", "train.epochs=6"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        lines = (out / "metrics.jsonl").read_text().splitlines() if (
-            out / "metrics.jsonl").exists() else []
-        if len(lines) >= 2:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_epochs([sys.executable, "-m", "sltc.cli", "discover", "examples/synthetic.yaml",
+                       "--out", out, "--json", "--set", "train.epochs=6"], out)
     assert not (out / "summary.json").exists(), "the run finished before it could be killed"
     sltc("discover", "examples/synthetic.yaml", "--out", out, "--resume", "--json",
          "--set", "train.epochs=6", check=True)
