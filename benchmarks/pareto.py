@@ -11,7 +11,8 @@ through its density ``1 - target``. Each method uses its own recipe: CRBG the
 defaults, hard concrete Adam at lr 0.1 (log-alpha lives on a wider scale than mu),
 edge-popup SGD 0.1 with momentum 0.9 and weight decay 1e-4. Conv-4 budget on two CPU
 cores: one epoch capped at ``--conv-steps`` steps of 128, 1,000 validation images. Writes ``pareto.json`` and
-``pareto.png`` in ``--out``.
+``pareto.png`` in ``--out``; ``--models conv4`` reruns one model's grid and keeps the
+other models' records from the ``pareto.json`` already there.
 """
 
 from __future__ import annotations
@@ -68,6 +69,14 @@ def plot(records: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def kept(path: Path, models: set[str]) -> list[dict]:
+    """The records of the models this run leaves alone, from an earlier ``pareto.json``:
+    one model's grid can be rerun without the others'."""
+    if not path.exists():
+        return []
+    return [r for r in json.loads(path.read_text()) if r["model"] not in models]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/out/pareto")
@@ -103,6 +112,7 @@ def main() -> None:
                 "seconds": s["seconds_per_epoch"] * s["epochs"]}
                for k, s in zip(keys, summaries, strict=True)]
     out.mkdir(parents=True, exist_ok=True)
+    records = kept(out / "pareto.json", set(args.models.split(","))) + records
     (out / "pareto.json").write_text(json.dumps(records, indent=2) + "\n")
     (out / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
     plot(records, out / "pareto.png")
@@ -110,7 +120,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for model in dict.fromkeys(r["model"] for r in records):
         for method in RECIPES:
-            for target in targets:
+            for target in sorted({r["target_sparsity"] for r in records if r["model"] == model}):
                 rs = [r for r in records if (r["model"], r["method"], r["target_sparsity"]) ==
                       (model, method, target)]
                 print(f"| {model} | {method} | {target} | "

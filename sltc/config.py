@@ -67,6 +67,9 @@ class GatesConfig(_Strict):
     mu_init: float = Field(default=0.5)  # CRBG mean at init: P(z > 0) = Phi(mu/sigma) = 0.84
     threshold: float = Field(default=0.5, ge=0, lt=1)
     # freeze rule: keep a weight when its deterministic gate exceeds this
+    recalibrate: int = Field(default=4096, ge=0)
+    # training images whose BatchNorm statistics the ticket stores, recomputed with its
+    # binary masks (the run's own were gathered under noisy gates); 0: keep the run's
     gate_first: bool = True  # gate the input layer
     gate_last: bool = True  # gate the classifier (weight granularity only)
     ramp: float = Field(default=0.0, ge=0, le=1)

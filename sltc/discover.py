@@ -29,7 +29,7 @@ from .data import load_dataset
 from .distributed import World
 from .errors import SltcError, TrainingError
 from .evaluate import accuracy, resolve_device
-from .freeze import freeze, frozen_masks, sparsity, threshold_masks
+from .freeze import as_ticket, freeze, sparsity, threshold_masks
 from .io import atomic_write_json, atomic_write_text
 from .layers import gated_layers
 from .loaders import Data, data_for
@@ -207,10 +207,14 @@ class Trainer:
                                if n.endswith(("running_mean", "running_var"))])
         return {"train_loss": totals[0] / totals[2], "l0": totals[1] / totals[2]}
 
+    def as_ticket(self, masks):
+        """The model as the ticket of ``masks`` would run (see ``freeze.as_ticket``)."""
+        return as_ticket(self.model, masks, self.data.train, self.config.gates.recalibrate)
+
     def evaluate_val(self) -> dict:
         masks = threshold_masks(self.model, self.config.gates.threshold)
         relaxed = accuracy(self.model, self.data.val)
-        with frozen_masks(self.model, masks):
+        with self.as_ticket(masks):
             frozen = accuracy(self.model, self.data.val)
         return {"sparsity": sparsity(self.model, masks), "relaxed_accuracy": relaxed,
                 "frozen_accuracy": frozen}
@@ -309,10 +313,10 @@ def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: fl
         scope = "layer" if g.method == "edge_popup" else "global"
     masks = freeze(model, g.threshold, target_sparsity, scope, tolerance)
     relaxed = accuracy(model, data.test)
-    with frozen_masks(model, masks):
+    with trainer.as_ticket(masks):  # the ticket stores the recalibrated statistics
         test_acc = accuracy(model, data.test)
         val_acc = accuracy(model, data.val)
-    ticket = ticket_from_model(model, masks, config, data, test_acc)
+        ticket = ticket_from_model(model, masks, config, data, test_acc)
     return ticket, {"relaxed_accuracy": relaxed, "val_accuracy": val_acc}
 
 

@@ -14,8 +14,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from .layers import _Gated, gated_layers
+
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 SCOPES = ("layer", "global")
 
@@ -80,6 +83,48 @@ def freeze(model, threshold: float, target_sparsity: float | None = None,
         if s < target_sparsity or s > target_sparsity + tolerance:
             masks = topk_masks(model, target_sparsity, scope)
     return masks
+
+
+@torch.no_grad()
+def recalibrate(model, batches, images: int) -> None:
+    """BatchNorm running statistics recomputed for the network as it runs now (a ticket's
+    binary masks): train-mode passes over the first ``images`` of ``batches``, cumulative
+    average (``momentum=None``), no gradient. The statistics a run records were gathered
+    under noisy relaxed gates and do not fit the binary mask."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or images <= 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    seen = 0
+    for x, _ in batches:
+        model(x[:images - seen])
+        seen += min(len(x), images - seen)
+        if seen >= images:
+            break
+    model.eval()
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+
+
+@contextlib.contextmanager
+def as_ticket(model, masks: dict[str, torch.Tensor], batches, images: int) -> Iterator[None]:
+    """Inside, ``model`` is the ticket: ``masks`` in place of its gates and its BatchNorm
+    statistics recalibrated on ``images`` images of ``batches``; on exit the gates and the
+    training statistics come back."""
+    saved = {n: b.clone() for n, b in model.named_buffers() if n.endswith(STATISTICS)}
+    try:
+        with frozen_masks(model, masks):
+            recalibrate(model, batches, images)
+            yield
+    finally:
+        buffers = dict(model.named_buffers())
+        for name, value in saved.items():
+            buffers[name].copy_(value)
 
 
 @contextlib.contextmanager

@@ -144,3 +144,30 @@ def test_multihead_attention_is_refused_with_a_hint():
     model = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 2))
     with pytest.raises(ConfigError, match="write the attention with nn.Linear"):
         gate(model, _cfg())
+
+
+def test_recalibration_gives_the_statistics_of_the_frozen_network():
+    from sltc.freeze import as_ticket
+
+    cfg = from_dict({"seed": 3, "model": {"arch": "conv2", "batchnorm": True}})
+    model = gate(create_model(cfg.model, (1, 8, 8), 10, 0.5, 0.25), cfg)
+    for m in gated_layers(model):
+        m.gate.mu.data = torch.rand_like(m.gate.mu)
+    masks = threshold_masks(model, 0.5)
+    images = [(torch.rand(16, 1, 8, 8), torch.zeros(16, dtype=torch.long)) for _ in range(3)]
+    bn = model.bn_conv1
+    before = bn.running_mean.clone()
+    seen = []
+    hook = model.conv1.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    with as_ticket(model, masks, images, 40):  # 16 + 16 + the first 8 of the third batch
+        hook.remove()
+        per_batch = seen  # conv1's outputs: what bn_conv1 normalised, batch by batch
+        assert [len(b) for b in per_batch] == [16, 16, 8]
+        # momentum None: the cumulative average of the batches' statistics
+        mean = sum(b.mean((0, 2, 3)) for b in per_batch) / 3
+        var = sum(b.var((0, 2, 3), unbiased=True) for b in per_batch) / 3
+        assert torch.allclose(bn.running_mean, mean, atol=1e-5)
+        assert torch.allclose(bn.running_var, var, atol=1e-5)
+        assert all(m.fixed_mask is not None for m in gated_layers(model))
+    assert torch.equal(bn.running_mean, before)  # the training statistics are back
+    assert all(m.fixed_mask is None for m in gated_layers(model))
