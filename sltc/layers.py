@@ -45,6 +45,12 @@ class _Gated(nn.Module):
             gate_cls = GATES.get(gates_cfg.method)
             self.gate = gate_cls(gate_shape, gates_cfg, seed, name, self.fan_in)
 
+    def _apply(self, fn, *args, **kwargs):
+        # a frozen mask moves with the module (``.cuda()``, ``.double()``) like a buffer
+        if self.fixed_mask is not None:
+            self.fixed_mask = fn(self.fixed_mask)
+        return super()._apply(fn, *args, **kwargs)
+
     @property
     def fan_in(self) -> int:
         return math.prod(self.weight_shape[1:])

@@ -171,3 +171,13 @@ def test_recalibration_gives_the_statistics_of_the_frozen_network():
         assert all(m.fixed_mask is not None for m in gated_layers(model))
     assert torch.equal(bn.running_mean, before)  # the training statistics are back
     assert all(m.fixed_mask is None for m in gated_layers(model))
+
+
+def test_a_frozen_mask_moves_with_its_module():
+    cfg = from_dict({"seed": 2, "model": {"widths": [12]}})
+    model = gate(create_model(cfg.model, (1, 4, 4), 10, 0.5, 0.25), cfg)
+    masks = threshold_masks(model, 0.5)
+    with frozen_masks(model, masks):
+        model.double()  # the path .cuda() takes: Module._apply
+        assert all(m.fixed_mask.dtype == torch.float64 for m in gated_layers(model))
+        assert model(torch.rand(2, 1, 4, 4, dtype=torch.float64)).dtype == torch.float64
