@@ -59,7 +59,9 @@ def ticket_from_model(model, masks: dict, config, data, test_accuracy: float) ->
     rules = list(tensor_rule(model))
     tensors = [{"name": r.name, "shape": list(t.shape), "init": "normal", "std": NORMAL_STD}
                for r, t in rules if r.kind == "normal"]
-    extras = {r.name: t.detach().cpu().numpy() for r, t in rules if r.kind == "statistic"}
+    # copies: the ticket owns its statistics (the model's buffers change after freezing)
+    extras = {r.name: t.detach().cpu().numpy().copy() for r, t in rules
+              if r.kind == "statistic"}
     regenerable = {s["tensor"] for s in layers} | {t["name"] for t in tensors} | set(extras)
     graph = trace_skeleton(model, masks, data.input_shape, regenerable)
     ticket = Ticket(config.seed, layers, gate_masks, extras, tensors=tensors, skeleton=graph)
