@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from sltc.runtime.graph import Graph
 
 from ._registry import EXPORTERS
 
+log = logging.getLogger("sltc")
+WEIGHTS = ("dense", "sparse", "auto")  # auto: whichever file is smaller
 EXTERNAL_DATA_BYTES = 1_800_000_000  # above this, weights go to a side file (protobuf's 2 GB cap)
 
 
@@ -61,18 +64,27 @@ def ticket_sha256(path) -> str:
 @EXPORTERS.register("onnx")
 def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units: bool = False,
                 check: bool = True, data_root=None, tolerance: float = 1e-4, **_) -> dict:
-    if weights not in ("dense", "sparse"):
-        raise SltcError(f"--weights {weights!r}: choose dense or sparse")
+    if weights not in WEIGHTS:
+        raise SltcError(f"--weights {weights!r}: choose {', '.join(WEIGHTS)}")
     meta = ticket.meta
     graph = Graph.from_ticket(ticket)
     if compact_units:
         graph = compact(graph)
     props = {"sltc.seed": ticket.seed, "sltc.sparsity": meta["sparsity"],
              "sltc.ticket_sha256": ticket_sha256(source), "sltc.method": meta["method"],
-             "sltc.compact": compact_units, "sltc.weights": weights,
-             "sltc.test_accuracy": meta.get("test_accuracy"),
+             "sltc.compact": compact_units, "sltc.test_accuracy": meta.get("test_accuracy"),
              "sltc.data": json.dumps(meta["config"]["data"], sort_keys=True)}
-    model = graph.to_onnx(weights == "sparse", props)
+    models = {kind: graph.to_onnx(kind == "sparse", {**props, "sltc.weights": kind})
+              for kind in ("dense", "sparse")}
+    sizes = {kind: m.ByteSize() for kind, m in models.items()}
+    if weights == "auto":
+        weights = min(sizes, key=sizes.get)
+    elif weights == "sparse" and sizes["sparse"] > sizes["dense"]:
+        log.warning("warning: at density %.3f the sparse ONNX (%d bytes) is larger than the "
+                    "dense one (%d): each kept weight costs an 8-byte index; --weights dense "
+                    "or auto writes the smaller", 1 - meta["sparsity"], sizes["sparse"],
+                    sizes["dense"])
+    model = models[weights]
     external = model.ByteSize() > EXTERNAL_DATA_BYTES
     report = {"format": "onnx", "output": str(output), "weights": weights,
               "opset": graph.opset, "compact": compact_units, "external_data": external}

@@ -150,7 +150,7 @@ def bench(paths: list[str], engines: list[str] | None, batches: list[int], threa
                 if key not in best or r["p50_ms"] < best[key]["p50_ms"]:
                     best[key] = r
             if on_progress:
-                on_progress(job)
+                on_progress(len(jobs) * rounds)
     records = list(best.values())
     _add_speedups(records)
     return records
@@ -186,13 +186,9 @@ def print_table(records: list[dict]) -> None:
 
 
 def plot_latency(records: list[dict], path) -> None:
-    import matplotlib
+    from sltc.plotting import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sltc.io import atomic_write
-
+    plt = pyplot()
     labels = [f"{r['model'].rsplit('/', 1)[-1]}\n{r['engine']} b{r['batch']}" for r in records]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(records)), 3.5))
     ax.bar(range(len(records)), [r["p50_ms"] for r in records], color="tab:green")
@@ -200,8 +196,7 @@ def plot_latency(records: list[dict], path) -> None:
     ax.set_ylabel("p50 latency (ms)")
     ax.set_yscale("log")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save(fig, path, dpi=120)
 
 
 if __name__ == "__main__":  # the worker: one (model, engine) in this process

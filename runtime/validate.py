@@ -35,7 +35,9 @@ def model_test_set(model: Deployable, data_root=None):
 
 
 def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
-             require_gpu: bool = False, allow_fallback: bool = False, batch: int = 1000) -> dict:
+             require_gpu: bool = False, allow_fallback: bool = False, batch: int = 1000,
+             on_batch=lambda n: None) -> dict:
+    """The model's test-set accuracy through ``engine``; ``on_batch(n)`` after each batch."""
     if require_gpu and not gpu_available(engine):
         raise SltcError(f"--require-gpu: no GPU runtime for engine {engine!r} here "
                         "(ort needs onnxruntime-gpu with CUDA, csr needs cupy)")
@@ -44,9 +46,12 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     model = load(path)
     test = model_test_set(model, data_root)
     predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback)
-    predictions = np.concatenate([
-        predictor(test.batch(i, i + batch).astype(np.float32) / np.float32(255)).argmax(1)
-        for i in range(0, len(test), batch)])
+    predictions = []
+    for i in range(0, len(test), batch):
+        x = test.batch(i, i + batch).astype(np.float32) / np.float32(255)
+        predictions.append(predictor(x).argmax(1))
+        on_batch(len(x))
+    predictions = np.concatenate(predictions)
     acc = float((predictions == test.labels).mean())
     recorded = model.meta.get("test_accuracy")
     return {"model": str(path), "engine": engine, "provider": predictor.provider,

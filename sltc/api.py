@@ -23,12 +23,13 @@ from .ticket import Ticket
 
 def _config(config) -> config_mod.RunConfig:
     if config is None:
-        return config_mod.from_dict({}, "find_ticket")
-    if isinstance(config, dict):
-        return config_mod.from_dict(config, "find_ticket")
-    if isinstance(config, config_mod.RunConfig):
-        return config
-    raise ConfigError("config: pass a dict, an sltc.config.RunConfig or None")
+        config = config_mod.from_dict({}, "find_ticket")
+    elif isinstance(config, dict):
+        config = config_mod.from_dict(config, "find_ticket")
+    elif not isinstance(config, config_mod.RunConfig):
+        raise ConfigError("config: pass a dict, an sltc.config.RunConfig or None")
+    config_mod.check_applicable(config, "find_ticket")
+    return config
 
 
 def _recorded(config, model) -> config_mod.RunConfig:

@@ -44,10 +44,11 @@ def discover(
     as_json: bool = JSON_OPT,
 ):
     """Train gates over frozen random weights and freeze them to a ticket."""
-    from .config import load_config
+    from .config import check_applicable, load_config
     from .discover import discover as run
 
     cfg = load_config(config, set_)
+    check_applicable(cfg, str(config))
     summary = run(cfg, out, resume=resume, device=device, progress=not as_json)
     if summary is not None:  # torchrun's other ranks print nothing
         _emit(summary, as_json, _print_kv)
@@ -59,17 +60,21 @@ def freeze(
     output: Path = typer.Option(None, "-o", "--output", help="Ticket path [RUN_DIR/ticket.slt]."),
     target_sparsity: float = typer.Option(None, "--target-sparsity", min=0.0, max=1.0,
                                           help="Keep the top gates to reach this sparsity."),
-    scope: str = typer.Option("layer", "--scope", help="layer or global (with --target-sparsity)."),
+    scope: str = typer.Option(None, "--scope", help="layer or global top-k (with "
+                              "--target-sparsity) [discover's: global for gate methods, layer "
+                              "for edge_popup]."),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = JSON_OPT,
 ):
     """Threshold a run's gates into a deterministic ticket file."""
     from .discover import FREEZE_TOLERANCE, freeze_run, load_run
     from .freeze import SCOPES
+    from .progress import Progress
 
-    if scope not in SCOPES:
+    if scope is not None and scope not in SCOPES:
         raise SltcError(f"--scope {scope!r}: choose one of {', '.join(SCOPES)}")
     trainer = load_run(run_dir, device)
+    trainer.progress = Progress(not as_json)
     if target_sparsity is None:  # the rule discover used: the run's target, within 0.01
         target, scope_, tolerance = trainer.config.gates.target_sparsity, None, FREEZE_TOLERANCE
     else:  # exactly this sparsity
@@ -81,6 +86,42 @@ def freeze(
               "test_accuracy": ticket.meta["test_accuracy"], **scores,
               "file_bytes": path.stat().st_size}
     _emit(result, as_json, _print_kv)
+
+
+@app.command()
+def plot(
+    run_dir: Path = typer.Argument(..., help="A run directory made by discover."),
+    output: Path = typer.Option(None, "-o", "--output", help="PNG path [RUN_DIR/curves.png]."),
+    as_json: bool = JSON_OPT,
+):
+    """Draw a run's curves per epoch: loss, validation accuracy, sparsity, lambda."""
+    from .config import load_config
+    from .plotting import plot_curves
+
+    config = Path(run_dir) / "config.yaml"
+    target = load_config(config).gates.target_sparsity if config.is_file() else None
+    path = output or Path(run_dir) / "curves.png"
+    epochs = plot_curves(run_dir, path, target)
+    _emit({"plot": str(path), "epochs": epochs}, as_json, _print_kv)
+
+
+@app.command("config")
+def config_(
+    example: bool = typer.Option(False, "--example", help="Print a complete commented YAML."),
+    as_json: bool = JSON_OPT,
+):
+    """Every config key with its type, default and reason (from sltc/config.py)."""
+    from .config import example_yaml, reference
+
+    if example:
+        print(example_yaml(), end="")
+        return
+    _emit(reference(), as_json, _print_reference)
+
+
+def _print_reference(rows: list[dict]) -> None:
+    for row in rows:
+        print(f"{row['key']}: {row['type']} = {json.dumps(row['default'])}\n    {row['reason']}")
 
 
 @app.command()
@@ -107,8 +148,9 @@ def eval_(
 ):
     """Rebuild the model from the ticket alone and evaluate it on the test set."""
     from .evaluate import evaluate_ticket
+    from .progress import Progress
 
-    _emit(evaluate_ticket(ticket, data, device), as_json, _print_kv)
+    _emit(evaluate_ticket(ticket, data, device, Progress(not as_json)), as_json, _print_kv)
 
 
 @app.command()
@@ -116,7 +158,8 @@ def export(
     ticket: Path = typer.Argument(..., help="A .slt ticket."),
     fmt: str = typer.Option(..., "--format", "-f", help="onnx, csr or ticket."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file."),
-    weights: str = typer.Option("dense", "--weights", help="onnx: dense or sparse initializers."),
+    weights: str = typer.Option("dense", "--weights",
+                                help="onnx: dense or sparse initializers, or auto: the smaller file."),
     compact: bool = typer.Option(False, "--compact", help="onnx: drop pruned units/channels."),
     values: str = typer.Option("implied", "--values", help="csr: implied (by the seed) or stored."),
     no_check: bool = typer.Option(False, "--no-check", help="onnx: skip the onnxruntime parity check."),
@@ -126,8 +169,11 @@ def export(
     """Export a ticket as ONNX, CSR sparse weights, or a ticket again."""
     from sltc.exporters import export as run
 
-    report = run(ticket, fmt, output, weights=weights, compact_units=compact, values=values,
-                 check=not no_check, data_root=data)
+    from .progress import Progress
+
+    with Progress(not as_json).task(f"export {fmt}" + ("" if no_check else ", parity check")):
+        report = run(ticket, fmt, output, weights=weights, compact_units=compact, values=values,
+                     check=not no_check, data_root=data)
     _emit(report, as_json, _print_kv)
 
 
@@ -162,18 +208,19 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Quiet; stdout is a JSON list of records."),
 ):
     """Benchmark inference of sparse models on this device, each engine in its own process."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     from sltc.runtime.bench import bench as run
     from sltc.runtime.bench import plot_latency, print_table
 
+    from .progress import Progress
+
     batches = _ints(batch, "--batch")
-    with Progress(disable=as_json, transient=True, console=Console(stderr=True)) as bar:
-        task = bar.add_task("benchmarking", total=None)
+    with Progress(not as_json).task("benchmark", unit="model x engine") as task:
+        def advance(total: int) -> None:
+            task.total = total
+            task.advance()
+
         records = run([str(m) for m in models], engine or None, batches, threads, provider,
-                      warmup, repeat, allow_fallback, lambda job: bar.advance(task), inputs, data,
-                      rounds)
+                      warmup, repeat, allow_fallback, advance, inputs, data, rounds)
     if plot:
         plot_latency(records, plot)
     _emit(records, as_json, print_table)
@@ -192,7 +239,12 @@ def validate(
     """Run the whole test set through a runtime engine; compare with the recorded accuracy."""
     from sltc.runtime.validate import validate as run
 
-    _emit(run(model, engine, provider, data, require_gpu, allow_fallback), as_json, _print_kv)
+    from .progress import Progress
+
+    with Progress(not as_json).task(f"test set through {engine}") as task:
+        result = run(model, engine, provider, data, require_gpu, allow_fallback,
+                     on_batch=lambda n: task.advance(images=n))
+    _emit(result, as_json, _print_kv)
 
 
 def main() -> None:

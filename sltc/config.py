@@ -1,13 +1,16 @@
 """Typed run configuration: ``model.yaml`` validated into frozen objects.
 
-Every field says why its default is what it is. Unknown keys and wrong types
-are rejected with the dotted path of the key (``ConfigError``).
+Every field says why its default is what it is, in its description: ``sltc config``
+prints them (``reference``). Unknown keys and wrong types are rejected with the dotted
+path of the key (``ConfigError``), an unknown key with the closest valid one.
 """
 
 from __future__ import annotations
 
+import difflib
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -21,86 +24,107 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _f(default=..., why: str = "", **kw):
+    """A config field whose one-line reason is its description (``sltc config`` prints it)."""
+    if callable(default):
+        return Field(default_factory=default, description=why, **kw)
+    return Field(default=default, description=why, **kw)
+
+
 class ModelConfig(_Strict):
-    arch: str = "mlp"  # a name in sltc.models.MODELS, or python:package.module:factory
-    kwargs: dict[str, Any] = Field(default_factory=dict)  # python: factories only
-    widths: list[int] = Field(default_factory=lambda: [300, 100])  # hidden widths, `mlp` only
-    depth: int | None = Field(default=None, ge=1)  # wrn: 28, 16, ...; vit: blocks (None: preset)
-    width: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    # ResNets: channel multiplier (None: 1); wrn: the widening factor k (None: 10)
-    patch: int | None = Field(default=None, ge=1)  # vit / swin: patch side (None: preset)
-    dim: int | None = Field(default=None, ge=1)  # vit / swin: token width (None: preset)
-    heads: int | None = Field(default=None, ge=1)  # vit / swin: attention heads (None: preset)
-    window: int | None = Field(default=None, ge=1)  # swin: window side (None: preset)
-    batchnorm: bool = False  # non-affine BatchNorm after each hidden layer (edge-popup style)
-    init: Literal["signed_constant", "uniform", "kaiming_normal"] = "signed_constant"
-    # signed constant needs one random bit per weight: cheapest to regenerate, best in edge-popup
-    gain: float = Field(default=2**0.5, gt=0, allow_inf_nan=False)
-    # Kaiming gain, sqrt(2) for ReLU; larger gains made the controller overshoot (results.md)
+    arch: str = _f("mlp", "a name in sltc.models.MODELS, or python:package.module:factory")
+    kwargs: dict[str, Any] = _f(dict, "keyword arguments of a python: factory")
+    widths: list[int] = _f(lambda: [300, 100], "hidden widths of `mlp` (LeNet-300-100)")
+    depth: int | None = _f(None, "wrn: 28, 16, ...; vit: blocks (null: the preset's)", ge=1)
+    width: float | None = _f(None, "ResNets: channel multiplier (null: 1); wrn: the widening "
+                             "factor k (null: 10)", gt=0, allow_inf_nan=False)
+    patch: int | None = _f(None, "vit / swin: patch side (null: the preset's)", ge=1)
+    dim: int | None = _f(None, "vit / swin: token width (null: the preset's)", ge=1)
+    heads: int | None = _f(None, "vit / swin: attention heads (null: the preset's)", ge=1)
+    window: int | None = _f(None, "swin: window side (null: the preset's)", ge=1)
+    batchnorm: bool = _f(False, "mlp / conv: non-affine BatchNorm after each hidden layer "
+                         "(edge-popup style)")
+    init: Literal["signed_constant", "uniform", "kaiming_normal"] = _f(
+        "signed_constant", "weight init: signed constant needs one random bit per weight, "
+        "cheapest to regenerate, best in edge-popup")
+    gain: float = _f(2**0.5, "Kaiming gain, sqrt(2) for ReLU; larger gains made the "
+                     "controller overshoot (results.md)", gt=0, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
     name: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic",
-                  "loaders"] = "fashion_mnist"  # loaders: given in Python (sltc.find_ticket)
-    root: str | None = None  # searched first, then the system and user data folders
-    val_size: int = Field(default=5000, ge=0)  # carved from the training set, never the test set
-    batch_size: int = Field(default=128, ge=1)  # the global batch: torchrun's ranks share it
-    synthetic_size: int = Field(default=2048, ge=16)  # training images of `synthetic`
-    synthetic_shape: list[int] = Field(default_factory=lambda: [1, 28, 28], min_length=3,
-                                       max_length=3)  # (C, H, W) of `synthetic`, e.g. [3, 32, 32]
-    augment: list[Literal["crop", "flip"]] = Field(default_factory=list)
-    # crop: random 32x32-style crop after zero padding of 4; flip: horizontal; off by default
-    # (Fashion-MNIST); the CIFAR examples turn both on, as the SLT papers do
-    image_size: list[int] | None = Field(default=None, min_length=2, max_length=2)
-    # `folder`: resize every image to [H, W] (None: the first training image's size)
-    workers: int = Field(default=2, ge=0)  # `folder`: DataLoader worker processes
+                  "loaders"] = _f("fashion_mnist", "the dataset; loaders: DataLoaders given "
+                                  "in Python (sltc.find_ticket)")
+    root: str | None = _f(None, "folder searched first, then the system and user data folders")
+    val_size: int = _f(5000, "validation images carved from the training set, never the "
+                       "test set", ge=0)
+    train_size: int | None = _f(None, "train on the first N images of the (shuffled) "
+                                "training split, for quick trials (null: all)", ge=1)
+    batch_size: int = _f(128, "the global batch: torchrun's ranks share it", ge=1)
+    synthetic_size: int = _f(2048, "training images of `synthetic`", ge=16)
+    synthetic_shape: list[int] = _f(lambda: [1, 28, 28], "(C, H, W) of `synthetic`, e.g. "
+                                    "[3, 32, 32]", min_length=3, max_length=3)
+    augment: list[Literal["crop", "flip"]] = _f(
+        list, "crop: random crop after zero padding of 4; flip: horizontal; off for "
+        "(Fashion-)MNIST, on in the CIFAR examples, as the SLT papers do")
+    image_size: list[int] | None = _f(None, "`folder`: resize every image to [H, W] (null: "
+                                      "the first training image's size)",
+                                      min_length=2, max_length=2)
+    workers: int = _f(2, "`folder`: DataLoader worker processes", ge=0)
+
 
 class GatesConfig(_Strict):
-    method: str = "crbg"  # a name in sltc.gates.GATES
-    granularity: Literal["weight", "neuron"] = "weight"
-    target_sparsity: float | None = Field(default=0.9, ge=0, lt=1)
-    # fraction of gated weights pruned; drives lambda (gate methods) or the top-k (edge_popup)
-    lambda_: float = Field(default=1.0, ge=0, alias="lambda", allow_inf_nan=False)
-    # starting weight of the expected-L0 term (mean expected density); the controller adapts
-    # it towards target_sparsity; 0 turns the L0 term and the controller off
-    sigma: float = Field(default=0.5, gt=0)  # CRBG noise std, STG's value
-    mu_init: float = Field(default=0.5)  # CRBG mean at init: P(z > 0) = Phi(mu/sigma) = 0.84
-    threshold: float = Field(default=0.5, ge=0, lt=1)
-    # freeze rule: keep a weight when its deterministic gate exceeds this
-    recalibrate: int = Field(default=4096, ge=0)
-    # training images whose BatchNorm statistics the ticket stores, recomputed with its
-    # binary masks (the run's own were gathered under noisy gates); 0: keep the run's
-    gate_first: bool = True  # gate the input layer
-    gate_last: bool = True  # gate the classifier (weight granularity only)
-    ramp: float = Field(default=0.0, ge=0, le=1)
-    # > 0: the controller's target rises linearly to target_sparsity over this fraction of
-    # the run; 0 (measured best on the validation split): the target holds from the start
-    controller_gain: float = Field(default=5.0, ge=0)
-    # integral gain: change of log(lambda) over the whole run per unit of log-density error
-    controller_kp: float = Field(default=0.6, ge=0)
-    # proportional gain: log(lambda) offset per unit of current log-density error
+    method: str = _f("crbg", "a name in sltc.gates.GATES: crbg, hard_concrete, edge_popup")
+    granularity: Literal["weight", "neuron"] = _f("weight", "one gate per weight, or per "
+                                                  "output unit / channel")
+    target_sparsity: float | None = _f(0.9, "fraction of gated weights pruned; drives lambda "
+                                       "(gate methods) or the top-k (edge_popup)", ge=0, lt=1)
+    lambda_: float = _f(1.0, "starting weight of the expected-L0 term; the controller adapts "
+                        "it towards target_sparsity; 0 turns both off", ge=0, alias="lambda",
+                        allow_inf_nan=False)
+    sigma: float = _f(0.5, "CRBG noise std, STG's value", gt=0, allow_inf_nan=False)
+    mu_init: float = _f(0.5, "CRBG mean at init: P(z > 0) = Phi(mu/sigma) = 0.84",
+                        allow_inf_nan=False)
+    threshold: float = _f(0.5, "freeze rule: keep a weight when its deterministic gate "
+                          "exceeds this", ge=0, lt=1)
+    recalibrate: int = _f(4096, "training images on which freezing recomputes BatchNorm "
+                          "statistics with the binary masks (the run's were gathered under "
+                          "noisy gates); 0: keep the run's", ge=0)
+    gate_first: bool = _f(True, "gate the input layer")
+    gate_last: bool = _f(True, "gate the classifier (weight granularity only)")
+    ramp: float = _f(0.0, "> 0: the controller's target rises linearly over this fraction of "
+                     "the run; 0 (best on the validation split): it holds from the start",
+                     ge=0, le=1)
+    controller_gain: float = _f(5.0, "integral gain: change of log(lambda) over the run per "
+                                "unit of log-density error", ge=0, allow_inf_nan=False)
+    controller_kp: float = _f(0.6, "proportional gain: log(lambda) offset per unit of "
+                              "current log-density error", ge=0, allow_inf_nan=False)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(default=60, ge=1)  # LeNet-300-100: val accuracy rises up to ~60
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(default=0.02, gt=0)  # gate learning rate (tuned on the validation split)
-    momentum: float = Field(default=0.9, ge=0, lt=1)  # sgd only
-    weight_decay: float = Field(default=0.0, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    max_steps: int | None = Field(default=None, ge=1)  # cap on steps per epoch, for smoke runs
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # auto: bf16 autocast for the network on CUDA, fp32 on the CPU; gates, their noise and
-    # the L0 term always stay float32; the ticket is evaluated in fp32
-    channels_last: bool | None = None  # None: on for networks with convolutions on CUDA
-    compile: bool = False  # torch.compile the training forward pass (CUDA: faster steps)
+    epochs: int = _f(60, "LeNet-300-100's validation accuracy rises up to about 60", ge=1)
+    optimizer: Literal["adam", "sgd"] = _f("adam", "optimizer of the gate parameters")
+    lr: float = _f(0.02, "gate learning rate (tuned on the validation split)", gt=0,
+                   allow_inf_nan=False)
+    momentum: float = _f(0.9, "sgd only", ge=0, lt=1)
+    weight_decay: float = _f(0.0, "on the gate parameters", ge=0, allow_inf_nan=False)
+    schedule: Literal["cosine", "constant"] = _f("cosine", "learning-rate schedule over the "
+                                                 "run's steps")
+    max_steps: int | None = _f(None, "cap on steps per epoch, for smoke runs", ge=1)
+    eval_every: int = _f(1, "validate (relaxed and frozen) every N epochs and after the "
+                         "last; quick trials save the time", ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = _f(
+        "auto", "auto: bf16 autocast for the network on CUDA, fp32 on the CPU; gates, noise "
+        "and the L0 term stay float32; tickets are evaluated in fp32")
+    channels_last: bool | None = _f(None, "null: on for networks with convolutions on CUDA")
+    compile: bool = _f(False, "torch.compile the training forward pass (CUDA: faster steps)")
 
 
 class RunConfig(_Strict):
-    version: int = CONFIG_VERSION
-    seed: int = Field(default=0, ge=0, lt=2**63)  # the weights, gate noise and data order
+    version: int = _f(CONFIG_VERSION, "config format version")
+    seed: int = _f(0, "the weights, gate noise and data order", ge=0, lt=2**63)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
@@ -114,6 +138,56 @@ class RunConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "gates": GatesConfig,
+            "train": TrainConfig}
+EVERY_ARCH = ("arch", "init", "gain")  # model.* keys that every network reads
+
+
+def _default(field) -> Any:
+    return field.get_default(call_default_factory=True)
+
+
+def _type_name(tp) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (Union, types.UnionType):
+        shown = " | ".join(_type_name(a) for a in args if a is not type(None))
+        return shown + (" | null" if type(None) in args else "")
+    if origin is list:
+        return f"list[{_type_name(args[0])}]"
+    if origin is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def reference() -> list[dict[str, Any]]:
+    """Every key of the config, in file order: dotted name, type, default and reason."""
+    rows = []
+    for name, field in RunConfig.model_fields.items():
+        owner = SECTIONS.get(name)
+        items = [(f"{name}.{f.alias or k}", f) for k, f in owner.model_fields.items()] \
+            if owner else [(name, field)]
+        rows += [{"key": key, "type": _type_name(f.annotation), "default": _default(f),
+                  "reason": f.description or ""} for key, f in items]
+    return rows
+
+
+def example_yaml() -> str:
+    """A complete config with every key at its default, each under its reason."""
+    lines, section = [], None
+    for row in reference():
+        head, _, key = row["key"].rpartition(".")
+        if head != section:
+            section = head
+            lines += ["", f"{head}:"] if head else []
+        indent = "  " if head else ""
+        value = yaml.safe_dump(row["default"], default_flow_style=True).strip()
+        value = value.removesuffix("\n...").removesuffix("...").strip()
+        lines += [f"{indent}# {row['reason']}", f"{indent}{key or row['key']}: {value}"]
+    return "\n".join(lines).strip() + "\n"
 
 
 def _check_names(cfg: RunConfig, source: str) -> None:
@@ -130,6 +204,33 @@ def _check_names(cfg: RunConfig, source: str) -> None:
                               f"choose one of {', '.join(registry.names())}")
 
 
+def check_applicable(cfg: RunConfig, source: str = "config") -> None:
+    """Reject ``model.*`` keys set (away from their defaults) for an architecture that does
+    not read them. Checked where a user's config enters (``discover``, ``find_ticket``), not
+    on the configs that tickets and run directories record, which older versions wrote."""
+    from .models import MODELS, PYTHON_PREFIX
+
+    arch = cfg.model.arch
+    reads = ("kwargs",) if arch.startswith(PYTHON_PREFIX) else MODELS.get(arch).reads
+    for key, field in ModelConfig.model_fields.items():
+        if key not in EVERY_ARCH + tuple(reads) and getattr(cfg.model, key) != _default(field):
+            raise ConfigError(f"{source}: model.{key} does not apply to {arch} (it reads "
+                              f"model.{', model.'.join(EVERY_ARCH[1:] + tuple(reads))}); "
+                              f"remove it, or --set model.{key}=null")
+
+
+def _unknown(loc: tuple) -> str:
+    """The unknown key's dotted path and the closest valid key, if one is close."""
+    owner = SECTIONS.get(str(loc[0])) if len(loc) == 2 else RunConfig if len(loc) == 1 else None
+    key = _dotted(loc)
+    if owner is None:
+        return f"unknown key '{key}'"
+    valid = [f.alias or k for k, f in owner.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    hint = f"; did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
+    return f"unknown key '{key}'{hint} (sltc config lists every key)"
+
+
 def _dotted(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after",)) or "<root>"
 
@@ -144,7 +245,7 @@ def from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
         err = e.errors()[0]
         key = _dotted(err["loc"])
         if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{source}: unknown key '{key}'; remove it or fix its spelling") from None
+            raise ConfigError(f"{source}: {_unknown(err['loc'])}") from None
         value = err.get("input")
         raise ConfigError(f"{source}: {key}: {err['msg']} (got {value!r})") from None
     _check_names(cfg, source)
@@ -166,7 +267,19 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: '{part}' is not a section")
-    node[parts[-1]] = value
+    if value is None and not _nullable(parts):
+        node.pop(parts[-1], None)  # null on a key that cannot be null: back to its default
+    else:
+        node[parts[-1]] = value
+
+
+def _nullable(parts: list[str]) -> bool:
+    """Whether the key ``parts`` names can hold null (unknown keys: yes, so that
+    validation names them)."""
+    owner = SECTIONS.get(parts[0]) if len(parts) == 2 else RunConfig if len(parts) == 1 else None
+    fields = {f.alias or k: f for k, f in owner.model_fields.items()} if owner else {}
+    field = fields.get(parts[-1])
+    return field is None or type(None) in get_args(field.annotation)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:

@@ -126,12 +126,14 @@ def _classes(name: str, train, test) -> int:
 
 
 def load_dataset(cfg, seed: int) -> Dataset:
-    """Train/val/test splits; validation is a fixed permutation's tail of training."""
+    """Train/val/test splits: validation is the head of a fixed permutation of the training
+    set, training the rest of it (its first ``train_size`` images, where set)."""
     full, test = (load_named_split(cfg, seed, which) for which in ("train", "test"))
     classes = _classes(cfg.name, full, test)
     val_size = min(cfg.val_size, len(full) // 2)
     order = permutation(0, f"{cfg.name}/val_split", len(full))
-    train, val = full.take(np.sort(order[val_size:])), full.take(np.sort(order[:val_size]))
+    rest = order[val_size:] if cfg.train_size is None else order[val_size:val_size + cfg.train_size]
+    train, val = full.take(np.sort(rest)), full.take(np.sort(order[:val_size]))
     pixels = train.sample(STATS_SAMPLE)
     mean = pixels.mean(dtype=np.float64) / 255.0
     std = pixels.std(dtype=np.float64) / 255.0

@@ -13,14 +13,11 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import config as config_mod
 from . import distributed
@@ -29,35 +26,21 @@ from .data import load_dataset
 from .distributed import World
 from .errors import SltcError, TrainingError
 from .evaluate import accuracy, resolve_device
-from .freeze import as_ticket, freeze, sparsity, threshold_masks
+from .freeze import as_ticket, batch_norms, default_scope, freeze, sparsity, threshold_masks
 from .io import atomic_write_json, atomic_write_text
 from .layers import gated_layers
 from .loaders import Data, data_for
 from .models import build_model
+from .progress import QUIET, Progress
 from .rebuild import ticket_from_model
 from .seeding import random_words
 
 log = logging.getLogger(__name__)
 LAMBDA_RANGE = (1e-4, 1e4)
 FREEZE_TOLERANCE = 0.01  # discover's ticket meets gates.target_sparsity within this
-
-
-@dataclass
-class Progressor:
-    """A rich progress bar on stderr, or nothing."""
-
-    enabled: bool
-
-    def __enter__(self):
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                            TextColumn("{task.fields[stats]}"), disable=not self.enabled,
-                            transient=False, console=Console(stderr=True))
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+WARN_GAP = 0.02  # warn when freezing moves the sparsity or costs accuracy by more than this
+EXPLODED = 10.0  # warn when a step's task loss exceeds this many times its early mean
+EARLY_STEPS = 20
 
 
 def expected_density(model) -> torch.Tensor:
@@ -105,6 +88,9 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * config.train.epochs
         self.lam = config.gates.lambda_
         self.log_integral = 0.0  # the controller's integral term, in log(lambda)
+        self.progress: Progress = QUIET
+        self.warnings: dict[str, str] = {}  # kind -> message, each said once
+        self.early_losses: list[float] = []
         self.uses_l0 = any(m.gate is not None and m.gate.uses_l0 for m in gated_layers(self.model))
         if not gated_layers(self.model):
             raise SltcError("the network has no nn.Linear or nn.Conv2d layer to gate")
@@ -146,6 +132,34 @@ class Trainer:
             self.log_integral + g.controller_gain / self.total_steps * error, low, high))
         self.lam = float(np.clip(g.lambda_ * math.exp(g.controller_kp * error + self.log_integral),
                                  *LAMBDA_RANGE))
+        if self.lam >= LAMBDA_RANGE[1]:
+            self.warn("lambda_high", f"lambda reached its upper bound {LAMBDA_RANGE[1]:g} at step "
+                      f"{step + 1}: the L0 term pushes as hard as it can and the sparsity is "
+                      f"still {current:.3f} against a target of {target:.3f}; try more epochs, a "
+                      "larger train.lr or a lower gates.target_sparsity")
+        elif self.lam <= LAMBDA_RANGE[0]:
+            self.warn("lambda_low", f"lambda reached its lower bound {LAMBDA_RANGE[0]:g} at step "
+                      f"{step + 1}: the gates close even without the L0 term (sparsity "
+                      f"{current:.3f}, target {target:.3f}); try a lower train.lr or a higher "
+                      "gates.mu_init")
+
+    def warn(self, kind: str, message: str) -> None:
+        """Say ``message`` once per run (rank 0) and keep it for the summary."""
+        if kind not in self.warnings:
+            self.warnings[kind] = message
+            if self.world.main:
+                log.warning("warning: %s", message)
+
+    def _watch_loss(self, task_loss: float, where: str) -> None:
+        """Warn when the task loss explodes, before it reaches the NaN stop."""
+        if len(self.early_losses) < EARLY_STEPS:
+            self.early_losses.append(task_loss)
+            return
+        early = float(np.mean(self.early_losses))
+        if task_loss > EXPLODED * early:
+            self.warn("loss", f"the task loss jumped to {task_loss:.3g} at {where}, "
+                      f"{task_loss / early:.0f}x its early mean {early:.3g}: training is "
+                      "diverging; try a lower train.lr or gates.lambda")
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(task + lambda * L0, L0): the network under bf16 autocast where asked, the gates'
@@ -188,7 +202,8 @@ class Trainer:
             return stats[0].item(), stats[1].item() / world.size
         return loss.item(), l0.item()
 
-    def train_epoch(self, epoch: int, on_step) -> dict:
+    def train_epoch(self, epoch: int, on_step=lambda **stats: None) -> dict:
+        """One epoch; ``on_step(images=..., loss=..., ...)`` after every step."""
         self.model.train()
         torch.manual_seed(_epoch_seed(self.config.seed, epoch))  # the same gate noise on every rank
         totals = np.zeros(3)
@@ -197,27 +212,76 @@ class Trainer:
             step = epoch * self.steps_per_epoch + i
             for group in self.optimizer.param_groups:
                 group["lr"] = _lr(self.config, step, self.total_steps)
-            loss, l0 = self._step(x, y, f"epoch {epoch + 1}, step {i + 1}")
+            where = f"epoch {epoch + 1}, step {i + 1}"
+            loss, l0 = self._step(x, y, where)
+            self._watch_loss(loss - self.lam * l0, where)
             self.optimizer.step()
             current = self.current_sparsity()
             self._control(current, step)
             totals += (loss, l0, 1)
-            on_step(f"loss {totals[0] / totals[2]:.3f} sparsity {current:.3f} lam {self.lam:.3g}")
+            on_step(images=len(y) * self.world.size, loss=totals[0] / totals[2],
+                    sparsity=current, **{"lambda": self.lam})
         self.world.broadcast_([b for n, b in self.model.named_buffers()
                                if n.endswith(("running_mean", "running_var"))])
         return {"train_loss": totals[0] / totals[2], "l0": totals[1] / totals[2]}
 
+    @contextlib.contextmanager
     def as_ticket(self, masks):
         """The model as the ticket of ``masks`` would run (see ``freeze.as_ticket``)."""
-        return as_ticket(self.model, masks, self.data.train, self.config.gates.recalibrate)
+        images = self.config.gates.recalibrate if batch_norms(self.model) else 0
+        progress = self.progress if images else QUIET
+        with progress.task("BatchNorm statistics", -(-images // self.config.data.batch_size)) \
+                as task:
+            ticket = as_ticket(self.model, masks, self.data.train, images,
+                               lambda n: task.advance(images=n))
+            ticket.__enter__()
+        try:
+            yield
+        finally:
+            ticket.__exit__(None, None, None)
+
+    def accuracy(self, batches, what: str) -> float:
+        """``evaluate.accuracy`` with progress."""
+        with self.progress.task(what, len(batches)) as task:
+            return accuracy(self.model, batches, lambda n: task.advance(images=n))
 
     def evaluate_val(self) -> dict:
         masks = threshold_masks(self.model, self.config.gates.threshold)
-        relaxed = accuracy(self.model, self.data.val)
+        relaxed = self.accuracy(self.data.val, "validation, relaxed gates")
         with self.as_ticket(masks):
-            frozen = accuracy(self.model, self.data.val)
+            frozen = self.accuracy(self.data.val, "validation, frozen ticket")
         return {"sparsity": sparsity(self.model, masks), "relaxed_accuracy": relaxed,
                 "frozen_accuracy": frozen}
+
+
+def _first_difference(a, b, prefix: str = "") -> str | None:
+    """The dotted key of the first value that differs between two config dicts."""
+    for key in dict.fromkeys([*a, *b]):
+        if a.get(key) != b.get(key):
+            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                return _first_difference(a[key], b[key], f"{prefix}{key}.")
+            return f"{prefix}{key}"
+    return None
+
+
+def _check_resume(out: Path, config) -> None:
+    """A resumed run keeps its config; only ``train.epochs`` may grow, to continue a
+    finished run (the learning-rate schedule then stretches over the new total)."""
+    saved = config_mod.load_config(out / "config.yaml")
+
+    def fixed(cfg) -> dict:
+        d = cfg.to_dict()
+        return {**d, "train": {k: v for k, v in d["train"].items() if k != "epochs"}}
+
+    key = _first_difference(fixed(saved), fixed(config))
+    if key is not None:
+        raise SltcError(f"--resume: {key} differs from {out}/config.yaml; a resumed run keeps "
+                        "its config (only a larger train.epochs continues it)")
+    if config.train.epochs < saved.train.epochs:
+        raise SltcError(f"--resume: train.epochs {config.train.epochs} is below the run's "
+                        f"{saved.train.epochs}; a run can only be continued")
+    if config.train.epochs > saved.train.epochs:
+        config_mod.save_config(config, out / "config.yaml")
 
 
 def _prepare_out(out: Path, config, resume: bool) -> None:
@@ -225,10 +289,7 @@ def _prepare_out(out: Path, config, resume: bool) -> None:
     if resume:
         if not ckpt.exists():
             raise SltcError(f"--resume: {ckpt} not found; run without --resume to start")
-        saved = config_mod.load_config(out / "config.yaml")
-        if saved != config:
-            raise SltcError(f"--resume: the config differs from {out}/config.yaml; "
-                            "resume with the same config and --set options")
+        _check_resume(out, config)
         return
     if ckpt.exists():
         raise SltcError(f"{out} already holds a run; pass --resume or choose another --out")
@@ -262,6 +323,7 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
     Python API share. Rank 0 writes the run directory and returns the summary; other
     torchrun ranks train alongside and return None."""
     config, world = trainer.config, trainer.world
+    trainer.progress = Progress(progress and world.main)
     if world.main:
         _prepare_out(out, config, resume)
     world.barrier()
@@ -272,27 +334,34 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
         trainer.log_integral = state["log_integral"]
         rows = _trim_metrics(out / "metrics.jsonl", start) if world.main else []
     epochs = config.train.epochs
-    with Progressor(progress and world.main) as p:
-        task = p.bar.add_task("", total=trainer.steps_per_epoch, stats="")
-        for epoch in range(start, epochs):
-            p.bar.reset(task, total=trainer.steps_per_epoch, description=f"epoch {epoch + 1}/{epochs}")
+    for epoch in range(start, epochs):
+        with trainer.progress.task(f"epoch {epoch + 1}/{epochs}", trainer.steps_per_epoch,
+                                   "step", keep=True) as task:
             tic = time.perf_counter()
-            row = {"epoch": epoch + 1, **trainer.train_epoch(
-                epoch, lambda s: p.bar.update(task, advance=1, stats=s))}
+            row = {"epoch": epoch + 1, **trainer.train_epoch(epoch, task.advance)}
             seconds = time.perf_counter() - tic
-            if world.main:
-                _end_epoch(trainer, out, row, seconds, rows)
-                p.bar.update(task, stats=f"val acc {row['frozen_accuracy']:.4f} "
-                                         f"sparsity {row['sparsity']:.3f}")  # nan: no val set
-            world.barrier()
+        if world.main:
+            _end_epoch(trainer, out, row, seconds, rows)
+        world.barrier()
     summary = finish(trainer, out, rows) if world.main else None
     world.barrier()
     return summary
 
 
+def _validates(config, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (1-based) ends with validation: every ``train.eval_every``
+    epochs, and the last."""
+    return epoch % config.train.eval_every == 0 or epoch == config.train.epochs
+
+
 def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: list) -> None:
-    """Validation, the metrics line and the checkpoint (rank 0)."""
-    row.update(trainer.evaluate_val(), **{"lambda": trainer.lam, "seconds": seconds})
+    """Validation (where due), the metrics line and the checkpoint (rank 0)."""
+    if _validates(trainer.config, row["epoch"]):
+        row.update(trainer.evaluate_val())
+        trainer.progress.say(f"epoch {row['epoch']}: validation accuracy "
+                             f"{row['frozen_accuracy']:.4f} frozen, {row['relaxed_accuracy']:.4f} "
+                             f"relaxed; sparsity {row['sparsity']:.4f}")
+    row.update({"lambda": trainer.lam, "seconds": seconds})
     rows.append(row)
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(_json_safe(row)) + "\n")
@@ -304,20 +373,51 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
 def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: float = 0.0):
     """Freeze the run's gates and evaluate the ticket.
 
-    Returns the ticket and its accuracies: ``relaxed`` (deterministic gates, test set),
-    ``val`` (the ticket on the validation split) and the ticket's test accuracy in its meta.
+    Returns the ticket and its scores: ``relaxed_accuracy`` (deterministic gates, test set),
+    ``relaxed_val_accuracy`` and ``val_accuracy`` (the gates and the ticket on the
+    validation split); the ticket's test accuracy is in its meta.
     """
     model, config, data = trainer.model, trainer.config, trainer.data
     g = config.gates
-    if scope is None:
-        scope = "layer" if g.method == "edge_popup" else "global"
-    masks = freeze(model, g.threshold, target_sparsity, scope, tolerance)
-    relaxed = accuracy(model, data.test)
+    masks = freeze(model, g.threshold, target_sparsity, scope or default_scope(g.method),
+                   tolerance)
+    relaxed = trainer.accuracy(data.test, "test set, relaxed gates")
+    relaxed_val = trainer.accuracy(data.val, "validation, relaxed gates")
     with trainer.as_ticket(masks):  # the ticket stores the recalibrated statistics
-        test_acc = accuracy(model, data.test)
-        val_acc = accuracy(model, data.val)
+        test_acc = trainer.accuracy(data.test, "test set, frozen ticket")
+        val_acc = trainer.accuracy(data.val, "validation, frozen ticket")
         ticket = ticket_from_model(model, masks, config, data, test_acc)
-    return ticket, {"relaxed_accuracy": relaxed, "val_accuracy": val_acc}
+    return ticket, {"relaxed_accuracy": relaxed, "relaxed_val_accuracy": relaxed_val,
+                    "val_accuracy": val_acc}
+
+
+def freeze_warnings(summary: dict) -> dict[str, str]:
+    """When the ticket is worse than the training looked: the freezer had to move the
+    sparsity far from where the gates' threshold rule put it, the ticket misses its target,
+    or it scores well below the relaxed gates on the validation split. Kind -> message."""
+    found = {}
+    target, s = summary["target_sparsity"], summary["sparsity"]
+    threshold_s = summary["threshold_sparsity"]
+    if target is not None and abs(threshold_s - s) > WARN_GAP:
+        side = "denser" if threshold_s < s else "sparser"
+        found["freeze_moved"] = (
+            f"training ended {side} than the target: the threshold rule gives sparsity "
+            f"{threshold_s:.3f}, and the freezer forced {s:.3f} by keeping the top-ranked "
+            "gates; try more epochs, a different gates.lambda or train.lr, or a target the "
+            "run can reach")
+    if target is not None and not target - 1e-4 <= s <= target + FREEZE_TOLERANCE + 1e-4:
+        why = (": at neuron granularity one unit holds many weights, and a ticket is never "
+               "denser than asked" if summary["granularity"] == "neuron" else "")
+        found["freeze_missed"] = (f"the ticket's sparsity {s:.4f} misses the target "
+                                  f"[{target}, {target + FREEZE_TOLERANCE:.2f}]{why}")
+    relaxed, frozen = summary["relaxed_val_accuracy"], summary["val_accuracy"]
+    if relaxed is not None and frozen is not None and relaxed - frozen > WARN_GAP:
+        found["freeze_accuracy"] = (
+            f"the frozen ticket scores {frozen:.4f} on the validation split, "
+            f"{100 * (relaxed - frozen):.1f} points below the relaxed gates' {relaxed:.4f}: "
+            "the gates had not settled to 0 or 1; try more epochs, a lower "
+            "gates.target_sparsity or a different gates.lambda")
+    return found
 
 
 def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
@@ -327,13 +427,14 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
     ticket, scores = freeze_run(trainer, g.target_sparsity, tolerance=FREEZE_TOLERANCE)
     ticket.save(out / "ticket.slt")
     s = ticket.meta["sparsity"]
-    summary = {
+    summary = _json_safe({
         "test_accuracy": ticket.meta["test_accuracy"],
-        "relaxed_accuracy": scores["relaxed_accuracy"],
+        "relaxed_accuracy": scores["relaxed_accuracy"],  # the gates on the test split
         "sparsity": s,
         "density": 1.0 - s,
         "threshold_sparsity": sparsity(model, threshold_masks(model, g.threshold)),
         "val_accuracy": scores["val_accuracy"],  # the ticket on the validation split
+        "relaxed_val_accuracy": scores["relaxed_val_accuracy"],
         "epochs": len(rows),
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in rows])) if rows else None,
         "method": g.method,
@@ -344,8 +445,10 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
         "ticket": str(out / "ticket.slt"),
         "ticket_bytes": (out / "ticket.slt").stat().st_size,
         "device": str(trainer.device),
-    }
-    summary = _json_safe(summary)
+    })
+    for kind, message in freeze_warnings(summary).items():
+        trainer.warn(kind, message)
+    summary["warnings"] = list(trainer.warnings.values())
     atomic_write_json(out / "summary.json", summary)
     return summary
 

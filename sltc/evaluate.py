@@ -10,6 +10,8 @@ from .data import Split, recorded_test_set
 from .errors import SltcError
 from .ticket import Ticket
 
+FOLDER_BATCH = 256
+
 
 def resolve_device(device: str, world=None) -> torch.device:
     """``auto``, ``cpu`` or ``cuda``; under torchrun on CUDA, this rank's GPU."""
@@ -23,19 +25,22 @@ def resolve_device(device: str, world=None) -> torch.device:
 
 
 @torch.no_grad()
-def accuracy(model, batches) -> float:
+def accuracy(model, batches, on_batch=lambda n: None) -> float:
     """Top-1 accuracy over ``(x, y)`` batches with the model in eval mode (deterministic
-    gates); NaN for no examples."""
+    gates); NaN for no examples. ``on_batch(n)`` after each batch of ``n`` images."""
     model.eval()
     correct = total = 0
     for x, y in batches:
         correct += int((model(x).argmax(1) == y).sum())
         total += len(y)
+        on_batch(len(y))
     return correct / total if total else float("nan")
 
 
-def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str = "auto") -> dict:
+def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str = "auto",
+                    progress=None) -> dict:
     from .loaders import EVAL_BATCH, SplitBatches
+    from .progress import QUIET
     from .rebuild import model_from_ticket
 
     ticket = Ticket.load(path)
@@ -43,13 +48,17 @@ def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str 
     model = model_from_ticket(ticket).to(dev)
     data = ticket.meta["config"]["data"]
     test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root)
-    batches = SplitBatches(test, EVAL_BATCH, dev) if isinstance(test, Split) else _folder(test, dev)
-    return {"test_accuracy": accuracy(model, batches), "recorded_accuracy":
+    in_memory = isinstance(test, Split)
+    batches = SplitBatches(test, EVAL_BATCH, dev) if in_memory else _folder(test, dev)
+    size = EVAL_BATCH if in_memory else FOLDER_BATCH
+    with (progress or QUIET).task("test set", -(-len(test) // size)) as task:
+        acc = accuracy(model, batches, lambda n: task.advance(images=n))
+    return {"test_accuracy": acc, "recorded_accuracy":
             ticket.meta.get("test_accuracy"), "sparsity": ticket.sparsity(), "examples": len(test)}
 
 
 def _folder(split, device):
     """Batches of images read from disk, in order."""
-    for i in range(0, len(split), 256):
-        x = torch.from_numpy(split.batch(i, i + 256)).to(device, torch.float32) / 255.0
-        yield x, torch.from_numpy(split.labels[i:i + 256]).to(device)
+    for i in range(0, len(split), FOLDER_BATCH):
+        x = torch.from_numpy(split.batch(i, i + FOLDER_BATCH)).to(device, torch.float32) / 255.0
+        yield x, torch.from_numpy(split.labels[i:i + FOLDER_BATCH]).to(device)

@@ -70,6 +70,13 @@ def sparsity(model, masks: dict[str, torch.Tensor]) -> float:
     return 1.0 - kept / max(total, 1)
 
 
+def default_scope(method: str) -> str:
+    """The freeze rule's top-k scope when none is named, for ``discover`` and ``sltc
+    freeze`` alike: per layer for edge-popup (its training keeps each layer's top-k), one
+    global top-k over every gate for the gate methods (their gates compete across layers)."""
+    return "layer" if method == "edge_popup" else "global"
+
+
 def freeze(model, threshold: float, target_sparsity: float | None = None,
            scope: str = "layer", tolerance: float = 0.0) -> dict[str, torch.Tensor]:
     """The ticket's masks: the threshold rule, or top-k where it misses the target.
@@ -85,14 +92,19 @@ def freeze(model, threshold: float, target_sparsity: float | None = None,
     return masks
 
 
+def batch_norms(model) -> list[nn.Module]:
+    """The BatchNorm layers whose running statistics a ticket stores."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 @torch.no_grad()
-def recalibrate(model, batches, images: int) -> None:
+def recalibrate(model, batches, images: int, on_batch=lambda n: None) -> None:
     """BatchNorm running statistics recomputed for the network as it runs now (a ticket's
     binary masks): train-mode passes over the first ``images`` of ``batches``, cumulative
     average (``momentum=None``), no gradient. The statistics a run records were gathered
     under noisy relaxed gates and do not fit the binary mask."""
-    norms = [m for m in model.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = batch_norms(model)
     if not norms or images <= 0:
         return
     momenta = [m.momentum for m in norms]
@@ -102,8 +114,10 @@ def recalibrate(model, batches, images: int) -> None:
     model.train()
     seen = 0
     for x, _ in batches:
-        model(x[:images - seen])
-        seen += min(len(x), images - seen)
+        used = min(len(x), images - seen)
+        model(x[:used])
+        seen += used
+        on_batch(used)
         if seen >= images:
             break
     model.eval()
@@ -112,14 +126,15 @@ def recalibrate(model, batches, images: int) -> None:
 
 
 @contextlib.contextmanager
-def as_ticket(model, masks: dict[str, torch.Tensor], batches, images: int) -> Iterator[None]:
+def as_ticket(model, masks: dict[str, torch.Tensor], batches, images: int,
+              on_batch=lambda n: None) -> Iterator[None]:
     """Inside, ``model`` is the ticket: ``masks`` in place of its gates and its BatchNorm
     statistics recalibrated on ``images`` images of ``batches``; on exit the gates and the
     training statistics come back."""
     saved = {n: b.clone() for n, b in model.named_buffers() if n.endswith(STATISTICS)}
     try:
         with frozen_masks(model, masks):
-            recalibrate(model, batches, images)
+            recalibrate(model, batches, images, on_batch)
             yield
     finally:
         buffers = dict(model.named_buffers())

@@ -69,13 +69,9 @@ def print_report(report: dict) -> None:
 def plot_sparsity(report: dict, path: str | Path) -> None:
     """Per-layer sparsity in network order, first layer at the top: one row per layer, so
     that networks of 50+ layers stay readable; ungated layers in grey."""
-    import matplotlib
+    from .plotting import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_write
-
+    plt = pyplot()
     layers = report["layers"]
     names = [f"{layer['name']} ({'x'.join(map(str, layer['shape']))})" for layer in layers]
     values = [1 - layer["density"] for layer in layers]
@@ -91,5 +87,4 @@ def plot_sparsity(report: dict, path: str | Path) -> None:
                  f"(ticket: {report['total']['sparsity']:.3f})", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save(fig, path)

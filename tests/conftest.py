@@ -17,7 +17,8 @@ def mixed_run(tmp_path_factory):
     residual add, class token, position embeddings, LayerNorm, attention, GELU)."""
     out = tmp_path_factory.mktemp("run") / "mixed"
     sltc("discover", "examples/synthetic.yaml", "--out", out, "--json",
-         "--set", "model.arch=python:tests.models:mixed", "--set", "train.epochs=2",
+         "--set", "model.arch=python:tests.models:mixed", "--set", "model.widths=null",
+         "--set", "train.epochs=2",
          "--set", "train.max_steps=10", check=True)
     return out
 

@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-def sltc(*args, check=False, timeout=600):
-    """Run the real CLI in a subprocess; returns the CompletedProcess."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def sltc(*args, check=False, timeout=600, env=None):
+    """Run the real CLI in a subprocess (``env``: extra variables); returns the
+    CompletedProcess."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "sltc.cli", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:

@@ -18,12 +18,14 @@ from tests.helpers import sltc
 
 pytest.importorskip("onnxruntime")
 
+CONV = ["model.widths=null", "model.batchnorm=true", "train.epochs=1", "train.max_steps=3"]
 ARCHS = {  # name: --set options for a few training steps on synthetic data
-    "mixed": ["model.arch=python:tests.models:mixed", "train.epochs=2", "train.max_steps=10"],
+    "mixed": ["model.arch=python:tests.models:mixed", "model.widths=null", "train.epochs=2",
+              "train.max_steps=10"],
     "mlp": ["train.epochs=1", "train.max_steps=10"],
-    "conv2": ["model.arch=conv2", "model.batchnorm=true", "train.epochs=1", "train.max_steps=3"],
-    "conv4": ["model.arch=conv4", "model.batchnorm=true", "train.epochs=1", "train.max_steps=3"],
-    "conv6": ["model.arch=conv6", "model.batchnorm=true", "train.epochs=1", "train.max_steps=3"],
+    "conv2": ["model.arch=conv2", *CONV],
+    "conv4": ["model.arch=conv4", *CONV],
+    "conv6": ["model.arch=conv6", *CONV],
 }
 
 

@@ -65,13 +65,15 @@ def test_cuda_code_paths_on_the_cpu(tmp_path):
     out = tmp_path / "run"
     summary = json.loads(sltc(
         "discover", "examples/synthetic.yaml", "--out", out, "--json", "--set", "model.arch=conv2",
+        "--set", "model.widths=null",
         "--set", "model.batchnorm=true", "--set", "train.epochs=1", "--set", "train.max_steps=4",
         "--set", "train.channels_last=true", "--set", "train.precision=bf16",
         check=True).stdout.strip().splitlines()[-1])
     out_fp32 = tmp_path / "fp32"
     plain = json.loads(sltc(
         "discover", "examples/synthetic.yaml", "--out", out_fp32, "--json", "--set",
-        "model.arch=conv2", "--set", "model.batchnorm=true", "--set", "train.epochs=1",
+        "model.arch=conv2", "--set", "model.widths=null", "--set", "model.batchnorm=true",
+        "--set", "train.epochs=1",
         "--set", "train.max_steps=4", check=True).stdout.strip().splitlines()[-1])
     assert (out / "ticket.slt").read_bytes() != (out_fp32 / "ticket.slt").read_bytes()
     assert abs(summary["sparsity"] - plain["sparsity"]) <= 0.01

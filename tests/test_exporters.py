@@ -42,8 +42,8 @@ def _ort(path, x):
 def conv_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("conv") / "run"
     sltc("discover", "examples/synthetic.yaml", "--out", out, "--json", "--set", "model.arch=conv2",
-         "--set", "model.batchnorm=true", "--set", "train.epochs=1", "--set", "train.max_steps=8",
-         check=True)
+         "--set", "model.widths=null", "--set", "model.batchnorm=true", "--set", "train.epochs=1",
+         "--set", "train.max_steps=8", check=True)
     return out
 
 
@@ -140,6 +140,22 @@ def test_failed_parity_leaves_no_file(synthetic_run, tmp_path):
     with pytest.raises(SltcError, match="parity check failed"):
         export(synthetic_run / "ticket.slt", "onnx", out, tolerance=-1.0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_auto_writes_the_smaller_onnx_and_a_larger_sparse_one_is_flagged(tmp_path):
+    run = tmp_path / "dense_run"  # at 20% sparsity, 8-byte indices make sparse the larger
+    sltc("discover", "examples/synthetic.yaml", "--out", run, "--json", "--set",
+         "gates.target_sparsity=0.2", "--set", "train.epochs=1", check=True)
+    for target, path in (("sparse", "s.onnx"), ("dense", "d.onnx"), ("auto", "a.onnx")):
+        proc = sltc("export", run / "ticket.slt", "-f", "onnx", "--weights", target, "-o",
+                    tmp_path / path, "--json", check=True)
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        if target == "sparse":
+            assert "larger than the dense one" in proc.stderr and "--weights dense" in proc.stderr
+    sizes = {p: (tmp_path / p).stat().st_size for p in ("s.onnx", "d.onnx", "a.onnx")}
+    assert sizes["s.onnx"] > sizes["d.onnx"] == sizes["a.onnx"] and report["weights"] == "dense"
+    props = {p.key: p.value for p in onnx.load(tmp_path / "a.onnx").metadata_props}
+    assert props["sltc.weights"] == "dense"
 
 
 def test_registry_and_cli_errors(synthetic_run, tmp_path):

@@ -27,7 +27,7 @@ def test_the_chain_test_covers_the_names_skipped_here():
 @pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in HEAVY else a
                                   for a in MODELS.names() if a not in ARCHS])
 def test_registry_network_end_to_end(arch, tmp_path):
-    sets = [a for s in [*TINY, f"model.arch={arch}"] for a in ("--set", s)]
+    sets = [a for s in [*TINY, f"model.arch={arch}", "model.widths=null"] for a in ("--set", s)]
     summary = json.loads(sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "run",
                               "--json", *sets, check=True).stdout.strip().splitlines()[-1])
     ticket = tmp_path / "run/ticket.slt"
@@ -56,5 +56,5 @@ def test_wide_resnet_depth_and_width():
     convs = [m for m in gated_layers(model) if len(m.weight_shape) == 4]
     assert len(convs) == 1 + 2 * 6 + 3 and max(m.weight_shape[0] for m in convs) == 64 * 4
     proc = sltc("discover", "examples/synthetic.yaml", "--set", "model.arch=wrn",
-                "--set", "model.depth=15")
+                "--set", "model.widths=null", "--set", "model.depth=15")
     assert proc.returncode == 2 and "6n + 4" in proc.stderr

@@ -35,6 +35,16 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def register(name: str, *reads: str):
+    """Register a factory under ``name``; ``reads``: the ``model.*`` keys it uses besides
+    ``arch``, ``init`` and ``gain`` (any other key set for it is a config error)."""
+    def add(factory):
+        factory.reads = reads
+        return MODELS.register(name)(factory)
+
+    return add
+
+
 def user_factory(arch: str):
     """The factory named by ``python:package.module:factory`` (the working directory is
     searched too, as ``python -m`` does)."""

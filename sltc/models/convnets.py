@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from . import MODELS
+from . import register
 
 
 def _dense_block(layers: list, name: str, n_in: int, n_out: int, batchnorm: bool) -> None:
@@ -23,7 +23,7 @@ def _classifier(layers: list, n_in: int, widths: list[int], classes: int, bn: bo
     layers.append((f"fc{len(sizes)}", nn.Linear(sizes[-1], classes, bias=False)))
 
 
-@MODELS.register("mlp")
+@register("mlp", "widths", "batchnorm")
 def mlp(cfg, input_shape, classes, normalize) -> nn.Sequential:
     """784-W1-...-Wk-10; LeNet-300-100 is ``widths: [300, 100]``."""
     layers: list = [("normalize", normalize), ("flatten", nn.Flatten())]
@@ -50,16 +50,16 @@ def _conv_net(channels: list[int], cfg, input_shape, classes, normalize) -> nn.S
     return nn.Sequential(OrderedDict(layers))
 
 
-@MODELS.register("conv2")
+@register("conv2", "batchnorm")
 def conv2(cfg, input_shape, classes, normalize):
     return _conv_net([64, 64], cfg, input_shape, classes, normalize)
 
 
-@MODELS.register("conv4")
+@register("conv4", "batchnorm")
 def conv4(cfg, input_shape, classes, normalize):
     return _conv_net([64, 64, 128, 128], cfg, input_shape, classes, normalize)
 
 
-@MODELS.register("conv6")
+@register("conv6", "batchnorm")
 def conv6(cfg, input_shape, classes, normalize):
     return _conv_net([64, 64, 128, 128, 256, 256], cfg, input_shape, classes, normalize)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import ConfigError
-from . import MODELS
+from . import register
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -120,22 +120,22 @@ def _cifar_resnet(depth: int):
 
 
 for _depth in (20, 32, 56):
-    MODELS.register(f"resnet{_depth}")(_cifar_resnet(_depth))
+    register(f"resnet{_depth}", "width")(_cifar_resnet(_depth))
 
 
-@MODELS.register("resnet18")
+@register("resnet18", "width")
 def resnet18(cfg, input_shape, classes, normalize):
     return ResNet(BasicBlock, [2, 2, 2, 2], _scaled([64, 128, 256, 512], cfg.width or 1.0),
                   input_shape, classes, normalize)
 
 
-@MODELS.register("resnet50")
+@register("resnet50", "width")
 def resnet50(cfg, input_shape, classes, normalize):
     return ResNet(Bottleneck, [3, 4, 6, 3], _scaled([64, 128, 256, 512], cfg.width or 1.0),
                   input_shape, classes, normalize)
 
 
-@MODELS.register("wrn")
+@register("wrn", "depth", "width")
 def wrn(cfg, input_shape, classes, normalize):
     """Wide-ResNet-d-k (Zagoruyko & Komodakis 2016): depth = 6n + 4, widths 16, 16k, 32k, 64k."""
     depth, k = cfg.depth or 28, cfg.width or 10

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import MODELS
+from . import register
 from .vit import Attention, Mlp, patches
 
 
@@ -143,4 +143,4 @@ def _swin(preset: str):
 
 
 for _name in PRESETS:
-    MODELS.register(_name)(_swin(_name))
+    register(_name, "patch", "dim", "heads", "window")(_swin(_name))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import MODELS
+from . import register
 
 
 class Attention(nn.Module):
@@ -93,4 +93,4 @@ def _vit(preset: str):
 
 
 for _name in PRESETS:
-    MODELS.register(_name)(_vit(_name))
+    register(_name, "patch", "dim", "depth", "heads")(_vit(_name))
