@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-def discover(example: str, out: Path, sets: list[str]) -> dict:
+def discover(example: str, out: Path, sets: list[str], device: str = "auto") -> dict:
     """One run in its own process; reuses a finished run directory."""
     if (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())
@@ -18,7 +18,8 @@ def discover(example: str, out: Path, sets: list[str]) -> dict:
         import shutil
 
         shutil.rmtree(out)
-    args = [sys.executable, "-m", "sltc.cli", "discover", example, "--out", str(out), "--json"]
+    args = [sys.executable, "-m", "sltc.cli", "discover", example, "--out", str(out), "--json",
+            "--device", device]
     for s in sets:
         args += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -28,9 +29,10 @@ def discover(example: str, out: Path, sets: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_all(jobs: list[tuple[str, Path, list[str]]], workers: int = 2, on_done=None) -> list[dict]:
+def run_all(jobs: list[tuple[str, Path, list[str]]], workers: int = 2, on_done=None,
+            device: str = "auto") -> list[dict]:
     def one(job):
-        summary = discover(*job)
+        summary = discover(*job, device=device)
         if on_done:
             on_done(job, summary)
         return summary

@@ -7,6 +7,14 @@
 2. per-layer sparsity of the frozen ticket;
 3. test accuracy of the ticket against base-network width, 10% to 100% of 300-100,
    at the default target sparsity of 90%.
+
+And figure 2 for a ResNet, from a ticket already made (``benchmarks/zoo_fashion.py``
+makes the ResNet-20 one):
+
+    python benchmarks/figures.py --resnet runs/zoo-fashion/resnet20/ticket.slt
+
+per-layer sparsity of the frozen ticket, layers in network order, to ``resnet_layers.png``
+and ``resnet_layers.json``, with the mean sparsity of each stage's 3x3 convolutions.
 """
 
 from __future__ import annotations
@@ -24,18 +32,45 @@ EXAMPLE = "examples/lenet300-fashion.yaml"
 WIDTHS = [0.1, 0.25, 0.5, 0.75, 1.0]
 
 
+def resnet_layers(ticket: Path, out: Path) -> None:
+    """The paper's figure 2 for a ResNet ticket: per-layer sparsity in network order."""
+    from sltc.inspect import inspect_ticket, plot_sparsity
+
+    report = inspect_ticket(ticket)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_sparsity(report, out / "resnet_layers.png")
+    stages: dict[str, list[float]] = {}
+    for layer in report["layers"]:
+        if len(layer["shape"]) == 4 and layer["shape"][2:] == [3, 3]:
+            parts = layer["name"].split(".")
+            stage = f"stage {int(parts[1]) + 1}" if parts[0] == "layers" else parts[0]
+            stages.setdefault(stage, []).append(1 - layer["density"])
+    means = {stage: sum(v) / len(v) for stage, v in stages.items()}
+    data = {"machine": machine(), "ticket": str(ticket), "stage_mean_sparsity": means,
+            "layers": [{"name": layer["name"], "shape": layer["shape"],
+                        "sparsity": 1 - layer["density"]} for layer in report["layers"]]}
+    (out / "resnet_layers.json").write_text(json.dumps(data, indent=2) + "\n")
+    print("| layer | shape | sparsity |\n|---|---|---|")
+    for layer in data["layers"]:
+        print(f"| {layer['name']} | {'x'.join(map(str, layer['shape']))} | "
+              f"{layer['sparsity']:.3f} |")
+    print("\n" + ", ".join(f"{s}: {m:.3f}" for s, m in means.items()))
+    print(f"\nwrote {out / 'resnet_layers.png'}")
+
+
 def main() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from sltc.inspect import inspect_ticket
+    from sltc.plotting import pyplot
 
+    plt = pyplot()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/out/figures")
+    ap.add_argument("--resnet", type=Path, help="draw figure 2 for this ResNet ticket only")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.resnet:
+        resnet_layers(args.resnet, out)
+        return
     jobs = [(EXAMPLE, out / "runs" / f"width{int(f * 100)}",
              [f"model.widths=[{max(1, round(300 * f))},{max(1, round(100 * f))}]"])
             for f in WIDTHS]

@@ -1,16 +1,22 @@
 """Accuracy against sparsity for CRBG, hard concrete and edge-popup, side by side.
 
-    python benchmarks/pareto.py --out benchmarks/out/pareto          # the full grid
+    python benchmarks/pareto.py --out benchmarks/out/pareto          # LeNet-300-100 and Conv-4
     python benchmarks/pareto.py --quick --out benchmarks/out/quick   # a smoke run of minutes
+    python benchmarks/pareto.py --models resnet20 --epochs 1 --train-size 8000 \
+        --targets 0.5,0.8,0.9,0.95 --out benchmarks/out/pareto-resnet20   # a CPU-sized subset
+    python benchmarks/pareto.py --models resnet20,vit --epochs 30 --device cuda --workers 4 \
+        --targets 0.5,0.8,0.9,0.95 --out benchmarks/out/pareto-gpu       # a real budget
 
-Fashion-MNIST, LeNet-300-100 and Conv-4, target sparsities 50/80/90/95/98%, seeds
-0 and 1, the same epoch budget for every method (LeNet: 20 epochs, a third of the
-example's default, to fit 30 runs on two cores). The gate methods reach their
-target through ``gates.target_sparsity`` (lambda controller + freezer); edge-popup
-through its density ``1 - target``. Each method uses its own recipe: CRBG the
-defaults, hard concrete Adam at lr 0.1 (log-alpha lives on a wider scale than mu),
-edge-popup SGD 0.1 with momentum 0.9 and weight decay 1e-4. Conv-4 budget on two CPU
-cores: one epoch capped at ``--conv-steps`` steps of 128, 1,000 validation images. Writes ``pareto.json`` and
+Fashion-MNIST, target sparsities 50/80/90/95/98% (``--targets``), seeds 0 and 1, the
+same budget for every method: LeNet-300-100 20 epochs (a third of the example's
+default, to fit 30 runs on two cores); Conv-4 one epoch capped at ``--conv-steps``
+steps of 128 and 1,000 validation images; ResNet-20 and the ViT (``examples/*-fashion.yaml``)
+``--epochs`` epochs (default: the example's) on the first ``--train-size`` training images
+(default: all). The gate methods reach their target through ``gates.target_sparsity``
+(lambda controller + freezer); edge-popup through its density ``1 - target``. Each
+method uses its own recipe: CRBG the defaults, hard concrete Adam at lr 0.1 (log-alpha
+lives on a wider scale than mu), edge-popup SGD 0.1 with momentum 0.9 and weight decay
+1e-4. Runs go ``--workers`` at a time, one thread each. Writes ``pareto.json`` and
 ``pareto.png`` in ``--out``; ``--models conv4`` reruns one model's grid and keeps the
 other models' records from the ``pareto.json`` already there.
 """
@@ -26,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 from _runs import run_all  # noqa: E402
 
-MODELS = {"lenet300": "examples/lenet300-fashion.yaml", "conv4": "examples/conv4-fashion.yaml"}
+MODELS = {"lenet300": "examples/lenet300-fashion.yaml", "conv4": "examples/conv4-fashion.yaml",
+          "resnet20": "examples/resnet20-fashion.yaml", "vit": "examples/vit-fashion.yaml"}
 RECIPES = {
     "crbg": [],
     "hard_concrete": ["train.lr=0.1"],
@@ -36,19 +43,24 @@ RECIPES = {
 TARGETS = [0.5, 0.8, 0.9, 0.95, 0.98]
 
 
-def budget(model: str, quick: bool, conv_steps: int) -> list[str]:
+def budget(model: str, args) -> list[str]:
+    """The ``--set`` options that give every method of ``model`` the same budget."""
     if model == "conv4":
-        return ["train.epochs=1", f"train.max_steps={20 if quick else conv_steps}",
+        return ["train.epochs=1", f"train.max_steps={20 if args.quick else args.conv_steps}",
                 "data.val_size=1000"]
-    return ["train.epochs=2"] if quick else ["train.epochs=20"]
+    if model == "lenet300":
+        return ["train.epochs=2"] if args.quick else ["train.epochs=20"]
+    sets = ["data.val_size=1000"]
+    sets += [f"train.epochs={args.epochs}"] if args.epochs else []
+    sets += [f"data.train_size={args.train_size}"] if args.train_size else []
+    sets += ["train.max_steps=10"] if args.quick else []
+    return sets
 
 
 def plot(records: list[dict], path: Path) -> None:
-    import matplotlib
+    from sltc.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = sorted({r["model"] for r in records})
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
@@ -84,21 +96,30 @@ def main() -> None:
     ap.add_argument("--models", default="lenet300,conv4")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--conv-steps", type=int, default=120)
+    ap.add_argument("--targets", default=",".join(map(str, TARGETS)))
+    ap.add_argument("--epochs", type=int, default=None, help="resnet20 / vit epochs")
+    ap.add_argument("--train-size", type=int, default=None, help="resnet20 / vit images")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--methods", default=",".join(RECIPES))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="KEY=VALUE for every run, e.g. data.root=DIR")
     args = ap.parse_args()
     out = Path(args.out)
-    targets = [0.5, 0.9] if args.quick else TARGETS
+    targets = [0.5, 0.9] if args.quick else [float(s) for s in args.targets.split(",")]
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     jobs, keys = [], []
     for model in args.models.split(","):
-        for method, recipe in RECIPES.items():
+        for method in args.methods.split(","):
+            recipe = RECIPES[method]
             for target in targets:
                 for seed in seeds:
                     sets = [f"gates.method={method}", f"gates.target_sparsity={target}",
-                            f"seed={seed}", *recipe, *budget(model, args.quick, args.conv_steps)]
+                            f"seed={seed}", *recipe, *budget(model, args), *args.sets]
                     jobs.append((MODELS[model], out / "runs" / f"{model}-{method}-{target}-{seed}",
                                  sets))
                     keys.append({"method": method, "model": model, "target_sparsity": target,
-                                 "seed": seed})
+                                 "seed": seed, "budget": " ".join(budget(model, args))})
     done = [0]
 
     def progress(job, summary):
@@ -106,9 +127,10 @@ def main() -> None:
         print(f"[{done[0]}/{len(jobs)}] {job[1].name}: sparsity {summary['sparsity']:.4f} "
               f"test {summary['test_accuracy']:.4f}", flush=True)
 
-    summaries = run_all(jobs, on_done=progress)
+    summaries = run_all(jobs, workers=args.workers, on_done=progress, device=args.device)
     records = [{**k, "sparsity": s["sparsity"], "test_accuracy": s["test_accuracy"],
-                "val_accuracy": s["val_accuracy"],
+                "val_accuracy": s["val_accuracy"], "relaxed_accuracy": s["relaxed_accuracy"],
+                "threshold_sparsity": s["threshold_sparsity"], "device": s["device"],
                 "seconds": s["seconds_per_epoch"] * s["epochs"]}
                for k, s in zip(keys, summaries, strict=True)]
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +141,7 @@ def main() -> None:
     print("\n| model | method | target | sparsity | test accuracy (mean of seeds) |")
     print("|---|---|---|---|---|")
     for model in dict.fromkeys(r["model"] for r in records):
-        for method in RECIPES:
+        for method in dict.fromkeys(r["method"] for r in records if r["model"] == model):
             for target in sorted({r["target_sparsity"] for r in records if r["model"] == model}):
                 rs = [r for r in records if (r["model"], r["method"], r["target_sparsity"]) ==
                       (model, method, target)]
