@@ -242,7 +242,11 @@ class Trainer:
 
     def accuracy(self, batches, what: str) -> float:
         """``evaluate.accuracy`` with progress."""
-        with self.progress.task(what, len(batches)) as task:
+        try:
+            total = len(batches)
+        except TypeError:  # a user's loader over an iterable dataset has no length
+            total = None
+        with self.progress.task(what, total) as task:
             return accuracy(self.model, batches, lambda n: task.advance(images=n))
 
     def evaluate_val(self) -> dict:

@@ -101,20 +101,24 @@ def batch_norms(model) -> list[nn.Module]:
 @torch.no_grad()
 def recalibrate(model, batches, images: int, on_batch=lambda n: None) -> None:
     """BatchNorm running statistics recomputed for the network as it runs now (a ticket's
-    binary masks): train-mode passes over the first ``images`` of ``batches``, cumulative
-    average (``momentum=None``), no gradient. The statistics a run records were gathered
-    under noisy relaxed gates and do not fit the binary mask."""
+    binary masks): passes over the first ``images`` of ``batches`` with the BatchNorm
+    layers in train mode and everything else in eval mode (no dropout), cumulative average
+    (``momentum=None``), no gradient. The statistics a run records were gathered under
+    noisy relaxed gates and do not fit the binary mask."""
     norms = batch_norms(model)
     if not norms or images <= 0:
         return
     momenta = [m.momentum for m in norms]
+    model.eval()
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
-    model.train()
+        m.train()
     seen = 0
     for x, _ in batches:
         used = min(len(x), images - seen)
+        if used < 2:  # a batch of one has no variance
+            break
         model(x[:used])
         seen += used
         on_batch(used)

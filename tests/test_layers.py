@@ -181,3 +181,19 @@ def test_a_frozen_mask_moves_with_its_module():
         model.double()  # the path .cuda() takes: Module._apply
         assert all(m.fixed_mask.dtype == torch.float64 for m in gated_layers(model))
         assert model(torch.rand(2, 1, 4, 4, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_recalibration_skips_a_last_batch_of_one_and_keeps_dropout_off():
+    from collections import OrderedDict
+
+    from sltc.freeze import recalibrate
+
+    model = gate(nn.Sequential(OrderedDict(
+        flatten=nn.Flatten(), drop=nn.Dropout(0.9), fc1=nn.Linear(16, 6, bias=False),
+        bn=nn.BatchNorm1d(6, affine=False), fc2=nn.Linear(6, 10, bias=False))), _cfg())
+    batches = [(torch.rand(4, 1, 4, 4), None), (torch.rand(3, 1, 4, 4), None)]
+    with frozen_masks(model, threshold_masks(model, 0.5)):
+        recalibrate(model, batches, 5)  # 4 images, then 1: a batch of one is left out
+        first = model.fc1(batches[0][0].flatten(1))  # what bn saw, with dropout off
+    assert torch.allclose(model.bn.running_mean, first.mean(0), atol=1e-6)
+    assert not model.training and model.bn.momentum is not None
