@@ -25,6 +25,7 @@ demo: setup
 	rm -rf $(RUN)
 	$(BIN)/sltc discover examples/lenet300-fashion.yaml --out $(RUN)
 	$(BIN)/sltc inspect $(RUN)/ticket.slt
+	$(BIN)/sltc plot $(RUN)
 	$(BIN)/sltc eval $(RUN)/ticket.slt
 
 lint: setup
