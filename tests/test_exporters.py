@@ -173,7 +173,7 @@ def test_registry_and_cli_errors(synthetic_run, tmp_path):
 @pytest.mark.parametrize("arch,sets", [
     ("lenet300", ["--set", "train.epochs=1"]),
     ("conv4", ["--set", "train.epochs=1", "--set", "train.max_steps=10",
-               "--set", "data.val_size=1000"]),
+               "--set", "data.val_size=1000", "--set", "gates.recalibrate=1024"]),
 ])
 def test_onnx_accuracy_on_the_whole_fashion_test_set(tmp_path, arch, sets):
     example = {"lenet300": "examples/lenet300-fashion.yaml",

@@ -16,6 +16,10 @@ from tests.helpers import sltc
 from tests.test_chain import ARCHS
 
 HEAVY = {"resnet18", "resnet50", "wrn", "vit_tiny", "swin_tiny"}  # 5M to 36M weights
+# the heavy networks end to end at their preset depth, narrower (their full widths are
+# built and counted in test_networks_have_the_published_layer_counts)
+NARROWER = {"resnet18": "model.width=0.25", "resnet50": "model.width=0.25",
+            "wrn": "model.width=2", "vit_tiny": "model.dim=48", "swin_tiny": "model.dim=24"}
 TINY = ["data.synthetic_shape=[3,32,32]", "data.synthetic_size=64", "data.val_size=16",
         "data.batch_size=8", "train.epochs=1", "train.max_steps=3"]
 
@@ -27,7 +31,9 @@ def test_the_chain_test_covers_the_names_skipped_here():
 @pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in HEAVY else a
                                   for a in MODELS.names() if a not in ARCHS])
 def test_registry_network_end_to_end(arch, tmp_path):
-    sets = [a for s in [*TINY, f"model.arch={arch}", "model.widths=null"] for a in ("--set", s)]
+    extra = [NARROWER[arch]] if arch in NARROWER else []
+    sets = [a for s in [*TINY, f"model.arch={arch}", "model.widths=null", *extra]
+            for a in ("--set", s)]
     summary = json.loads(sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "run",
                               "--json", *sets, check=True).stdout.strip().splitlines()[-1])
     ticket = tmp_path / "run/ticket.slt"
@@ -42,7 +48,9 @@ def test_registry_network_end_to_end(arch, tmp_path):
 
 @pytest.mark.parametrize("arch,layers", [("resnet20", 22), ("resnet56", 58), ("resnet18", 21),
                                          ("resnet50", 54), ("vit", 1 + 6 * 4 + 1),
-                                         ("swin", 1 + 6 * 4 + 2 + 1)])
+                                         ("vit_tiny", 1 + 12 * 4 + 1),
+                                         ("swin", 1 + 6 * 4 + 2 + 1),
+                                         ("swin_tiny", 1 + 12 * 4 + 3 + 1)])
 def test_networks_have_the_published_layer_counts(arch, layers):
     """Gated layers: ResNet-20 = 19 convs + 2 projection shortcuts + the classifier, and so on."""
     model = build_model(from_dict({"model": {"arch": arch}}), (3, 32, 32), 10, 0.5, 0.25)
