@@ -74,8 +74,9 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
              "sltc.ticket_sha256": ticket_sha256(source), "sltc.method": meta["method"],
              "sltc.compact": compact_units, "sltc.test_accuracy": meta.get("test_accuracy"),
              "sltc.data": json.dumps(meta["config"]["data"], sort_keys=True)}
+    kinds = ("dense",) if weights == "dense" else ("dense", "sparse")  # sizes to compare
     models = {kind: graph.to_onnx(kind == "sparse", {**props, "sltc.weights": kind})
-              for kind in ("dense", "sparse")}
+              for kind in kinds}
     sizes = {kind: m.ByteSize() for kind, m in models.items()}
     if weights == "auto":
         weights = min(sizes, key=sizes.get)

@@ -219,14 +219,21 @@ def check_applicable(cfg: RunConfig, source: str = "config") -> None:
                               f"remove it, or --set model.{key}=null")
 
 
+def _siblings(path) -> dict | None:
+    """The fields (by their names in a file) of the section holding the dotted key
+    ``path`` (a sequence of its parts); None past the sections."""
+    owner = SECTIONS.get(str(path[0])) if len(path) == 2 else RunConfig if len(path) == 1 \
+        else None
+    return {f.alias or k: f for k, f in owner.model_fields.items()} if owner else None
+
+
 def _unknown(loc: tuple) -> str:
     """The unknown key's dotted path and the closest valid key, if one is close."""
-    owner = SECTIONS.get(str(loc[0])) if len(loc) == 2 else RunConfig if len(loc) == 1 else None
+    valid = _siblings(loc)
     key = _dotted(loc)
-    if owner is None:
+    if valid is None:
         return f"unknown key '{key}'"
-    valid = [f.alias or k for k, f in owner.model_fields.items()]
-    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(loc[-1]), list(valid), n=1, cutoff=0.6)
     hint = f"; did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
     return f"unknown key '{key}'{hint} (sltc config lists every key)"
 
@@ -276,9 +283,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 def _nullable(parts: list[str]) -> bool:
     """Whether the key ``parts`` names can hold null (unknown keys: yes, so that
     validation names them)."""
-    owner = SECTIONS.get(parts[0]) if len(parts) == 2 else RunConfig if len(parts) == 1 else None
-    fields = {f.alias or k: f for k, f in owner.model_fields.items()} if owner else {}
-    field = fields.get(parts[-1])
+    field = (_siblings(parts) or {}).get(parts[-1])
     return field is None or type(None) in get_args(field.annotation)
 
 

@@ -374,19 +374,22 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
                      "log_integral": trainer.log_integral})
 
 
-def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: float = 0.0):
+def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: float = 0.0,
+               relaxed_val: float | None = None):
     """Freeze the run's gates and evaluate the ticket.
 
     Returns the ticket and its scores: ``relaxed_accuracy`` (deterministic gates, test set),
     ``relaxed_val_accuracy`` and ``val_accuracy`` (the gates and the ticket on the
-    validation split); the ticket's test accuracy is in its meta.
+    validation split); the ticket's test accuracy is in its meta. ``relaxed_val``: the
+    gates' validation accuracy where the last epoch already measured it.
     """
     model, config, data = trainer.model, trainer.config, trainer.data
     g = config.gates
     masks = freeze(model, g.threshold, target_sparsity, scope or default_scope(g.method),
                    tolerance)
     relaxed = trainer.accuracy(data.test, "test set, relaxed gates")
-    relaxed_val = trainer.accuracy(data.val, "validation, relaxed gates")
+    if relaxed_val is None:
+        relaxed_val = trainer.accuracy(data.val, "validation, relaxed gates")
     with trainer.as_ticket(masks):  # the ticket stores the recalibrated statistics
         test_acc = trainer.accuracy(data.test, "test set, frozen ticket")
         val_acc = trainer.accuracy(data.val, "validation, frozen ticket")
@@ -428,7 +431,9 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
     """Freeze the gates, write the ticket, evaluate it on the test set, write the summary."""
     config, model = trainer.config, trainer.model
     g = config.gates
-    ticket, scores = freeze_run(trainer, g.target_sparsity, tolerance=FREEZE_TOLERANCE)
+    last = rows[-1].get("relaxed_accuracy") if rows else None  # the same gates, measured
+    ticket, scores = freeze_run(trainer, g.target_sparsity, tolerance=FREEZE_TOLERANCE,
+                                relaxed_val=last)
     ticket.save(out / "ticket.slt")
     s = ticket.meta["sparsity"]
     summary = _json_safe({

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import torch
 
-from .data import Split, recorded_test_set
+from .data import recorded_test_set
 from .errors import SltcError
 from .ticket import Ticket
-
-FOLDER_BATCH = 256
 
 
 def resolve_device(device: str, world=None) -> torch.device:
@@ -39,7 +37,7 @@ def accuracy(model, batches, on_batch=lambda n: None) -> float:
 
 def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str = "auto",
                     progress=None) -> dict:
-    from .loaders import EVAL_BATCH, SplitBatches
+    from .loaders import evaluation_batches
     from .progress import QUIET
     from .rebuild import model_from_ticket
 
@@ -48,17 +46,8 @@ def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str 
     model = model_from_ticket(ticket).to(dev)
     data = ticket.meta["config"]["data"]
     test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root)
-    in_memory = isinstance(test, Split)
-    batches = SplitBatches(test, EVAL_BATCH, dev) if in_memory else _folder(test, dev)
-    size = EVAL_BATCH if in_memory else FOLDER_BATCH
-    with (progress or QUIET).task("test set", -(-len(test) // size)) as task:
+    batches = evaluation_batches(test, dev)
+    with (progress or QUIET).task("test set", len(batches)) as task:
         acc = accuracy(model, batches, lambda n: task.advance(images=n))
     return {"test_accuracy": acc, "recorded_accuracy":
             ticket.meta.get("test_accuracy"), "sparsity": ticket.sparsity(), "examples": len(test)}
-
-
-def _folder(split, device):
-    """Batches of images read from disk, in order."""
-    for i in range(0, len(split), FOLDER_BATCH):
-        x = torch.from_numpy(split.batch(i, i + FOLDER_BATCH)).to(device, torch.float32) / 255.0
-        yield x, torch.from_numpy(split.labels[i:i + FOLDER_BATCH]).to(device)

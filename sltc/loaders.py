@@ -40,6 +40,15 @@ def augment(x: torch.Tensor, kinds) -> torch.Tensor:
     return x.contiguous()
 
 
+def portable_batches(n: int, batch_size: int, seed: int, epoch: int, world: World,
+                     device=None):
+    """Index tensors (on ``device``) of an epoch's batches in the portable order, ``(seed,
+    "train/order/epoch<e>")``; under several processes, this rank's share of each."""
+    order = torch.from_numpy(permutation(seed, f"train/order/epoch{epoch}", n)).to(device)
+    for i in range(math.ceil(n / batch_size)):
+        yield share(order[i * batch_size:(i + 1) * batch_size], world)
+
+
 class SplitBatches:
     """An in-memory split, held as uint8 on the device."""
 
@@ -57,10 +66,8 @@ class SplitBatches:
     def epoch(self, seed: int, epoch: int, world: World = World()):
         """The epoch's batches in the portable order, augmented; under several processes,
         this rank's share of each global batch."""
-        order = torch.from_numpy(permutation(seed, f"train/order/epoch{epoch}", len(self.y)))
-        order = order.to(self.y.device)
-        for i in range(len(self)):
-            idx = share(order[i * self.batch_size:(i + 1) * self.batch_size], world)
+        for idx in portable_batches(len(self.y), self.batch_size, seed, epoch, world,
+                                    self.y.device):
             x = self._scaled(idx)
             yield (augment(x, self.augment) if self.augment else x), self.y[idx]
 
@@ -112,9 +119,8 @@ class PortableBatches(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def __iter__(self):
-        order = torch.from_numpy(permutation(self.seed, f"train/order/epoch{self.epoch}", self.n))
-        for i in range(len(self)):
-            yield share(order[i * self.batch_size:(i + 1) * self.batch_size], self.world).tolist()
+        for idx in portable_batches(self.n, self.batch_size, self.seed, self.epoch, self.world):
+            yield idx.tolist()
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
@@ -146,28 +152,32 @@ class Data:
     std: float
 
 
-def _batches(split, batch_size: int, device, cfg, seed: int, world: World | None):
-    """Training batches (``world`` given) or evaluation batches (in order)."""
-    train = world is not None
+def training_batches(split, batch_size: int, device, cfg, seed: int, world: World):
+    """A training split in each epoch's portable order, augmented as configured."""
     if isinstance(split, Split):
-        return SplitBatches(split, batch_size, device, cfg.augment if train else ())
-    pin = torch.device(device).type == "cuda"
-    if train:
-        loader = torch.utils.data.DataLoader(
-            FolderImages(split), batch_sampler=PortableBatches(len(split), batch_size, seed,
-                                                               world),
-            num_workers=cfg.workers, pin_memory=pin)
-    else:
-        loader = torch.utils.data.DataLoader(FolderImages(split), batch_size=batch_size,
-                                             num_workers=cfg.workers, pin_memory=pin)
-    return LoaderBatches(loader, device, cfg.augment if train else ())
+        return SplitBatches(split, batch_size, device, cfg.augment)
+    loader = torch.utils.data.DataLoader(
+        FolderImages(split), batch_sampler=PortableBatches(len(split), batch_size, seed, world),
+        num_workers=cfg.workers, pin_memory=torch.device(device).type == "cuda")
+    return LoaderBatches(loader, device, cfg.augment)
+
+
+def evaluation_batches(split, device, workers: int = 0):
+    """Any split (in memory, or an image folder read by ``workers``) in order, in batches
+    of ``EVAL_BATCH``."""
+    if isinstance(split, Split):
+        return SplitBatches(split, EVAL_BATCH, device)
+    loader = torch.utils.data.DataLoader(FolderImages(split), batch_size=EVAL_BATCH,
+                                         num_workers=workers,
+                                         pin_memory=torch.device(device).type == "cuda")
+    return LoaderBatches(loader, device)
 
 
 def data_for(config, dataset: Dataset, device, world: World = World()) -> Data:
     """Batches of a configured dataset: training in ``data.batch_size`` (the global batch,
     shared by the ranks), evaluation in 1000s."""
     cfg = config.data
-    return Data(_batches(dataset.train, cfg.batch_size, device, cfg, config.seed, world),
-                _batches(dataset.val, EVAL_BATCH, device, cfg, config.seed, None),
-                _batches(dataset.test, EVAL_BATCH, device, cfg, config.seed, None),
+    return Data(training_batches(dataset.train, cfg.batch_size, device, cfg, config.seed, world),
+                evaluation_batches(dataset.val, device, cfg.workers),
+                evaluation_batches(dataset.test, device, cfg.workers),
                 dataset.input_shape, dataset.classes, dataset.mean, dataset.std)

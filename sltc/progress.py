@@ -75,10 +75,6 @@ class Task:
         elif self.progress.enabled and time.perf_counter() - self.last >= self.progress.interval:
             self._line()
 
-    def note(self, **stats) -> None:
-        """Stats shown from now on, without advancing (e.g. the epoch's validation)."""
-        self.advance(0, **stats)
-
     def _line(self) -> None:
         now = time.perf_counter()
         self.last = now
