@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import SltcError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -16,10 +18,16 @@ def _umask() -> int:
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, then rename onto ``path``; no partial file on failure."""
+    """Call ``write(tmp_path)``, then rename onto ``path``; no partial file on failure.
+    A path that names a directory, or a place that cannot be written, is a ``SltcError``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise SltcError(f"{path} is a directory; name the file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise SltcError(f"cannot write {path} ({e.strerror}); choose a writable place") from None
     os.close(fd)
     try:
         write(tmp)

@@ -173,6 +173,10 @@ def test_eval_every_validates_on_schedule_and_plot_draws_the_curves(tmp_path):
     missing = sltc("plot", tmp_path)
     assert missing.returncode == 2 and "no metrics.jsonl" in missing.stderr
     assert "Traceback" not in missing.stderr
+    for bad, why in ((tmp_path, "is a directory"), (out / "curves.png" / "x.png", "cannot write")):
+        proc = sltc("plot", out, "-o", bad)
+        assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_a_finished_run_continues_with_more_epochs(synthetic_run, tmp_path):
