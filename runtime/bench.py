@@ -116,9 +116,12 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
 def _worker(args: dict) -> list[dict]:
     proc = subprocess.run([sys.executable, "-m", "sltc.runtime.bench", json.dumps(args)],
                           capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
+    lines = proc.stderr.strip().splitlines()
+    if proc.returncode == 2:  # the worker's SltcError: a user mistake, said on its last line
         raise SltcError(lines[-1] if lines else f"benchmark worker failed on {args['path']}")
+    if proc.returncode != 0:  # a crash: not the user's doing
+        raise RuntimeError(f"benchmark worker for {args['path']} ({args['engine']}) exited "
+                           f"{proc.returncode}: {lines[-1] if lines else 'no message'}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 import typer
 
-from .errors import SltcError
+from .errors import CheckFailed, Interrupted, SltcError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Find strong lottery tickets and ship them as seed + mask.")
@@ -49,7 +50,14 @@ def discover(
 
     cfg = load_config(config, set_)
     check_applicable(cfg, str(config))
-    summary = run(cfg, out, resume=resume, device=device, progress=not as_json)
+    try:
+        summary = run(cfg, out, resume=resume, device=device, progress=not as_json)
+    except KeyboardInterrupt:
+        kept = (out / "checkpoint.safetensors").exists()
+        raise Interrupted(f"interrupted; continue from the last finished epoch with: sltc "
+                          f"discover {config} --out {out} --resume" if kept else
+                          "interrupted before the first epoch ended; nothing was kept: "
+                          "rerun the same command to start again") from None
     if summary is not None:  # torchrun's other ranks print nothing
         _emit(summary, as_json, _print_kv)
 
@@ -121,7 +129,9 @@ def config_(
 
 def _print_reference(rows: list[dict]) -> None:
     for row in rows:
-        print(f"{row['key']}: {row['type']} = {json.dumps(row['default'])}\n    {row['reason']}")
+        bounds = f", {row['range']}" if row["range"] else ""
+        print(f"{row['key']}: {row['type']} = {json.dumps(row['default'])}{bounds}\n"
+              f"    {row['reason']}")
 
 
 @app.command()
@@ -234,9 +244,13 @@ def validate(
     data: str = typer.Option(None, "--data", help="Dataset folder."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail unless a GPU runtime runs it."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback"),
+    tolerance: float = typer.Option(0.01, "--tolerance", min=0.0, max=1.0,
+                                    help="Exit 3 when the accuracy falls more than this "
+                                         "below the recorded one."),
     as_json: bool = JSON_OPT,
 ):
-    """Run the whole test set through a runtime engine; compare with the recorded accuracy."""
+    """Run the whole test set through a runtime engine; compare with the recorded accuracy
+    (exit 3 when it falls more than --tolerance below it)."""
     from sltc.runtime.validate import validate as run
 
     from .progress import Progress
@@ -245,18 +259,50 @@ def validate(
         result = run(model, engine, provider, data, require_gpu, allow_fallback,
                      on_batch=lambda n: task.advance(images=n))
     _emit(result, as_json, _print_kv)
+    if result["difference"] is not None and result["difference"] < -tolerance:
+        raise CheckFailed(f"accuracy {result['test_accuracy']:.4f} is "
+                          f"{-result['difference']:.4f} below the recorded "
+                          f"{result['recorded_accuracy']:.4f} (--tolerance {tolerance})")
+
+
+def _usage_line(e) -> str:
+    """A click usage error as one line naming the option and the command's --help."""
+    command = getattr(getattr(e, "ctx", None), "info_name", None)
+    where = f"sltc {command}" if command and command != "sltc" and "." not in command else "sltc"
+    message = " ".join(e.format_message().split())
+    return f"{message} (see {where} --help)"
 
 
 def main() -> None:
+    """Exit codes: 0 done, 1 an internal error (a bug: report it), 2 a user mistake
+    (one line naming it and the fix), 3 a check that failed, 130 interrupted."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer.exceptions import Abort
+
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as e:  # bare `sltc` or `sltc COMMAND`: the help it asked for
+        print(e.ctx.get_help())
+        code = 0
+    except ClickException as e:
+        print(f"sltc: error: {_usage_line(e)}", file=sys.stderr)
+        code = 2
     except SltcError as e:
-        print(f"sltc: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        print(f"sltc: error: {' '.join(str(e).split())}", file=sys.stderr)
+        code = e.exit_code
+    except (KeyboardInterrupt, Abort):
+        code = 130
+    except Exception as e:  # noqa: BLE001 - anything else is a bug, said as one
+        if os.environ.get("SLTC_DEBUG"):
+            raise
+        print(f"sltc: internal error: {type(e).__name__}: {' '.join(str(e).split())[:500]}; "
+              "this is a bug in sltc: rerun with SLTC_DEBUG=1 for the traceback and report it",
+              file=sys.stderr)
+        code = 1
+    if code == 130:
         print("sltc: interrupted", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

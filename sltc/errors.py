@@ -1,8 +1,11 @@
-"""User-facing errors: the CLI prints their message on one line and exits 2."""
+"""User-facing errors: the CLI prints their message on one line and exits with their code
+(2 for a mistake the user can fix)."""
 
 
 class SltcError(Exception):
     """A mistake the user can fix; the message names the problem and the fix."""
+
+    exit_code = 2
 
 
 class ConfigError(SltcError):
@@ -19,3 +22,15 @@ class TrainingError(SltcError):
 
 class TicketError(SltcError):
     """A ticket file that is malformed, corrupted or does not match its generator."""
+
+
+class CheckFailed(SltcError):
+    """A check that ran and failed (``sltc validate`` below its tolerance): exit 3."""
+
+    exit_code = 3
+
+
+class Interrupted(SltcError):
+    """Ctrl-C: the message says what was kept and how to go on; exit 130."""
+
+    exit_code = 130
