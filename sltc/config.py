@@ -8,16 +8,24 @@ path of the key (``ConfigError``), an unknown key with the closest valid one.
 from __future__ import annotations
 
 import difflib
+import math
+import reprlib
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .limits import read_limited
 
 CONFIG_VERSION = 1
+MAX_WIDTH = 1 << 16  # units or channels of one layer
+MAX_IMAGES = 1 << 24
+MAX_SYNTHETIC_PIXELS = 1 << 30  # 4 GiB of float32: a synthetic set larger than any real one
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Side = Annotated[int, Field(ge=1, le=8192)]  # an image side or channel count
 
 
 class _Strict(BaseModel):
@@ -34,21 +42,25 @@ def _f(default=..., why: str = "", **kw):
 class ModelConfig(_Strict):
     arch: str = _f("mlp", "a name in sltc.models.MODELS, or python:package.module:factory")
     kwargs: dict[str, Any] = _f(dict, "keyword arguments of a python: factory")
-    widths: list[int] = _f(lambda: [300, 100], "hidden widths of `mlp` (LeNet-300-100)")
-    depth: int | None = _f(None, "wrn: 28, 16, ...; vit: blocks (null: the preset's)", ge=1)
+    widths: list[Width] = _f(lambda: [300, 100], "hidden widths of `mlp` (LeNet-300-100)",
+                             max_length=256)
+    depth: int | None = _f(None, "wrn: 28, 16, ...; vit: blocks (null: the preset's)", ge=1,
+                           le=2000)
     width: float | None = _f(None, "ResNets: channel multiplier (null: 1); wrn: the widening "
-                             "factor k (null: 10)", gt=0, allow_inf_nan=False)
-    patch: int | None = _f(None, "vit / swin: patch side (null: the preset's)", ge=1)
-    dim: int | None = _f(None, "vit / swin: token width (null: the preset's)", ge=1)
-    heads: int | None = _f(None, "vit / swin: attention heads (null: the preset's)", ge=1)
-    window: int | None = _f(None, "swin: window side (null: the preset's)", ge=1)
+                             "factor k (null: 10)", gt=0, le=64, allow_inf_nan=False)
+    patch: int | None = _f(None, "vit / swin: patch side (null: the preset's)", ge=1, le=1024)
+    dim: int | None = _f(None, "vit / swin: token width (null: the preset's)", ge=1,
+                         le=MAX_WIDTH)
+    heads: int | None = _f(None, "vit / swin: attention heads (null: the preset's)", ge=1,
+                           le=1024)
+    window: int | None = _f(None, "swin: window side (null: the preset's)", ge=1, le=1024)
     batchnorm: bool = _f(False, "mlp / conv: non-affine BatchNorm after each hidden layer "
                          "(edge-popup style)")
     init: Literal["signed_constant", "uniform", "kaiming_normal"] = _f(
         "signed_constant", "weight init: signed constant needs one random bit per weight, "
         "cheapest to regenerate, best in edge-popup")
     gain: float = _f(2**0.5, "Kaiming gain, sqrt(2) for ReLU; larger gains made the "
-                     "controller overshoot (results.md)", gt=0, allow_inf_nan=False)
+                     "controller overshoot (results.md)", gt=0, le=100, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -57,20 +69,29 @@ class DataConfig(_Strict):
                                   "in Python (sltc.find_ticket)")
     root: str | None = _f(None, "folder searched first, then the system and user data folders")
     val_size: int = _f(5000, "validation images carved from the training set, never the "
-                       "test set", ge=0)
+                       "test set", ge=0, le=MAX_IMAGES)
     train_size: int | None = _f(None, "train on the first N images of the (shuffled) "
-                                "training split, for quick trials (null: all)", ge=1)
-    batch_size: int = _f(128, "the global batch: torchrun's ranks share it", ge=1)
-    synthetic_size: int = _f(2048, "training images of `synthetic`", ge=16)
-    synthetic_shape: list[int] = _f(lambda: [1, 28, 28], "(C, H, W) of `synthetic`, e.g. "
+                                "training split, for quick trials (null: all)", ge=1,
+                                le=MAX_IMAGES)
+    batch_size: int = _f(128, "the global batch: torchrun's ranks share it", ge=1, le=1 << 16)
+    synthetic_size: int = _f(2048, "training images of `synthetic`", ge=16, le=MAX_IMAGES)
+    synthetic_shape: list[Side] = _f(lambda: [1, 28, 28], "(C, H, W) of `synthetic`, e.g. "
                                     "[3, 32, 32]", min_length=3, max_length=3)
     augment: list[Literal["crop", "flip"]] = _f(
         list, "crop: random crop after zero padding of 4; flip: horizontal; off for "
         "(Fashion-)MNIST, on in the CIFAR examples, as the SLT papers do")
-    image_size: list[int] | None = _f(None, "`folder`: resize every image to [H, W] (null: "
+    image_size: list[Side] | None = _f(None, "`folder`: resize every image to [H, W] (null: "
                                       "the first training image's size)",
                                       min_length=2, max_length=2)
-    workers: int = _f(2, "`folder`: DataLoader worker processes", ge=0)
+    workers: int = _f(2, "`folder`: DataLoader worker processes", ge=0, le=256)
+
+    @model_validator(mode="after")
+    def _check_synthetic(self) -> DataConfig:
+        pixels = self.synthetic_size * math.prod(self.synthetic_shape)
+        if self.name == "synthetic" and pixels > MAX_SYNTHETIC_PIXELS:
+            raise ValueError(f"synthetic_size x synthetic_shape is {pixels} pixels, over the "
+                             f"limit of {MAX_SYNTHETIC_PIXELS}; make the set smaller")
+        return self
 
 
 class GatesConfig(_Strict):
@@ -78,43 +99,45 @@ class GatesConfig(_Strict):
     granularity: Literal["weight", "neuron"] = _f("weight", "one gate per weight, or per "
                                                   "output unit / channel")
     target_sparsity: float | None = _f(0.9, "fraction of gated weights pruned; drives lambda "
-                                       "(gate methods) or the top-k (edge_popup)", ge=0, lt=1)
+                                       "(gate methods) or the top-k (edge_popup)", ge=0, lt=1,
+                                       allow_inf_nan=False)
     lambda_: float = _f(1.0, "starting weight of the expected-L0 term; the controller adapts "
-                        "it towards target_sparsity; 0 turns both off", ge=0, alias="lambda",
-                        allow_inf_nan=False)
-    sigma: float = _f(0.5, "CRBG noise std, STG's value", gt=0, allow_inf_nan=False)
+                        "it towards target_sparsity; 0 turns both off", ge=0, le=1e6,
+                        alias="lambda", allow_inf_nan=False)
+    sigma: float = _f(0.5, "CRBG noise std, STG's value", gt=0, le=100, allow_inf_nan=False)
     mu_init: float = _f(0.5, "CRBG mean at init: P(z > 0) = Phi(mu/sigma) = 0.84",
-                        allow_inf_nan=False)
+                        ge=-100, le=100, allow_inf_nan=False)
     threshold: float = _f(0.5, "freeze rule: keep a weight when its deterministic gate "
-                          "exceeds this", ge=0, lt=1)
+                          "exceeds this", ge=0, lt=1, allow_inf_nan=False)
     recalibrate: int = _f(4096, "training images on which freezing recomputes BatchNorm "
                           "statistics with the binary masks (the run's were gathered under "
-                          "noisy gates); 0: keep the run's", ge=0)
+                          "noisy gates); 0: keep the run's", ge=0, le=MAX_IMAGES)
     gate_first: bool = _f(True, "gate the input layer")
     gate_last: bool = _f(True, "gate the classifier (weight granularity only)")
     ramp: float = _f(0.0, "> 0: the controller's target rises linearly over this fraction of "
                      "the run; 0 (best on the validation split): it holds from the start",
-                     ge=0, le=1)
+                     ge=0, le=1, allow_inf_nan=False)
     controller_gain: float = _f(5.0, "integral gain: change of log(lambda) over the run per "
-                                "unit of log-density error", ge=0, allow_inf_nan=False)
+                                "unit of log-density error", ge=0, le=1000, allow_inf_nan=False)
     controller_kp: float = _f(0.6, "proportional gain: log(lambda) offset per unit of "
-                              "current log-density error", ge=0, allow_inf_nan=False)
+                              "current log-density error", ge=0, le=1000, allow_inf_nan=False)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class TrainConfig(_Strict):
-    epochs: int = _f(60, "LeNet-300-100's validation accuracy rises up to about 60", ge=1)
+    epochs: int = _f(60, "LeNet-300-100's validation accuracy rises up to about 60", ge=1, le=100_000)
     optimizer: Literal["adam", "sgd"] = _f("adam", "optimizer of the gate parameters")
-    lr: float = _f(0.02, "gate learning rate (tuned on the validation split)", gt=0,
+    lr: float = _f(0.02, "gate learning rate (tuned on the validation split)", gt=0, le=100,
                    allow_inf_nan=False)
-    momentum: float = _f(0.9, "sgd only", ge=0, lt=1)
-    weight_decay: float = _f(0.0, "on the gate parameters", ge=0, allow_inf_nan=False)
+    momentum: float = _f(0.9, "sgd only", ge=0, lt=1, allow_inf_nan=False)
+    weight_decay: float = _f(0.0, "on the gate parameters", ge=0, le=100, allow_inf_nan=False)
     schedule: Literal["cosine", "constant"] = _f("cosine", "learning-rate schedule over the "
                                                  "run's steps")
-    max_steps: int | None = _f(None, "cap on steps per epoch, for smoke runs", ge=1)
+    max_steps: int | None = _f(None, "cap on steps per epoch, for smoke runs", ge=1,
+                                   le=1 << 31)
     eval_every: int = _f(1, "validate (relaxed and frozen) every N epochs and after the "
-                         "last; quick trials save the time", ge=1)
+                         "last; quick trials save the time", ge=1, le=100_000)
     precision: Literal["auto", "fp32", "bf16"] = _f(
         "auto", "auto: bf16 autocast for the network on CUDA, fp32 on the CPU; gates, noise "
         "and the L0 term stay float32; tickets are evaluated in fp32")
@@ -151,6 +174,8 @@ def _default(field) -> Any:
 
 def _type_name(tp) -> str:
     origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        return _type_name(args[0])
     if origin is Literal:
         return " | ".join(str(a) for a in args)
     if origin in (Union, types.UnionType):
@@ -171,8 +196,24 @@ def reference() -> list[dict[str, Any]]:
         items = [(f"{name}.{f.alias or k}", f) for k, f in owner.model_fields.items()] \
             if owner else [(name, field)]
         rows += [{"key": key, "type": _type_name(f.annotation), "default": _default(f),
-                  "reason": f.description or ""} for key, f in items]
+                  "range": _range(f), "reason": f.description or ""} for key, f in items]
     return rows
+
+
+def _range(field) -> str | None:
+    """The bounds of a field (or of each item of a list field), e.g. ``[1, 65536]``."""
+    metadata, each = field.metadata, ""
+    lists = [t for t in (field.annotation, *get_args(field.annotation)) if get_origin(t) is list]
+    item = get_args(lists[0])[0] if lists else None
+    if get_origin(item) is Annotated:
+        metadata, each = [m for a in get_args(item)[1:] for m in a.metadata], "each in "
+    low = next((f"[{m.ge}" for m in metadata if hasattr(m, "ge")), None) or \
+        next((f"({m.gt}" for m in metadata if hasattr(m, "gt")), None)
+    high = next((f"{m.le}]" for m in metadata if hasattr(m, "le")), None) or \
+        next((f"{m.lt})" for m in metadata if hasattr(m, "lt")), None)
+    if low is None and high is None:
+        return None
+    return f"{each}{low or '(-inf'}, {high or 'inf)'}"
 
 
 def example_yaml() -> str:
@@ -242,42 +283,56 @@ def _dotted(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after",)) or "<root>"
 
 
-def from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a plain dict; raises ``ConfigError`` naming the offending key."""
+_SHORT = reprlib.Repr()  # a value in a message: short whatever it holds (an alias bomb)
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 60, 60
+
+
+def from_dict(data: dict[str, Any], source: str = "config", names: bool = True) -> RunConfig:
+    """Validate a plain dict; raises ``ConfigError`` naming the offending key. ``names``:
+    check registry names too (that imports torch)."""
+    cfg = validated(RunConfig, data, source)
+    if names:
+        _check_names(cfg, source)
+    return cfg
+
+
+def validated(model: type[BaseModel], data, source: str, prefix: tuple = ()):
+    """``model`` (RunConfig or a section) validated from ``data``, or a one-line
+    ``ConfigError`` naming the key (``prefix``: the section's own path)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
+        raise ConfigError(f"{source}: expected a mapping, got a {_kind(data)}")
     try:
-        cfg = RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        key = _dotted(err["loc"])
+        loc = (*prefix, *err["loc"])
         if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{source}: {_unknown(err['loc'])}") from None
-        value = err.get("input")
-        raise ConfigError(f"{source}: {key}: {err['msg']} (got {value!r})") from None
-    _check_names(cfg, source)
-    return cfg
+            raise ConfigError(f"{source}: {_unknown(loc)}") from None
+        shown = "" if err["type"] == "value_error" else f" (got {_SHORT.repr(err.get('input'))})"
+        raise ConfigError(f"{source}: {_dotted(loc)}: {err['msg']}{shown}") from None
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply one ``KEY=VALUE`` in place; the value is parsed as YAML."""
     key, sep, raw = assignment.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
-    node = data
     parts = key.split(".")
-    for part in parts[:-1]:
+    if not sep or not all(parts):
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
+    value = parse_yaml(raw, f"--set {key}")
+    node = data
+    for i, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: '{part}' is not a section")
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[:i + 1])}' is a {_kind(node)}, "
+                              "not a section")
     if value is None and not _nullable(parts):
         node.pop(parts[-1], None)  # null on a key that cannot be null: back to its default
     else:
         node[parts[-1]] = value
+
+
+def _kind(value) -> str:
+    return {list: "list", str: "string", dict: "mapping"}.get(type(value), "single value")
 
 
 def _nullable(parts: list[str]) -> bool:
@@ -287,20 +342,70 @@ def _nullable(parts: list[str]) -> bool:
     return field is None or type(None) in get_args(field.annotation)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file; real ones are a few hundred bytes
+MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb's billions)
+MAX_CONFIG_DEPTH = 64
+
+
+def _size(value, depth: int = 0, seen: dict | None = None) -> int:
+    """The number of values in ``value`` with every alias expanded, counted without
+    expanding them (a shared list is counted once and reused)."""
+    seen = {} if seen is None else seen
+    if not isinstance(value, (dict, list)):
+        return 1
+    if depth > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"values nest deeper than {MAX_CONFIG_DEPTH} levels; a config is "
+                          "a few flat sections")
+    if id(value) not in seen:
+        items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
+        seen[id(value)] = 1 + sum(_size(v, depth + 1, seen) for _, v in items)
+    return seen[id(value)]
+
+
+def parse_yaml(text: str, source: str):
+    """``yaml.safe_load`` with the limits a config needs: no nesting past
+    ``MAX_CONFIG_DEPTH``, no more than ``MAX_CONFIG_NODES`` values once aliases expand."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}: invalid YAML{where}; fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: values nest too deeply; a config is a few flat "
+                          "sections") from None
+    try:
+        size = _size(value)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    if size > MAX_CONFIG_NODES:
+        raise ConfigError(f"{source}: {size} values once YAML aliases are expanded (the "
+                          f"limit is {MAX_CONFIG_NODES}); remove the aliases")
+    return value
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text: a regular file, at most ``MAX_CONFIG_BYTES``, UTF-8."""
+    if not path.exists():
+        raise ConfigError(f"config file {path} not found; pass the path to a model.yaml")
+    raw = read_limited(path, MAX_CONFIG_BYTES, "config (model.yaml)", ConfigError)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the config as "
+                          "UTF-8") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
     """Read a YAML file (or defaults), apply ``--set`` overrides, validate."""
     data: dict[str, Any] = {}
     source = str(path) if path else "config"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; pass the path to a model.yaml")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}: invalid YAML{where}; fix the syntax") from None
+        data = parse_yaml(_read_text(Path(path)), source)
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the top level is a {_kind(data)}, not a mapping of "
+                              "sections; start from sltc config --example")
     for assignment in overrides:
         apply_override(data, assignment)
     return from_dict(data, source)
