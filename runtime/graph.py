@@ -85,6 +85,8 @@ class Graph:
         constants = {}
         for t in g.initializer:
             if t.data_location == TensorProto.EXTERNAL:
+                if t.name not in tensors:
+                    raise SltcError(f"the graph's tensor {t.name!r} has no data")
                 constants[t.name] = tensors[t.name]
             else:
                 constants[t.name] = numpy_helper.to_array(t)
@@ -104,9 +106,32 @@ class Graph:
         in_dims = inputs[0].type.tensor_type.shape.dim
         out_dims = g.output[0].type.tensor_type.shape.dim
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
-        return cls(nodes, constants, inputs[0].name, g.output[0].name,
-                   [d.dim_value for d in in_dims[1:]], out_dims[-1].dim_value if out_dims else 0,
-                   opset, frozenset(masked))
+        graph = cls(nodes, constants, inputs[0].name, g.output[0].name,
+                    [d.dim_value for d in in_dims[1:]], out_dims[-1].dim_value if out_dims else 0,
+                    opset, frozenset(masked))
+        graph.check()
+        return graph
+
+    def check(self) -> None:
+        """Every node reads only values defined before it, and the output is written."""
+        defined = {self.input_name, "", *self.constants}
+        for node in self.nodes:
+            missing = [i for i in node.inputs if i not in defined]
+            if missing:
+                raise SltcError(f"node {node.name or node.op!r} reads {missing[0]!r}, which "
+                                "nothing before it defines")
+            defined.update(node.outputs)
+        if self.output_name not in defined:
+            raise SltcError(f"no node writes the graph's output {self.output_name!r}")
+
+    def check_classifier(self) -> None:
+        """What a deployable model's graph must also be: a batch of fixed-shape images in,
+        a fixed number of class scores out."""
+        if not 1 <= len(self.input_shape) <= 3 or not all(0 < d <= 8192 for d in self.input_shape):
+            raise SltcError(f"the graph's input must have a fixed shape (N, C, H, W) or (N, "
+                            f"D), got N x {self.input_shape}")
+        if not self.classes > 0:
+            raise SltcError("the graph's output must have a fixed number of classes")
 
     @classmethod
     def from_ticket(cls, ticket) -> Graph:

@@ -11,12 +11,12 @@ import numpy as np
 
 from sltc import skeleton
 from sltc.errors import SltcError
+from sltc.limits import MAX_ONNX_BYTES, regular_size, require_regular
 from sltc.seeding import generate_normal, generate_weight
 
+from . import csrfile
+from .csrfile import SKELETON_KEY
 from .graph import Graph
-
-CSR_VERSION = 2
-SKELETON_KEY = "sltc.skeleton"  # the CSR export's tensor holding the encoded skeleton
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _from_ticket(path: Path) -> Deployable:
 
 
 def _csr_weight(tensors: dict, layer: dict, seed: int) -> np.ndarray:
-    """The dense masked weight of one layer of a CSR export."""
+    """The dense masked weight of one layer of a (validated) CSR export."""
     name, shape = layer["name"], tuple(layer["shape"])
     rows = shape[0]
     cols = int(np.prod(shape[1:]))
@@ -70,9 +70,6 @@ def _csr_weight(tensors: dict, layer: dict, seed: int) -> np.ndarray:
     if layer["storage"] == "dense":
         return dense_values.reshape(shape)
     indptr, indices = tensors[f"{name}.indptr"], tensors[f"{name}.indices"]
-    if len(indptr) != rows + 1 or indptr[-1] != len(indices) or (
-            len(indices) and (indices.min() < 0 or indices.max() >= cols)):
-        raise SltcError(f"{name}: CSR arrays do not fit shape {list(shape)}; re-export")
     mask = np.zeros((rows, cols), dtype=bool)
     mask[np.repeat(np.arange(rows), np.diff(indptr)), indices] = True
     w = np.zeros((rows, cols), dtype=np.float32)
@@ -84,18 +81,10 @@ def _csr_weight(tensors: dict, layer: dict, seed: int) -> np.ndarray:
 
 
 def _from_csr(path: Path) -> Deployable:
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-
     try:
-        with safe_open(str(path), "np") as f:
-            manifest = json.loads((f.metadata() or {})["sltc"])
-        tensors = load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - any read failure is a bad file
-        raise SltcError(f"{path}: not an sltc CSR export ({e})") from None
-    if manifest.get("format") != "sltc-csr" or manifest.get("version") != CSR_VERSION:
-        raise SltcError(f"{path}: unsupported CSR export format; re-export it from the ticket "
-                        "with this sltc")
+        manifest, tensors = csrfile.read(path)
+    except SltcError as e:
+        raise SltcError(f"{path}: {e}") from None
     seed = manifest["seed"]
     arrays = {layer["tensor"]: _csr_weight(tensors, layer, seed) for layer in manifest["layers"]}
     arrays.update((t["name"], generate_normal(seed, t["name"], tuple(t["shape"]), t["std"]))
@@ -105,38 +94,56 @@ def _from_csr(path: Path) -> Deployable:
     try:
         model = skeleton.parse(skeleton.decode(tensors[SKELETON_KEY].tobytes(), entry["size"]))
         skeleton.check_sources(model, {k: v.shape for k, v in arrays.items()})
+        graph = Graph.from_onnx(model, arrays, {layer["tensor"] for layer in manifest["layers"]
+                                                if layer["storage"] == "csr"})
     except SltcError as e:
         raise SltcError(f"{path}: {e}") from None
-    masked = {layer["tensor"] for layer in manifest["layers"] if layer["storage"] == "csr"}
     meta = {k: manifest[k] for k in ("input_shape", "classes", "sparsity", "test_accuracy",
                                      "data", "seed")}
-    return Deployable(path, "csr", meta, Graph.from_onnx(model, arrays, masked))
+    return Deployable(path, "csr", meta, graph)
+
+
+def _onnx_meta(path: Path, model, graph: Graph) -> dict:
+    """The model entries from an ONNX export's ``sltc.*`` metadata (absent: unknown)."""
+    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        sparsity = float(props.get("sltc.sparsity", "nan"))
+        accuracy = props.get("sltc.test_accuracy")
+        accuracy = None if accuracy in (None, "None") else float(accuracy)
+        data = json.loads(props["sltc.data"]) if "sltc.data" in props else None
+        seed = int(props.get("sltc.seed", 0))
+    except (ValueError, RecursionError):
+        raise SltcError(f"{path}: damaged sltc.* metadata; re-export the model from its "
+                        "ticket") from None
+    if accuracy is not None and not 0 <= accuracy <= 1 or not isinstance(data, (dict, type(None))):
+        raise SltcError(f"{path}: damaged sltc.* metadata; re-export the model from its ticket")
+    return {"input_shape": graph.input_shape, "classes": graph.classes, "sparsity": sparsity,
+            "test_accuracy": accuracy, "data": data, "seed": seed}
 
 
 def _from_onnx(path: Path) -> Deployable:
     import onnx
 
+    regular_size(path, MAX_ONNX_BYTES, "ONNX model")
     try:
         model = onnx.load(str(path))
         graph = Graph.from_onnx(model)
     except SltcError as e:
         raise SltcError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001
-        raise SltcError(f"{path}: not a readable ONNX file ({e})") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    meta = {"input_shape": graph.input_shape, "classes": graph.classes,
-            "sparsity": float(props.get("sltc.sparsity", "nan")),
-            "test_accuracy": float(props["sltc.test_accuracy"]) if "sltc.test_accuracy" in props
-            else None, "data": json.loads(props["sltc.data"]) if "sltc.data" in props else None,
-            "seed": int(props.get("sltc.seed", 0))}
-    return Deployable(path, "onnx", meta, graph)
+        raise SltcError(f"{path}: not a readable ONNX file ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]})") from None
+    return Deployable(path, "onnx", _onnx_meta(path, model, graph), graph)
 
 
 def load(path: str | Path) -> Deployable:
     path = Path(path)
-    if not path.is_file():
-        raise SltcError(f"{path}: no such file")
+    require_regular(path, "model")
     tic = time.perf_counter()
     model = {"ticket": _from_ticket, "csr": _from_csr, "onnx": _from_onnx}[kind_of(path)](path)
+    try:
+        model.graph.check_classifier()
+    except SltcError as e:
+        raise SltcError(f"{path}: {e}") from None
     model.load_s = time.perf_counter() - tic
     return model

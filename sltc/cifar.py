@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .limits import MAX_DATA_BYTES, read_limited
 from .splits import Split, candidate_dirs
 
 PIXELS = 3 * 32 * 32
@@ -29,10 +30,7 @@ ARCHIVES = {"cifar10": "cifar-10-binary", "cifar100": "cifar-100-binary"}
 def read_batch(path: Path, label_bytes: int) -> Split:
     """One binary batch file; its size must be a whole number of records."""
     record = label_bytes + PIXELS
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read CIFAR batch ({e.strerror}); re-download it") from None
+    raw = read_limited(path, MAX_DATA_BYTES, "CIFAR batch", DataError)
     if not raw or len(raw) % record:
         raise DataError(f"{path}: {len(raw)} bytes is not a whole number of {record}-byte CIFAR "
                         "records (a truncated file?); re-download it")

@@ -9,6 +9,8 @@ and normalise inside. A split hands out ``batch(start, stop)`` of uint8 images.
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 from .cifar import load_cifar
 from .errors import DataError
 from .folder import load_folder
+from .limits import MAX_DATA_BYTES, require_regular
 from .seeding import permutation, uniform01
 from .splits import Split, candidate_dirs
 
@@ -49,22 +52,28 @@ class Dataset:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (raw or gzip); checks the header against the payload size."""
+    """Read one IDX file (raw or gzip): the header first, then exactly the bytes it
+    declares, at most ``MAX_DATA_BYTES`` (a gzip bomb inflates no further)."""
     path = Path(path)
+    require_regular(path, "IDX", DataError)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+            head = f.read(4)
+            if len(head) < 4 or head[0:2] != b"\0\0" or head[2] not in _IDX_DTYPES:
+                raise DataError(f"{path}: not an unsigned-byte IDX file; check the file")
+            shape = f.read(4 * head[3])
+            dims = [int.from_bytes(shape[4 * i:4 * i + 4], "big") for i in range(head[3])]
+            size = math.prod(dims)
+            if len(shape) != 4 * head[3] or size > MAX_DATA_BYTES:
+                raise DataError(f"{path}: IDX header {dims} declares more than "
+                                f"{MAX_DATA_BYTES} bytes; re-download it")
+            raw = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read IDX file ({e}); re-download it") from None
-    if len(raw) < 4 or raw[0:2] != b"\0\0" or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an unsigned-byte IDX file; check the file")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    if len(raw) != header + int(np.prod(dims)):
+    if len(raw) != size:
         raise DataError(f"{path}: IDX size does not match its header {dims}; re-download it")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def _find(stem: str, dirs: list[Path]) -> Path | None:
@@ -141,8 +150,18 @@ def load_dataset(cfg, seed: int) -> Dataset:
 
 
 def recorded_test_set(data: dict, seed: int, root: str | None = None):
-    """The test set named by a saved run's ``data`` config (``root`` overrides its folder)."""
-    from types import SimpleNamespace
+    """The test set named by a saved run's ``data`` config (``root`` overrides its folder);
+    a ``data`` that does not validate as the config's ``data`` section is a ``DataError``."""
+    from .config import DataConfig, validated
+    from .errors import ConfigError
 
-    keys = {"synthetic_shape": [1, 28, 28], "image_size": None, **data}
-    return load_named_split(SimpleNamespace(**keys), seed, "test", root)
+    try:
+        cfg = validated(DataConfig, data, "the model's recorded dataset", ("data",))
+    except ConfigError as e:
+        raise DataError(f"{e}; re-export the model from its ticket") from None
+    if type(seed) is not int or not 0 <= seed < 2**64:
+        raise DataError("the model's recorded seed is not an integer in [0, 2**64); re-export "
+                        "the model from its ticket")
+    return load_named_split(cfg, seed, "test", root)
+
+

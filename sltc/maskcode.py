@@ -109,7 +109,16 @@ def rans_decode(payload: bytes, n: int, ones: int) -> np.ndarray:
         out[t] = s
     if pos != len(stream) or np.any(x != RANS_LOW):
         raise TicketError("rans stream does not decode to its final state")
-    return unpack(out.reshape(-1)[:nsym], n)
+    if np.any(out.reshape(-1)[nsym:] != np.argmax(freq)):
+        raise TicketError("rans positions past the mask must hold the most probable symbol")
+    return _unpadded(out.reshape(-1)[:nsym], n)
+
+
+def _unpadded(data: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` mask bits of packed bytes whose padding bits must be 0."""
+    if n % 8 and data[-1] >> (n % 8):
+        raise TicketError("mask padding bits are not 0")
+    return unpack(data, n)
 
 
 def encode(mask: np.ndarray, encoding: str | None = None) -> tuple[str, bytes]:
@@ -137,7 +146,7 @@ def decode(encoding: str, payload: bytes, n: int, ones: int) -> np.ndarray:
     if encoding == "bitmap":
         if len(payload) != (n + 7) // 8:
             raise TicketError(f"bitmap of {len(payload)} bytes for {n} entries")
-        mask = unpack(np.frombuffer(payload, np.uint8), n)
+        mask = _unpadded(np.frombuffer(payload, np.uint8), n)
     elif encoding == "rans":
         if ones in (0, n):
             raise TicketError("rans mask with density 0 or 1")

@@ -7,6 +7,7 @@ own ONNX exporter from the plain (masked) twin of the gated model.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import onnx
@@ -73,7 +74,7 @@ def ticket_from_model(model, masks: dict, config, data, test_accuracy: float) ->
                           "std": data.std},
         "method": config.gates.method,
         "sparsity": ticket.sparsity(),
-        "test_accuracy": test_accuracy,
+        "test_accuracy": None if math.isnan(test_accuracy) else test_accuracy,  # no test set
     }
     return ticket
 
@@ -91,8 +92,13 @@ def model_from_ticket(ticket: Ticket) -> nn.Module:
     for name, buf in model.named_buffers():
         if name in state:
             buf.copy_(state[name])
+    built = {m.name: list(m.weight.shape) for m in gated_layers(model)}
+    table = {s["name"]: list(s["shape"]) for s in ticket.layers}
+    if built != table:
+        name = next(iter(sorted(n for n in built.keys() | table.keys()
+                                if built.get(n) != table.get(n))))
+        raise TicketError(f"the ticket's config builds layer {name!r} as {built.get(name)} but "
+                          f"its layer table says {table.get(name)}; the ticket is inconsistent")
     for m in gated_layers(model):
-        if m.name not in ticket.masks:
-            raise TicketError(f"the ticket has no mask for layer {m.name!r}")
         m.fixed_mask = torch.from_numpy(ticket.weight_mask(m.name).copy()).float()
     return model.eval()

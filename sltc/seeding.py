@@ -49,17 +49,18 @@ def philox4x32(counter: np.ndarray, key: tuple[int, int], rounds: int = 10) -> n
     return np.stack([c0, c1, c2, c3]).astype(np.uint32)
 
 
-def random_words(seed: int, name: str, count: int) -> np.ndarray:
-    """The first ``count`` uint32 words of the stream for ``(seed, name)``.
+def random_words(seed: int, name: str, count: int, start: int = 0) -> np.ndarray:
+    """Words ``start ... start + count - 1`` of the uint32 stream for ``(seed, name)``.
 
     Block ``i`` uses counter ``(i mod 2**32, i div 2**32, 0, 0)``; word ``4*i + j``
     is output ``j`` of block ``i``.
     """
-    blocks = (count + 3) // 4
-    index = np.arange(blocks, dtype=np.uint64)
-    zeros = np.zeros(blocks, dtype=np.uint64)
+    first, stop = start // 4, (start + count + 3) // 4
+    index = np.arange(first, stop, dtype=np.uint64)
+    zeros = np.zeros(stop - first, dtype=np.uint64)
     counter = np.stack([index & _MASK32, index >> _SHIFT32, zeros, zeros])
-    return philox4x32(counter, layer_key(seed, name)).T.reshape(-1)[:count]
+    words = philox4x32(counter, layer_key(seed, name)).T.reshape(-1)
+    return words[start - 4 * first:start - 4 * first + count]
 
 
 def init_scale(init: str, fan_in: int, gain: float = math.sqrt(2.0)) -> float:
@@ -80,29 +81,40 @@ def generate_weight(
     gain: float = math.sqrt(2.0),
 ) -> np.ndarray:
     """Regenerate a frozen weight bit for bit: float32, C order, ``shape``."""
-    n = math.prod(shape)
+    return weight_span(seed, name, init, fan_in, gain, 0, math.prod(shape)).reshape(shape)
+
+
+def weight_span(seed: int, name: str, init: str, fan_in: int, gain: float, start: int,
+                stop: int) -> np.ndarray:
+    """Elements ``start ... stop - 1`` of the flattened weight: a weight regenerated piece by
+    piece, in bounded memory, equals ``generate_weight`` bit for bit."""
+    n = stop - start
     scale = init_scale(init, fan_in, gain)
-    if init == "signed_constant":
-        words = random_words(seed, name, (n + 31) // 32)
-        bits = np.unpackbits(words.astype("<u4").view(np.uint8), bitorder="little")[:n]
+    if init == "signed_constant":  # element i is bit i mod 32 of word i div 32
+        first = start // 32
+        words = random_words(seed, name, (stop + 31) // 32 - first, first)
+        bits = np.unpackbits(words.astype("<u4").view(np.uint8), bitorder="little")
         c = np.float32(scale)
-        w = np.where(bits.astype(bool), -c, c)
-    elif init == "uniform":
-        k = (random_words(seed, name, n) >> np.uint32(8)).astype(np.float64)
-        w = (scale * ((2.0 * k + 1.0 - 2.0**24) / 2.0**24)).astype(np.float32)
-    else:
-        return generate_normal(seed, name, shape, scale)
-    return w.reshape(shape)
+        return np.where(bits[start - 32 * first:start - 32 * first + n].astype(bool), -c, c)
+    if init == "uniform":
+        k = (random_words(seed, name, n, start) >> np.uint32(8)).astype(np.float64)
+        return (scale * ((2.0 * k + 1.0 - 2.0**24) / 2.0**24)).astype(np.float32)
+    return normal_span(seed, name, scale, start, stop)
 
 
 def generate_normal(seed: int, name: str, shape: tuple[int, ...], std: float) -> np.ndarray:
     """float32 ``std * z``, z an Irwin-Hall normal: the sum of 12 uniforms from the top 24
     bits of words ``12n ... 12n+11``, minus 6 (mean 0, variance 1, exact in float64)."""
-    n = math.prod(shape)
-    k = random_words(seed, name, n * _NORMAL_TERMS) >> np.uint32(8)
+    return normal_span(seed, name, std, 0, math.prod(shape)).reshape(shape)
+
+
+def normal_span(seed: int, name: str, std: float, start: int, stop: int) -> np.ndarray:
+    """Elements ``start ... stop - 1`` of ``generate_normal``'s flattened tensor."""
+    n = stop - start
+    k = random_words(seed, name, n * _NORMAL_TERMS, start * _NORMAL_TERMS) >> np.uint32(8)
     total = ((k.astype(np.float64) + 0.5) / 2.0**24).reshape(n, _NORMAL_TERMS)
     z = np.add.reduce(total, axis=1) - 6.0
-    return (std * z).astype(np.float32).reshape(shape)
+    return (std * z).astype(np.float32)
 
 
 def uniform01(seed: int, name: str, count: int) -> np.ndarray:

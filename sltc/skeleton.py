@@ -17,11 +17,11 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from .errors import TicketError
+from .limits import MAX_SKELETON_BYTES
 
 ENCODING = "zlib"
 LOCATION = "sltc"
 INPUT, OUTPUT = "input", "logits"
-MAX_SKELETON_BYTES = 1 << 26  # decoded; a guard against a payload that inflates without end
 
 
 def is_placeholder(tensor: TensorProto) -> bool:

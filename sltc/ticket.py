@@ -27,13 +27,23 @@ import onnx
 from . import legacy, maskcode, skeleton
 from .errors import TicketError
 from .io import atomic_write_bytes
-from .seeding import GENERATOR, INITS, KEY_DERIVATION, generate_normal, generate_weight
+from .limits import MAX_HEADER_BYTES, MAX_TICKET_BYTES, MAX_WEIGHTS, read_limited
+from .seeding import (
+    GENERATOR,
+    INITS,
+    KEY_DERIVATION,
+    generate_normal,
+    generate_weight,
+    normal_span,
+    weight_span,
+)
 
 MAGIC = b"SLTICKET"
 VERSION = (1, 1)
 PREAMBLE = struct.Struct("<8sHHI")
-MAX_HEADER_BYTES = 1 << 24
-MAX_WEIGHTS = 1 << 30  # per ticket; a guard against headers that ask for absurd allocations
+HASH_CHUNK = 1 << 20  # weights regenerated at a time when verifying
+MAX_SIDE = 8192  # of an input dimension
+MAX_CLASSES = 1 << 20
 EXTRA_DTYPE = "<f4"
 LAYER_KEYS = ("name", "shape", "fan_in", "init", "gain", "granularity")
 
@@ -80,11 +90,22 @@ class Ticket:
         return generate_normal(self.seed, name, tuple(s["shape"]), s["std"])
 
     def weights_sha256(self) -> str:
+        """SHA-256 of every masked weight, then every drawn tensor, as little-endian float32
+        in C order; computed ``HASH_CHUNK`` elements at a time, in bounded memory."""
         h = hashlib.sha256()
         for s in self.layers:
-            h.update(self.weight(s["name"]).astype(EXTRA_DTYPE).tobytes())
+            n, flat = math.prod(s["shape"]), self.masks[s["name"]].reshape(-1)
+            per_gate = n // flat.size  # 1, or a neuron gate's weights
+            for a in range(0, n, HASH_CHUNK):
+                b = min(n, a + HASH_CHUNK)
+                w = weight_span(self.seed, s["name"], s["init"], s["fan_in"], s["gain"], a, b)
+                keep = flat[a:b] if per_gate == 1 else flat[np.arange(a, b) // per_gate]
+                h.update(np.where(keep, w, np.float32(0)).astype(EXTRA_DTYPE).tobytes())
         for s in self.tensors:
-            h.update(self.drawn(s["name"]).astype(EXTRA_DTYPE).tobytes())
+            n = math.prod(s["shape"])
+            for a in range(0, n, HASH_CHUNK):
+                span = normal_span(self.seed, s["name"], s["std"], a, min(n, a + HASH_CHUNK))
+                h.update(span.astype(EXTRA_DTYPE).tobytes())
         return h.hexdigest()
 
     def sources(self) -> dict[str, tuple[int, ...]]:
@@ -146,10 +167,7 @@ class Ticket:
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True) -> Ticket:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise TicketError(f"{path}: cannot read ticket ({e.strerror})") from None
+        data = read_limited(path, MAX_TICKET_BYTES, "ticket", TicketError)
         try:
             return cls.from_bytes(data, verify)
         except TicketError as e:
@@ -188,12 +206,17 @@ def _split(data: bytes) -> tuple[dict, memoryview, int]:
     if head_len > min(MAX_HEADER_BYTES, len(data) - PREAMBLE.size - 4):
         raise TicketError(f"header length {head_len} runs past the end of the file")
     try:
-        header = json.loads(bytes(data[PREAMBLE.size:PREAMBLE.size + head_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        header = json.loads(bytes(data[PREAMBLE.size:PREAMBLE.size + head_len]).decode("utf-8"),
+                            parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
         raise TicketError("broken header: not valid JSON") from None
     if not isinstance(header, dict) or header.get("format") != "sltc-ticket":
         raise TicketError("broken header: not an sltc-ticket header")
     return header, memoryview(data)[PREAMBLE.size + head_len:-4], minor
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _int_list(value, what: str) -> list[int]:
@@ -279,6 +302,53 @@ def _read_skeleton(header: dict, body: memoryview, offset: int) -> tuple[onnx.Mo
     return skeleton.parse(skeleton.decode(payload, entry["size"])), offset + entry["length"]
 
 
+def _number(value, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        low <= value <= high
+
+
+def check_model_meta(meta, what: str = "meta") -> None:
+    """The entries every reader of a model uses: ``input_shape``, ``classes``,
+    ``preprocessing``, ``sparsity``, ``test_accuracy`` (format.md section 2.3)."""
+    if not isinstance(meta, dict):
+        raise TicketError(f"broken header: {what} must be an object")
+    shape = meta.get("input_shape")
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 3 or not all(
+            type(v) is int and 0 < v <= MAX_SIDE for v in shape):
+        raise TicketError(f"broken header: {what}.input_shape must be 1 to 3 integers in "
+                          f"[1, {MAX_SIDE}]")
+    if type(meta.get("classes")) is not int or not 1 <= meta["classes"] <= MAX_CLASSES:
+        raise TicketError(f"broken header: {what}.classes must be an integer in "
+                          f"[1, {MAX_CLASSES}]")
+    pre = meta.get("preprocessing")
+    if not isinstance(pre, dict) or not _number(pre.get("mean"), -1e6, 1e6) or \
+            not _number(pre.get("std"), 1e-12, 1e6):
+        raise TicketError(f"broken header: {what}.preprocessing needs a finite mean and a "
+                          "positive std")
+    if not _number(meta.get("sparsity"), 0, 1):
+        raise TicketError(f"broken header: {what}.sparsity must be a number in [0, 1]")
+    if meta.get("test_accuracy") is not None and not _number(meta["test_accuracy"], 0, 1):
+        raise TicketError(f"broken header: {what}.test_accuracy must be null or a number in "
+                          "[0, 1]")
+
+
+def check_meta(meta, seed: int) -> None:
+    """A ticket's ``meta``: the model entries, and a ``config`` that validates and names
+    the ticket's seed."""
+    from . import config as config_mod
+
+    check_model_meta(meta)
+    if not isinstance(meta.get("method"), str):
+        raise TicketError("broken header: meta.method must be a string")
+    try:
+        config = config_mod.from_dict(meta.get("config"), "meta.config", names=False)
+    except config_mod.ConfigError as e:
+        raise TicketError(f"broken header: {e}") from None
+    if config.seed != seed:
+        raise TicketError(f"broken header: meta.config.seed {config.seed} is not the ticket's "
+                          f"seed {seed}")
+
+
 def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
     if header["generator"] != {"name": GENERATOR, "key": KEY_DERIVATION}:
         raise TicketError(f"generator {header['generator']} is not {GENERATOR}; upgrade sltc")
@@ -293,8 +363,7 @@ def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
         raise TicketError(f"the ticket claims more than {MAX_WEIGHTS} weights")
     extras, offset = _read_extras(header, body, offset)
     meta = header["meta"]
-    if not isinstance(meta, dict):
-        raise TicketError("broken header: meta must be an object")
+    check_meta(meta, seed)
     if minor >= 1:
         graph, offset = _read_skeleton(header, body, offset)
     else:

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..layers import gate
+from ..limits import MAX_WEIGHTS
 from ..registry import Registry
 
 MODELS: Registry = Registry("architecture")
@@ -80,7 +81,17 @@ def create_model(cfg, input_shape, classes: int, mean: float, std: float) -> nn.
 
 
 def build_model(config, input_shape, classes: int, mean: float, std: float) -> nn.Module:
-    """The gated model: a plain model with gated layers swapped in and every tensor set."""
+    """The gated model: a plain model with gated layers swapped in and every tensor set.
+    A registry network is first built without memory (on torch's meta device) and
+    refused if it holds more than ``MAX_WEIGHTS`` numbers."""
+    if not config.model.arch.startswith(PYTHON_PREFIX):
+        with torch.device("meta"):
+            shell = create_model(config.model, input_shape, classes, mean, std)
+        size = sum(t.numel() for t in [*shell.parameters(), *shell.buffers()])
+        if size > MAX_WEIGHTS:
+            raise ConfigError(f"model: this {config.model.arch} holds {size:,} weights, over "
+                              f"sltc's limit of {MAX_WEIGHTS:,}; choose smaller widths, depth "
+                              "or dim")
     return gate(create_model(config.model, input_shape, classes, mean, std), config)
 
 

@@ -1,0 +1,58 @@
+"""What sltc reads and allocates at most: every loader checks these before it reads or
+allocates (``docs/format.md`` section 5 lists them). Numpy-free, torch-free."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from .errors import SltcError
+
+MAX_WEIGHTS = 1 << 28  # weights of one network (ViT-B has 86M); 1 GiB of float32
+MAX_TICKET_BYTES = 1 << 28  # a ticket: at most a bit per weight plus statistics
+MAX_HEADER_BYTES = 1 << 24  # a ticket's header JSON
+MAX_SKELETON_BYTES = 1 << 26  # a decoded skeleton
+MAX_CSR_BYTES = 1 << 32  # a CSR export (stored values: 8 bytes per kept weight)
+MAX_MANIFEST_BYTES = 1 << 24  # a CSR export's manifest JSON
+MAX_ONNX_BYTES = 1 << 31  # protobuf's own limit on one file
+MAX_CHECKPOINT_BYTES = 1 << 34
+MAX_DATA_BYTES = 1 << 32  # one dataset file (IDX images, a CIFAR batch), inflated
+MAX_METRICS_BYTES = 1 << 28  # a run's metrics.jsonl (a few hundred bytes per epoch)
+
+
+def read_limited(path: str | Path, limit: int, what: str, error=SltcError) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; anything else (a directory,
+    a FIFO, a device, a larger file) is ``error`` before a byte is read."""
+    path = Path(path)
+    size = regular_size(path, limit, what, error)
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise error(f"{path}: cannot read {what} ({e.strerror})") from None
+    if len(data) != size:
+        raise error(f"{path}: the {what} changed while it was read; try again")
+    return data
+
+
+def regular_size(path: str | Path, limit: int, what: str, error=SltcError) -> int:
+    """The size of ``path`` after checking it is a regular file of at most ``limit`` bytes."""
+    size = require_regular(path, what, error)
+    if size > limit:
+        raise error(f"{path}: {size} bytes is larger than any {what} ({limit} at most); "
+                    "pass the right file")
+    return size
+
+
+def require_regular(path: str | Path, what: str, error=SltcError) -> int:
+    """The size of ``path``, a regular file (not a directory, FIFO or device)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: no such file; pass a {what} file") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what} ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: not a regular file; pass a {what} file")
+    return st.st_size
