@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import config as config_mod
-from .discover import Trainer, run
+from .discover import Trainer, claim, run
 from .errors import ConfigError
 from .evaluate import resolve_device
 from .layers import gate
@@ -77,6 +77,7 @@ def find_ticket(model: nn.Module, train, test, config=None, *, val=None,
         classes = int(model.eval()(first[:2]).shape[1])
     data = Data(train_batches, LoaderBatches(val if val is not None else [], dev),
                 LoaderBatches(test, dev), tuple(first.shape[1:]), classes, 0.0, 1.0)
-    summary = run(Trainer(_recorded(config, model), model, data, dev), Path(out),
-                  progress=progress)
+    recorded = _recorded(config, model)
+    with claim(Path(out), recorded, resume=False):
+        summary = run(Trainer(recorded, model, data, dev), Path(out), progress=progress)
     return summary, Ticket.load(Path(out) / "ticket.slt")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import config as config_mod
-from . import distributed
+from . import distributed, rundir
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .distributed import World
@@ -284,27 +284,37 @@ def _check_resume(out: Path, config) -> None:
     if config.train.epochs < saved.train.epochs:
         raise SltcError(f"--resume: train.epochs {config.train.epochs} is below the run's "
                         f"{saved.train.epochs}; a run can only be continued")
-    if config.train.epochs > saved.train.epochs:
-        config_mod.save_config(config, out / "config.yaml")
 
 
-def _prepare_out(out: Path, config, resume: bool) -> None:
+def _check_out(out: Path, config, resume: bool) -> None:
+    """Whether ``out`` suits a fresh run (no run files) or a resumed one (a checkpoint and
+    the same config)."""
     ckpt = out / "checkpoint.safetensors"
     if resume:
         if not ckpt.exists():
             raise SltcError(f"--resume: {ckpt} not found; run without --resume to start")
         _check_resume(out, config)
         return
-    if ckpt.exists():
-        raise SltcError(f"{out} already holds a run; pass --resume or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    config_mod.save_config(config, out / "config.yaml")
-    atomic_write_text(out / "metrics.jsonl", "")
+    found = rundir.previous_run(out)
+    if found:
+        raise SltcError(f"{out} already holds a run ({', '.join(found)}); pass --resume to "
+                        "continue it, or choose another --out")
+
+
+@contextlib.contextmanager
+def claim(out: Path, config, resume: bool, world: World = World()):
+    """Hold the run directory ``out`` (rank 0): lock it and check it, before any work."""
+    if not world.main:
+        yield
+        return
+    with rundir.locked(out):
+        _check_out(out, config, resume)
+        yield
 
 
 def _trim_metrics(path: Path, epochs_done: int) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["epoch"] <= epochs_done]
+    """A resumed run's metrics up to its checkpoint (a line a kill cut short is dropped)."""
+    rows = [r for r in rundir.read_metrics(path) if r["epoch"] <= epochs_done]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
@@ -315,8 +325,9 @@ def discover(config, out_dir: str | Path, *, resume: bool = False, device: str =
     on torchrun's ranks other than 0)."""
     world = distributed.init(device)
     try:
-        trainer = Trainer.from_config(config, resolve_device(device, world), world)
-        return run(trainer, Path(out_dir), resume=resume, progress=progress)
+        with claim(Path(out_dir), config, resume, world):
+            trainer = Trainer.from_config(config, resolve_device(device, world), world)
+            return run(trainer, Path(out_dir), resume=resume, progress=progress)
     finally:
         distributed.close(world)
 
@@ -325,17 +336,20 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
         progress: bool = True) -> dict | None:
     """The training loop of a prepared run, then the ticket: what ``discover`` and the
     Python API share. Rank 0 writes the run directory and returns the summary; other
-    torchrun ranks train alongside and return None."""
+    torchrun ranks train alongside and return None. Call it inside ``claim(out, ...)``."""
     config, world = trainer.config, trainer.world
     trainer.progress = Progress(progress and world.main)
-    if world.main:
-        _prepare_out(out, config, resume)
+    if world.main and not resume:
+        config_mod.save_config(config, out / "config.yaml")
+        atomic_write_text(out / "metrics.jsonl", "")
     world.barrier()
     start, rows = 0, []
     if resume:
         state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer)
         start, trainer.lam = state["epoch"], state["lambda"]
         trainer.log_integral = state["log_integral"]
+        if world.main:  # a larger train.epochs is now the run's
+            config_mod.save_config(config, out / "config.yaml")
         rows = _trim_metrics(out / "metrics.jsonl", start) if world.main else []
     epochs = config.train.epochs
     for epoch in range(start, epochs):

@@ -1,7 +1,13 @@
-"""Atomic file writes: a temp file beside the target, then ``os.replace``."""
+"""Atomic file writes: a temp file beside the target, then ``os.replace``.
+
+The temp file is ``.NAME.PID.RANDOM.tmp``; one that a killed process left behind is
+removed by the next write of the same file.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -25,7 +31,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         raise SltcError(f"{path} is a directory; name the file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _remove_stale(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=path.parent)
     except OSError as e:
         raise SltcError(f"cannot write {path} ({e.strerror}); choose a writable place") from None
     os.close(fd)
@@ -37,6 +45,26 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete the temp files of earlier writes of ``path`` whose process has ended."""
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix):].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -3,10 +3,10 @@ No torch here (the runtime's ``bench --plot`` draws through it too)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
+from . import rundir
 from .errors import SltcError
 from .io import atomic_write
 
@@ -32,13 +32,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise SltcError(f"{run_dir}: no metrics.jsonl; pass a run directory made by discover")
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    rows = [r for r in rows if isinstance(r, dict) and "epoch" in r]
+    rows = rundir.read_metrics(path)
     if not rows:
         raise SltcError(f"{path}: no finished epoch yet; plot once the first epoch has ended")
     return rows

@@ -1,0 +1,76 @@
+"""A run directory: the files ``discover`` writes, its lock, and its metrics lines.
+
+One ``discover`` at a time holds a directory: an advisory ``flock`` on the directory
+itself, which the system releases when the process ends however it ends (a kill leaves no
+stale lock, and no lock file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from .errors import SltcError
+from .limits import MAX_METRICS_BYTES, read_limited
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
+             "summary.json")
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """Create ``out`` if needed and hold its lock; a directory another process holds, or a
+    path that is not a directory, is a ``SltcError``."""
+    if out.exists() and not out.is_dir():
+        raise SltcError(f"--out {out} is a file; name a directory for the run")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise SltcError(f"cannot use {out} as the run directory ({e.strerror}); choose a "
+                        "writable place with --out") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SltcError(f"{out} is in use by another sltc discover; wait for it to end "
+                            "or choose another --out") from None
+        yield
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    finally:
+        os.close(handle)
+
+
+def previous_run(out: Path) -> list[str]:
+    """The run files ``out`` already holds; none for what a run stopped before its first
+    epoch ended leaves (its config.yaml and an empty metrics.jsonl), which may be rerun."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    metrics = out / "metrics.jsonl"
+    if found == ["config.yaml", "metrics.jsonl"] and metrics.is_file() and \
+            metrics.stat().st_size == 0:
+        return []
+    return found
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The epochs of a ``metrics.jsonl``: a missing file has none, and a line a kill cut
+    short (or any line that is not an epoch's JSON object) is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in read_limited(path, MAX_METRICS_BYTES, "metrics file").splitlines():
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            continue
+        if isinstance(row, dict) and type(row.get("epoch")) is int:
+            rows.append(row)
+    return rows
