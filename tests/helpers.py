@@ -1,13 +1,18 @@
 """Shared test helpers: the real CLI in a subprocess, data availability."""
 
+import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
+
+from sltc.ticket import PREAMBLE
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -40,3 +45,17 @@ def kill_after_epochs(args: list, out: Path, epochs: int = 2, timeout: float = 3
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def reseal_ticket(data: bytes, header: dict) -> bytes:
+    """Rewrite a ticket's header and every checksum, so only the header's content is wrong."""
+    _, major, minor, head_len = PREAMBLE.unpack_from(data)
+    body = data[PREAMBLE.size + head_len:-4]
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    out = PREAMBLE.pack(b"SLTICKET", major, minor, len(head)) + head + body
+    return out + struct.pack("<I", zlib.crc32(out))
+
+
+def ticket_header(data: bytes) -> dict:
+    head_len = PREAMBLE.unpack_from(data)[3]
+    return json.loads(data[PREAMBLE.size:PREAMBLE.size + head_len])

@@ -58,7 +58,8 @@ def test_resume_after_sigkill_gives_the_same_mask(synthetic_run, tmp_path):
 def test_non_finite_loss_stops_cleanly_and_keeps_checkpoint(synthetic_run, tmp_path):
     out = tmp_path / "nan"
     proc = sltc("discover", "examples/synthetic.yaml", "--out", out, "--json",
-                "--set", "model.gain=1e30")  # activations overflow float32
+                "--set", "model.gain=100",  # 30 layers that each scale activations by ~70
+                "--set", f"model.widths=[{','.join(['16'] * 30)}]")  # overflow float32
     assert proc.returncode == 2
     line, = proc.stderr.strip().splitlines()
     assert "loss became" in line and "lower" in line

@@ -50,3 +50,21 @@ def test_garbage_payloads_raise_ticket_error(payload, n, ones, encoding):
     except TicketError:
         return
     assert mask.size == n and int(mask.sum()) == ones
+
+
+def test_padding_bits_must_be_zero():
+    """A bitmap whose last byte sets a bit past the mask is refused, not read past."""
+    mask = np.zeros(13, dtype=bool)
+    mask[[0, 12]] = True
+    _, payload = encode(mask, "bitmap")
+    padded = payload[:-1] + bytes([payload[-1] | 0x80])
+    with pytest.raises(TicketError, match="padding"):
+        decode("bitmap", padded, 13, 2)
+
+
+def test_bitmap_unless_rans_is_smaller():
+    """At density 1/2 rANS is no smaller than the bitmap (its lane states cost bytes), so
+    the writer keeps the bitmap: rans only when strictly smaller."""
+    mask = np.random.default_rng(0).random(4096) < 0.5
+    name, payload = encode(mask)
+    assert name == "bitmap" and len(payload) == 512

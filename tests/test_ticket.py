@@ -2,7 +2,6 @@
 
 import json
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -11,10 +10,12 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from sltc import skeleton
+from sltc.config import from_dict
 from sltc.errors import TicketError
 from sltc.maskcode import entropy_bits
 from sltc.seeding import generate_normal
-from sltc.ticket import PREAMBLE, Ticket
+from sltc.ticket import Ticket
+from tests.helpers import reseal_ticket, ticket_header
 
 
 def make_skeleton(fc1_shape=(50, 64)):
@@ -45,8 +46,10 @@ def make_ticket(seed=3, density=0.1, granularity="weight"):
     masks = {"fc1": rng.random(shape) < density, "fc2": np.ones((10, 50), dtype=bool)}
     extras = {"bn.running_mean": rng.standard_normal(50).astype(np.float32)}
     tensors = [{"name": "pos", "shape": [50], "init": "normal", "std": 0.02}]
-    return Ticket(seed, layers, masks, extras, {"note": "test", "input_shape": [1, 8, 8],
-                                                 "classes": 10}, tensors, make_skeleton())
+    meta = {"note": "test", "input_shape": [1, 8, 8], "classes": 10, "method": "crbg",
+            "config": from_dict({"seed": seed}).to_dict(), "sparsity": 0.9,
+            "test_accuracy": None, "preprocessing": {"mean": 0.5, "std": 0.25}}
+    return Ticket(seed, layers, masks, extras, meta, tensors, make_skeleton())
 
 
 @pytest.fixture(scope="module")
@@ -83,25 +86,26 @@ def test_size_near_entropy_floor():
     t.layers[0]["shape"], t.layers[0]["fan_in"] = [300, 784], 784
     t.masks["fc1"] = rng.random((300, 784)) < 0.1
     floor = entropy_bits(300 * 784, int(t.masks["fc1"].sum())) / 8
-    assert len(t.to_bytes()) <= 1.02 * floor + 2048
-
-
-def _reseal(data: bytes, header: dict) -> bytes:
-    """Rewrite the header and every checksum, so only the header's content is wrong."""
-    _, major, minor, head_len = PREAMBLE.unpack_from(data)
-    body = data[PREAMBLE.size + head_len:-4]
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    out = PREAMBLE.pack(b"SLTICKET", major, minor, len(head)) + head + body
-    return out + struct.pack("<I", zlib.crc32(out))
-
-
-def _header(data: bytes) -> dict:
-    head_len = PREAMBLE.unpack_from(data)[3]
-    return json.loads(data[PREAMBLE.size:PREAMBLE.size + head_len])
+    meta = len(json.dumps(t.meta, sort_keys=True, separators=(",", ":")))  # the run's config
+    assert len(t.to_bytes()) <= 1.02 * floor + 2048 + meta
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda h: h.update(seed=h["seed"] + 1), "SHA-256"),
+    (lambda h: (h.update(seed=h["seed"] + 1), h["meta"]["config"].update(seed=h["seed"])),
+     "SHA-256"),
+    (lambda h: h.update(seed=h["seed"] + 1), "not the ticket's seed"),
+    (lambda h: h["layers"][0].update(shape=[2**15, 2**15], fan_in=2**15,
+                                     mask_shape=[2**15, 2**15]), "more than"),
+    (lambda h: h.update(meta=[]), "meta must be an object"),
+    (lambda h: h["meta"].update(input_shape="1x8x8"), "input_shape"),
+    (lambda h: h["meta"].update(input_shape=[1, 0, 8]), "input_shape"),
+    (lambda h: h["meta"].update(classes=0), "classes"),
+    (lambda h: h["meta"]["preprocessing"].update(std=0), "positive std"),
+    (lambda h: h["meta"].update(sparsity="high"), "sparsity"),
+    (lambda h: h["meta"].update(test_accuracy=[1]), "test_accuracy"),
+    (lambda h: h["meta"].update(config=5), "meta.config"),
+    (lambda h: h["meta"]["config"]["data"].update(synthetic_size=10**12), "synthetic_size"),
+    (lambda h: h["meta"]["config"]["model"].update(widths=[0]), "widths"),
     (lambda h: h["generator"].update(name="mt19937"), "generator"),
     (lambda h: h["layers"][0].update(shape=[51, 64]), "mask shape"),
     (lambda h: h["layers"][0].update(shape=[2**20, 2**12], fan_in=2**12, mask_shape=[2**20, 2**12]),
@@ -121,10 +125,10 @@ def _header(data: bytes) -> dict:
     (lambda h: h["skeleton"].update(encoding="lzma"), "unknown encoding"),
 ])
 def test_tampered_headers_are_named(ticket_bytes, edit, message):
-    header = _header(ticket_bytes)
+    header = ticket_header(ticket_bytes)
     edit(header)
     with pytest.raises(TicketError, match=message):
-        Ticket.from_bytes(_reseal(ticket_bytes, header))
+        Ticket.from_bytes(reseal_ticket(ticket_bytes, header))
 
 
 @pytest.mark.parametrize("raw,message", [
