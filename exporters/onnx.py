@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from sltc.errors import SltcError
-from sltc.io import atomic_write
+from sltc.io import atomic_write, temp_dir
 from sltc.runtime.compact import compact
 from sltc.runtime.graph import Graph
 
@@ -91,16 +92,29 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
               "opset": graph.opset, "compact": compact_units, "external_data": external}
 
     def write(tmp: str) -> None:
-        onnx.save_model(model, tmp, save_as_external_data=external,
-                        location=f"{Path(output).name}.data" if external else None)
+        if not external:
+            onnx.save_model(model, tmp)
+            check_file(tmp)
+            return
+        # the weights' side file is named after the output: stage both in a folder of their
+        # own, then move the side file into place just before the model file
+        name, folder = Path(output).name, Path(output).parent
+        with temp_dir(Path(output)) as staged:
+            onnx.save_model(model, staged / name, save_as_external_data=True,
+                            location=f"{name}.data")
+            check_file(staged / name)
+            os.replace(staged / f"{name}.data", folder / f"{name}.data")
+            os.replace(staged / name, tmp)
+
+    def check_file(tmp) -> None:
         try:
-            onnx.checker.check_model(tmp, full_check=True)
+            onnx.checker.check_model(str(tmp), full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
             first = (str(e).strip().splitlines() or [""])[0][:300]
             raise SltcError(f"the exported model fails onnx.checker ({first}); no file "
                             "written") from None
         if check:
-            report.update(parity(tmp, ticket, data_root))
+            report.update(parity(str(tmp), ticket, data_root))
             if report["max_rel_diff"] > tolerance or report["top1_agreement"] < 1.0:
                 raise SltcError(f"parity check failed: max |onnx - torch| = "
                                 f"{report['max_abs_diff']:.3g} ({report['max_rel_diff']:.3g} of "

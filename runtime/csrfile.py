@@ -68,8 +68,9 @@ def check(manifest, tensors: dict) -> None:
     total = 0
     for layer in layers:
         total += _check_layer(layer, tensors)
-        expected |= {f"{layer['name']}.{k}" for k in ("indptr", "indices", "values")
-                     if f"{layer['name']}.{k}" in tensors}
+        keys = ("indptr", "indices") if layer["storage"] == "csr" else ()
+        keys += ("values",) if layer["values"] == "stored" else ()
+        expected |= {f"{layer['name']}.{k}" for k in keys}
     for t in drawn:
         total += _check_drawn(t)
     if total > MAX_WEIGHTS:

@@ -70,14 +70,14 @@ def find_ticket(model: nn.Module, train, test, config=None, *, val=None,
         raise ConfigError(f"model: expected an nn.Module, got {type(model).__name__}")
     config = _config(config)
     dev = resolve_device(device)
-    train_batches = LoaderBatches(train, dev, config.data.augment)
-    first, _ = next(iter(train_batches))
-    gate(model, config).to(dev)
-    with torch.no_grad():
-        classes = int(model.eval()(first[:2]).shape[1])
-    data = Data(train_batches, LoaderBatches(val if val is not None else [], dev),
-                LoaderBatches(test, dev), tuple(first.shape[1:]), classes, 0.0, 1.0)
     recorded = _recorded(config, model)
-    with claim(Path(out), recorded, resume=False):
+    with claim(Path(out), recorded, resume=False):  # before the model is touched
+        train_batches = LoaderBatches(train, dev, config.data.augment)
+        first, _ = next(iter(train_batches))
+        gate(model, config).to(dev)
+        with torch.no_grad():
+            classes = int(model.eval()(first[:2]).shape[1])
+        data = Data(train_batches, LoaderBatches(val if val is not None else [], dev),
+                    LoaderBatches(test, dev), tuple(first.shape[1:]), classes, 0.0, 1.0)
         summary = run(Trainer(recorded, model, data, dev), Path(out), progress=progress)
     return summary, Ticket.load(Path(out) / "ticket.slt")

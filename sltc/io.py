@@ -10,6 +10,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     path = Path(path)
     if path.is_dir():
         raise SltcError(f"{path} is a directory; name the file to write")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise SltcError(f"cannot write {path}: {above} is a file, not a folder; choose "
+                        "another path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(path)
@@ -47,14 +52,27 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         raise
 
 
+@contextlib.contextmanager
+def temp_dir(path: Path):
+    """A folder beside ``path`` for staging files that belong with it, named like the temp
+    files (so a killed process's folder is removed as they are); removed on exit."""
+    staged = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=path.parent))
+    try:
+        yield staged
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def _remove_stale(path: Path) -> None:
-    """Delete the temp files of earlier writes of ``path`` whose process has ended."""
+    """Delete the temp files and folders of earlier writes of ``path`` whose process has
+    ended."""
     prefix = f".{path.name}."
     for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
         pid = tmp.name[len(prefix):].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
 
 
 def _alive(pid: int) -> bool:

@@ -199,3 +199,21 @@ def test_compact_refuses_graphs_it_cannot_shrink_in_one_line(mixed_run, conv_tic
         line, = proc.stderr.strip().splitlines()
         assert why in line and "export without --compact" in line
     assert not (tmp_path / "c.onnx").exists()
+
+
+def test_external_data_lands_whole_or_not_at_all(synthetic_run, tmp_path, monkeypatch):
+    """Weights in a side file (protobuf's 2 GB cap; forced here for a small model): a failed
+    parity check leaves neither file, a passing one both, and onnxruntime runs them."""
+    import sltc.exporters.onnx as onnx_exporter
+
+    monkeypatch.setattr(onnx_exporter, "EXTERNAL_DATA_BYTES", 0)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(SltcError, match="parity check failed"):
+        export(synthetic_run / "ticket.slt", "onnx", out, tolerance=-1.0)
+    assert list(tmp_path.iterdir()) == []
+    report = export(synthetic_run / "ticket.slt", "onnx", out)
+    assert report["external_data"] and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["m.onnx", "m.onnx.data"]
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert sess.run(["logits"], {"input": x})[0].shape == (2, 10)

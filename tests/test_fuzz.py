@@ -350,6 +350,7 @@ CSR_EDITS = {
     "indices-duplicate": _set_layer("indices", lambda a: np.concatenate([a[:1], a[:-1]])),
     "indices-missing": lambda m, t: t.pop(f"{first_csr(m)}.indices"),
     "storage": _manifest(lambda m, name: m["layers"][0].update(storage="coo")),
+    "stray-values": lambda m, t: t.update({f"{first_csr(m)}.values": np.zeros(3, np.float32)}),
     "nnz": _manifest(lambda m, name: [x.update(nnz=x["nnz"] + 1) for x in m["layers"]
                                       if x["name"] == name]),
     "seed": _manifest(lambda m, name: m.update(seed=-1)),
@@ -531,7 +532,10 @@ def test_interrupted_discover_says_how_to_resume(user):
     proc = subprocess.Popen([sys.executable, "-m", "sltc.cli", "discover",
                              "examples/synthetic.yaml", "--out", out, "--set",
                              "train.epochs=200"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a CI job started in the background may ignore SIGINT, and a
+                            # child inherits that: give it the terminal's default back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + TIMEOUT
     while not (out / "checkpoint.safetensors").exists() and time.time() < deadline:
         time.sleep(0.05)
