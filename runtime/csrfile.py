@@ -4,7 +4,6 @@ spec once, at load, before any weight is regenerated. Numpy and safetensors only
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ import numpy as np
 from sltc import skeleton
 from sltc.errors import SltcError
 from sltc.limits import MAX_CSR_BYTES, MAX_MANIFEST_BYTES, MAX_WEIGHTS, regular_size
-from sltc.seeding import GENERATOR, INITS, KEY_DERIVATION
-from sltc.ticket import check_model_meta
+from sltc.seeding import GENERATOR, KEY_DERIVATION, valid_seed
+from sltc.ticket import check_drawn, check_model_meta, check_weight
 
 CSR_VERSION = 2
 SKELETON_KEY = "sltc.skeleton"  # the tensor holding the encoded skeleton
@@ -52,15 +51,11 @@ def check(manifest, tensors: dict) -> None:
             manifest.get("version") != CSR_VERSION:
         raise CsrError(f"not a version {CSR_VERSION} sltc-csr manifest; re-export it from the "
                        "ticket with this sltc")
-    seed = manifest.get("seed")
-    if type(seed) is not int or not 0 <= seed < 2**64:
+    if not valid_seed(manifest.get("seed")):
         raise CsrError("manifest seed must be an integer in [0, 2**64)")
     if manifest.get("generator") != {"name": GENERATOR, "key": KEY_DERIVATION}:
         raise CsrError(f"manifest generator is not {GENERATOR}; upgrade sltc")
-    try:
-        check_model_meta(manifest, "manifest")
-    except SltcError as e:
-        raise CsrError(str(e).removeprefix("broken header: ")) from None
+    _ticket_rule(lambda m: check_model_meta(m, "manifest"), manifest)
     layers, drawn, extras = (manifest.get(k) for k in ("layers", "tensors", "extras"))
     if not all(isinstance(v, list) for v in (layers, drawn, extras)):
         raise CsrError("manifest layers, tensors and extras must be lists")
@@ -72,7 +67,7 @@ def check(manifest, tensors: dict) -> None:
         keys += ("values",) if layer["values"] == "stored" else ()
         expected |= {f"{layer['name']}.{k}" for k in keys}
     for t in drawn:
-        total += _check_drawn(t)
+        total += _ticket_rule(check_drawn, t)
     if total > MAX_WEIGHTS:
         raise CsrError(f"the export claims more than {MAX_WEIGHTS} weights")
     for name in extras:
@@ -85,11 +80,15 @@ def check(manifest, tensors: dict) -> None:
         raise CsrError(f"tensor {sorted(unknown)[0]!r} is not in the manifest")
 
 
-def _shape(value, what: str) -> list[int]:
-    if not isinstance(value, list) or not value or not all(
-            type(v) is int and v > 0 for v in value) or math.prod(value) > MAX_WEIGHTS:
-        raise CsrError(f"{what} must be a list of positive integers")
-    return value
+def _ticket_rule(check, entry):
+    """A rule the ticket shares (its layer and tensor tables, its model entries) applied to
+    a manifest entry; its failure, or a missing key, as a ``CsrError``."""
+    try:
+        return check(entry)
+    except SltcError as e:
+        raise CsrError(str(e).removeprefix("broken header: ")) from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CsrError(f"manifest entry lacks a key or has a wrong type ({e!r})") from None
 
 
 def _check_layer(layer, tensors: dict) -> int:
@@ -97,15 +96,11 @@ def _check_layer(layer, tensors: dict) -> int:
     if not isinstance(layer, dict) or not isinstance(layer.get("name"), str) or \
             not isinstance(layer.get("tensor"), str):
         raise CsrError("every layer needs a string name and tensor")
-    name = layer["name"]
-    shape = _shape(layer.get("shape"), f"layer {name!r} shape")
-    if layer.get("init") not in INITS or layer.get("fan_in") != math.prod(shape[1:]) or \
-            not isinstance(layer.get("gain"), (int, float)) or not 0 < layer["gain"] < math.inf:
-        raise CsrError(f"layer {name!r}: init, fan_in or gain is not valid")
-    if layer.get("storage") not in STORAGES or layer.get("values") not in VALUES or \
-            layer.get("granularity") not in ("weight", "neuron", None):
+    name, numel = layer["name"], _ticket_rule(check_weight, layer)
+    if layer.get("storage") not in STORAGES or layer.get("values") not in VALUES:
         raise CsrError(f"layer {name!r}: storage must be csr or dense, values implied or stored")
-    rows, cols = shape[0], math.prod(shape[1:])
+    rows = layer["shape"][0]
+    cols = numel // rows
     nnz = rows * cols
     if layer["storage"] == "csr":
         nnz = _check_csr(name, layer.get("nnz"), rows, cols, tensors)
@@ -113,7 +108,7 @@ def _check_layer(layer, tensors: dict) -> int:
         raise CsrError(f"layer {name!r}: a dense layer has no nnz")
     if layer["values"] == "stored":
         _array(tensors, f"{name}.values", np.float32, nnz)
-    return rows * cols
+    return numel
 
 
 def _array(tensors: dict, key: str, dtype, length: int) -> np.ndarray:
@@ -141,14 +136,6 @@ def _check_csr(name: str, nnz, rows: int, cols: int, tensors: dict) -> int:
         raise CsrError(f"layer {name!r}: indices must increase within each row (no "
                        "duplicates)")
     return nnz
-
-
-def _check_drawn(t) -> int:
-    if not isinstance(t, dict) or not isinstance(t.get("name"), str) or \
-            t.get("init") != "normal" or not isinstance(t.get("std"), (int, float)) or \
-            not 0 < t["std"] < math.inf:
-        raise CsrError("every drawn tensor needs a name, init normal and a positive std")
-    return math.prod(_shape(t.get("shape"), f"tensor {t['name']!r} shape"))
 
 
 def _check_skeleton(entry, data) -> None:

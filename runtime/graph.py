@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from sltc.errors import SltcError
+from sltc.limits import MAX_SIDE
 
 from .ops import OPS
 
@@ -127,7 +128,8 @@ class Graph:
     def check_classifier(self) -> None:
         """What a deployable model's graph must also be: a batch of fixed-shape images in,
         a fixed number of class scores out."""
-        if not 1 <= len(self.input_shape) <= 3 or not all(0 < d <= 8192 for d in self.input_shape):
+        if not 1 <= len(self.input_shape) <= 3 or not all(0 < d <= MAX_SIDE
+                                                          for d in self.input_shape):
             raise SltcError(f"the graph's input must have a fixed shape (N, C, H, W) or (N, "
                             f"D), got N x {self.input_shape}")
         if not self.classes > 0:

@@ -7,7 +7,6 @@ Scalars (epoch, lambda, optimizer hyperparameters) go in the JSON metadata.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import TrainingError
 from .io import atomic_write
-from .limits import MAX_CHECKPOINT_BYTES, regular_size
+from .limits import MAX_CHECKPOINT_BYTES, number_in, regular_size
 
 
 def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
@@ -44,7 +43,7 @@ def load_checkpoint(path: Path, model, optimizer=None) -> dict:
         state, groups = json.loads(meta["state"]), json.loads(meta["param_groups"])
     except (SafetensorError, OSError, KeyError, ValueError, RecursionError) as e:
         raise TrainingError(f"{path}: unreadable checkpoint ({e}); start a new run") from None
-    if not isinstance(state, dict) or not all(_number(state.get(k)) for k in STATE_KEYS) or \
+    if not isinstance(state, dict) or not all(number_in(state.get(k)) for k in STATE_KEYS) or \
             type(state["epoch"]) is not int or state["epoch"] < 0:
         raise TrainingError(f"{path}: the checkpoint's state lacks {', '.join(STATE_KEYS)}; "
                             "start a new run")
@@ -56,11 +55,6 @@ def load_checkpoint(path: Path, model, optimizer=None) -> dict:
     if optimizer is not None:
         _load_optimizer(path, optimizer, tensors, groups)
     return state
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        math.isfinite(value)
 
 
 def _load_optimizer(path: Path, optimizer, tensors: dict, groups) -> None:

@@ -288,9 +288,9 @@ def main() -> None:
     except ClickException as e:
         print(f"sltc: error: {_usage_line(e)}", file=sys.stderr)
         code = 2
-    except SltcError as e:
+    except SltcError as e:  # its one line says it all (an interrupted discover: how to resume)
         print(f"sltc: error: {' '.join(str(e).split())}", file=sys.stderr)
-        code = e.exit_code
+        sys.exit(e.exit_code)
     except (KeyboardInterrupt, Abort):
         code = 130
     except Exception as e:  # noqa: BLE001 - anything else is a bug, said as one

@@ -18,14 +18,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
-from .limits import read_limited
+from .limits import MAX_SIDE, read_limited
 
 CONFIG_VERSION = 1
 MAX_WIDTH = 1 << 16  # units or channels of one layer
 MAX_IMAGES = 1 << 24
 MAX_SYNTHETIC_PIXELS = 1 << 30  # 4 GiB of float32: a synthetic set larger than any real one
+MAX_CONFIG_BYTES = 1 << 20  # a config file; real ones are a few hundred bytes
+MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb's billions)
+MAX_CONFIG_DEPTH = 64
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
-Side = Annotated[int, Field(ge=1, le=8192)]  # an image side or channel count
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]  # an image side or channel count
 
 
 class _Strict(BaseModel):
@@ -342,11 +345,6 @@ def _nullable(parts: list[str]) -> bool:
     return field is None or type(None) in get_args(field.annotation)
 
 
-MAX_CONFIG_BYTES = 1 << 20  # a config file; real ones are a few hundred bytes
-MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb's billions)
-MAX_CONFIG_DEPTH = 64
-
-
 def _size(value, depth: int = 0, seen: dict | None = None) -> int:
     """The number of values in ``value`` with every alias expanded, counted without
     expanding them (a shared list is counted once and reused)."""
@@ -357,8 +355,8 @@ def _size(value, depth: int = 0, seen: dict | None = None) -> int:
         raise ConfigError(f"values nest deeper than {MAX_CONFIG_DEPTH} levels; a config is "
                           "a few flat sections")
     if id(value) not in seen:
-        items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
-        seen[id(value)] = 1 + sum(_size(v, depth + 1, seen) for _, v in items)
+        children = value.values() if isinstance(value, dict) else value
+        seen[id(value)] = 1 + sum(_size(v, depth + 1, seen) for v in children)
     return seen[id(value)]
 
 

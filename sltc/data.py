@@ -20,7 +20,7 @@ from .cifar import load_cifar
 from .errors import DataError
 from .folder import load_folder
 from .limits import MAX_DATA_BYTES, require_regular
-from .seeding import permutation, uniform01
+from .seeding import permutation, uniform01, valid_seed
 from .splits import Split, candidate_dirs
 
 HOW_TO_GET = {
@@ -159,7 +159,7 @@ def recorded_test_set(data: dict, seed: int, root: str | None = None):
         cfg = validated(DataConfig, data, "the model's recorded dataset", ("data",))
     except ConfigError as e:
         raise DataError(f"{e}; re-export the model from its ticket") from None
-    if type(seed) is not int or not 0 <= seed < 2**64:
+    if not valid_seed(seed):
         raise DataError("the model's recorded seed is not an integer in [0, 2**64); re-export "
                         "the model from its ticket")
     return load_named_split(cfg, seed, "test", root)

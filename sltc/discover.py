@@ -313,7 +313,8 @@ def claim(out: Path, config, resume: bool, world: World = World()):
 
 
 def _trim_metrics(path: Path, epochs_done: int) -> list[dict]:
-    """A resumed run's metrics up to its checkpoint (a line a kill cut short is dropped)."""
+    """The run's metrics up to epoch ``epochs_done``, rewritten (none for a fresh run; a
+    line a kill cut short is dropped)."""
     rows = [r for r in rundir.read_metrics(path) if r["epoch"] <= epochs_done]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
@@ -339,18 +340,15 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
     torchrun ranks train alongside and return None. Call it inside ``claim(out, ...)``."""
     config, world = trainer.config, trainer.world
     trainer.progress = Progress(progress and world.main)
-    if world.main and not resume:
-        config_mod.save_config(config, out / "config.yaml")
-        atomic_write_text(out / "metrics.jsonl", "")
-    world.barrier()
     start, rows = 0, []
-    if resume:
+    if resume:  # checked before the run's files are touched
         state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer)
         start, trainer.lam = state["epoch"], state["lambda"]
         trainer.log_integral = state["log_integral"]
-        if world.main:  # a larger train.epochs is now the run's
-            config_mod.save_config(config, out / "config.yaml")
-        rows = _trim_metrics(out / "metrics.jsonl", start) if world.main else []
+    if world.main:  # the config (a resumed run's larger train.epochs too), the epochs so far
+        config_mod.save_config(config, out / "config.yaml")
+        rows = _trim_metrics(out / "metrics.jsonl", start)
+    world.barrier()
     epochs = config.train.epochs
     for epoch in range(start, epochs):
         with trainer.progress.task(f"epoch {epoch + 1}/{epochs}", trainer.steps_per_epoch,

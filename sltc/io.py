@@ -37,8 +37,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                                   dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise SltcError(f"cannot write {path} ({e.strerror}); choose a writable place") from None
     os.close(fd)
@@ -56,12 +55,16 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 def temp_dir(path: Path):
     """A folder beside ``path`` for staging files that belong with it, named like the temp
     files (so a killed process's folder is removed as they are); removed on exit."""
-    staged = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                                   dir=path.parent))
+    staged = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield staged
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.NAME.PID.``: whose temp files these are, and which process wrote them."""
+    return f".{path.name}.{os.getpid()}."
 
 
 def _remove_stale(path: Path) -> None:

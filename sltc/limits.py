@@ -3,6 +3,7 @@ allocates (``docs/format.md`` section 5 lists them). Numpy-free, torch-free."""
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from pathlib import Path
@@ -19,6 +20,14 @@ MAX_ONNX_BYTES = 1 << 31  # protobuf's own limit on one file
 MAX_CHECKPOINT_BYTES = 1 << 34
 MAX_DATA_BYTES = 1 << 32  # one dataset file (IDX images, a CIFAR batch), inflated
 MAX_METRICS_BYTES = 1 << 28  # a run's metrics.jsonl (a few hundred bytes per epoch)
+MAX_SIDE = 8192  # an input dimension: an image side or a channel count
+
+
+def number_in(value, low: float = -math.inf, high: float = math.inf) -> bool:
+    """Whether ``value`` (as read from JSON) is a finite number, not a bool, in
+    ``[low, high]``."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value) and low <= value <= high
 
 
 def read_limited(path: str | Path, limit: int, what: str, error=SltcError) -> bytes:

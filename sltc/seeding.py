@@ -24,6 +24,12 @@ _SHIFT32 = np.uint64(32)
 _NORMAL_TERMS = 12  # Irwin-Hall: the sum of 12 uniforms minus 6 has unit variance
 
 
+def valid_seed(seed) -> bool:
+    """Whether ``seed`` (as read from a file) is a generator seed: an integer, not a bool,
+    in [0, 2**64)."""
+    return type(seed) is int and 0 <= seed < 2**64
+
+
 def layer_key(seed: int, name: str) -> tuple[int, int]:
     """The 64-bit Philox key for one layer: a stable hash, never Python's ``hash``."""
     if not 0 <= seed < 2**64:

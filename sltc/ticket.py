@@ -27,7 +27,7 @@ import onnx
 from . import legacy, maskcode, skeleton
 from .errors import TicketError
 from .io import atomic_write_bytes
-from .limits import MAX_HEADER_BYTES, MAX_TICKET_BYTES, MAX_WEIGHTS, read_limited
+from .limits import MAX_HEADER_BYTES, MAX_SIDE, MAX_TICKET_BYTES, MAX_WEIGHTS, number_in, read_limited
 from .seeding import (
     GENERATOR,
     INITS,
@@ -35,6 +35,7 @@ from .seeding import (
     generate_normal,
     generate_weight,
     normal_span,
+    valid_seed,
     weight_span,
 )
 
@@ -42,7 +43,6 @@ MAGIC = b"SLTICKET"
 VERSION = (1, 1)
 PREAMBLE = struct.Struct("<8sHHI")
 HASH_CHUNK = 1 << 20  # weights regenerated at a time when verifying
-MAX_SIDE = 8192  # of an input dimension
 MAX_CLASSES = 1 << 20
 EXTRA_DTYPE = "<f4"
 LAYER_KEYS = ("name", "shape", "fan_in", "init", "gain", "granularity")
@@ -238,25 +238,33 @@ def _payload(body: memoryview, entry: dict, expected_offset: int, what: str) -> 
     return payload
 
 
-def _check_layer(s: dict) -> tuple[int, int]:
+def check_weight(s: dict) -> int:
+    """A weight's generator entry (a layer of a ticket or of a CSR export): ``shape``,
+    ``init``, ``fan_in``, ``gain``, ``granularity``; returns its element count."""
     shape = _int_list(s["shape"], f"layer {s['name']!r} shape")
-    mask_shape = _int_list(s["mask_shape"], f"layer {s['name']!r} mask_shape")
-    expect = shape if s["granularity"] in ("weight", None) else shape[:1]
-    if s["granularity"] not in ("weight", "neuron", None) or mask_shape != expect:
-        raise TicketError(f"layer {s['name']!r}: mask shape {mask_shape} does not fit "
-                          f"weight shape {shape} at granularity {s['granularity']}")
     if s["init"] not in INITS or s["fan_in"] != math.prod(shape[1:]):
         raise TicketError(f"layer {s['name']!r}: unknown init or fan_in that does not add up")
-    if not isinstance(s["gain"], (int, float)) or not s["gain"] > 0:
+    if not number_in(s["gain"]) or not s["gain"] > 0:
         raise TicketError(f"layer {s['name']!r}: gain must be a positive number")
-    return math.prod(shape), math.prod(mask_shape)
+    if s["granularity"] not in ("weight", "neuron", None):
+        raise TicketError(f"layer {s['name']!r}: granularity must be weight, neuron or null")
+    return math.prod(shape)
 
 
-def _check_tensor(s: dict) -> int:
-    """An entry of the ``tensors`` table; returns its element count."""
+def _check_layer(s: dict) -> tuple[int, int]:
+    numel, shape = check_weight(s), s["shape"]
+    mask_shape = _int_list(s["mask_shape"], f"layer {s['name']!r} mask_shape")
+    if mask_shape != (shape if s["granularity"] in ("weight", None) else shape[:1]):
+        raise TicketError(f"layer {s['name']!r}: mask shape {mask_shape} does not fit "
+                          f"weight shape {shape} at granularity {s['granularity']}")
+    return numel, math.prod(mask_shape)
+
+
+def check_drawn(s: dict) -> int:
+    """An entry of the ``tensors`` table (drawn by name); returns its element count."""
     if not isinstance(s["name"], str) or s["init"] != "normal":
         raise TicketError(f"tensor {s['name']!r}: init must be 'normal'")
-    if not isinstance(s["std"], (int, float)) or not 0 < s["std"] < math.inf:
+    if not number_in(s["std"]) or not s["std"] > 0:
         raise TicketError(f"tensor {s['name']!r}: std must be a positive number")
     return math.prod(_int_list(s["shape"], f"tensor {s['name']!r} shape"))
 
@@ -302,11 +310,6 @@ def _read_skeleton(header: dict, body: memoryview, offset: int) -> tuple[onnx.Mo
     return skeleton.parse(skeleton.decode(payload, entry["size"])), offset + entry["length"]
 
 
-def _number(value, low: float, high: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        low <= value <= high
-
-
 def check_model_meta(meta, what: str = "meta") -> None:
     """The entries every reader of a model uses: ``input_shape``, ``classes``,
     ``preprocessing``, ``sparsity``, ``test_accuracy`` (format.md section 2.3)."""
@@ -321,13 +324,13 @@ def check_model_meta(meta, what: str = "meta") -> None:
         raise TicketError(f"broken header: {what}.classes must be an integer in "
                           f"[1, {MAX_CLASSES}]")
     pre = meta.get("preprocessing")
-    if not isinstance(pre, dict) or not _number(pre.get("mean"), -1e6, 1e6) or \
-            not _number(pre.get("std"), 1e-12, 1e6):
+    if not isinstance(pre, dict) or not number_in(pre.get("mean"), -1e6, 1e6) or \
+            not number_in(pre.get("std"), 1e-12, 1e6):
         raise TicketError(f"broken header: {what}.preprocessing needs a finite mean and a "
                           "positive std")
-    if not _number(meta.get("sparsity"), 0, 1):
+    if not number_in(meta.get("sparsity"), 0, 1):
         raise TicketError(f"broken header: {what}.sparsity must be a number in [0, 1]")
-    if meta.get("test_accuracy") is not None and not _number(meta["test_accuracy"], 0, 1):
+    if meta.get("test_accuracy") is not None and not number_in(meta["test_accuracy"], 0, 1):
         raise TicketError(f"broken header: {what}.test_accuracy must be null or a number in "
                           "[0, 1]")
 
@@ -353,12 +356,12 @@ def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
     if header["generator"] != {"name": GENERATOR, "key": KEY_DERIVATION}:
         raise TicketError(f"generator {header['generator']} is not {GENERATOR}; upgrade sltc")
     seed = header["seed"]
-    if type(seed) is not int or not 0 <= seed < 2**64:
+    if not valid_seed(seed):
         raise TicketError("broken header: seed must be an integer in [0, 2**64)")
     layers, masks, offset = _read_layers(header, body, minor)
     tensors = [{k: t[k] for k in ("name", "shape", "init", "std")}
                for t in (header["tensors"] if minor >= 1 else [])]
-    drawn = sum(_check_tensor(t) for t in tensors)
+    drawn = sum(check_drawn(t) for t in tensors)
     if drawn + sum(math.prod(s["shape"]) for s in layers) > MAX_WEIGHTS:
         raise TicketError(f"the ticket claims more than {MAX_WEIGHTS} weights")
     extras, offset = _read_extras(header, body, offset)
