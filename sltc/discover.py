@@ -212,10 +212,16 @@ class Trainer:
             step = epoch * self.steps_per_epoch + i
             for group in self.optimizer.param_groups:
                 group["lr"] = _lr(self.config, step, self.total_steps)
+            for layer in gated_layers(self.model):
+                if layer.gate is not None:
+                    layer.gate.at(step / self.total_steps)
             where = f"epoch {epoch + 1}, step {i + 1}"
             loss, l0 = self._step(x, y, where)
             self._watch_loss(loss - self.lam * l0, where)
             self.optimizer.step()
+            for layer in gated_layers(self.model):
+                if layer.gate is not None:
+                    layer.gate.project()
             current = self.current_sparsity()
             self._control(current, step)
             totals += (loss, l0, 1)

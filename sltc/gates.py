@@ -100,6 +100,12 @@ class Gate(nn.Module):
     def expected_open(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def at(self, progress: float) -> None:
+        """Told the fraction of the run done before each training step; most gates ignore it."""
+
+    def project(self) -> None:
+        """Called after every optimiser step: bring the parameters back into their range."""
+
     def open_count(self, threshold: float) -> torch.Tensor:
         """How many gates the threshold rule keeps (a 0-d tensor)."""
         return torch.count_nonzero(self.frozen(threshold))
@@ -120,10 +126,20 @@ class CRBGate(Gate):
     def __init__(self, shape, cfg, seed, name, fan_in):
         super().__init__(shape, cfg, seed, name, fan_in)
         self.mu = nn.Parameter(torch.full(shape, float(cfg.mu_init)))
+        self.noise = cfg.sigma  # the samples' std (``gates.sigma_final`` anneals it)
+
+    def at(self, progress: float) -> None:
+        if self.cfg.sigma_final is not None:
+            self.noise = self.cfg.sigma + (self.cfg.sigma_final - self.cfg.sigma) * progress
+
+    @torch.no_grad()
+    def project(self) -> None:
+        if self.cfg.mu_margin is not None:
+            self.mu.clamp_(-self.cfg.mu_margin, 1.0 + self.cfg.mu_margin)
 
     def forward(self) -> torch.Tensor:
         if self.training:
-            return crbg_sample(self.mu, self.cfg.sigma)
+            return crbg_sample(self.mu, self.noise)
         return torch.clamp(self.mu, 0.0, 1.0)
 
     def expected_open(self) -> torch.Tensor:

@@ -39,6 +39,22 @@ def test_override_parses_yaml_values(tmp_path):
         apply_override({}, "no-equals-sign")
 
 
+@pytest.mark.parametrize("gates,start", [
+    ({}, (0.5, 1.0)),  # 90%: at the threshold
+    ({"target_sparsity": 0.5}, (0.75, 0.3)),  # below 85%: CRBG starts dense
+    ({"target_sparsity": 0.84}, (0.75, 0.3)),
+    ({"target_sparsity": 0.85}, (0.5, 1.0)),
+    ({"target_sparsity": None}, (0.5, 1.0)),
+    ({"target_sparsity": 0.5, "method": "hard_concrete"}, (0.5, 1.0)),
+    ({"target_sparsity": 0.5, "mu_init": 0.6}, (0.6, 0.3)),  # a value given wins
+    ({"target_sparsity": 0.5, "lambda": 2, "mu_init": None}, (0.75, 2.0)),
+])
+def test_start_depends_on_method_and_target(gates, start):
+    cfg = from_dict({"gates": gates})
+    assert (cfg.gates.mu_init, cfg.gates.lambda_) == start
+    assert from_dict(cfg.to_dict()) == cfg  # the recorded config holds the values used
+
+
 def test_resolved_config_round_trips(tmp_path):
     from sltc.config import save_config
 

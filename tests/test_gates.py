@@ -42,6 +42,33 @@ def test_crbg_gradient_flows_without_straight_through():
     assert torch.all(mu.grad == 1.0)  # inside (0, 1) the clamp passes the gradient
 
 
+@pytest.mark.parametrize("progress", [0.0, 0.5, 1.0])
+def test_crbg_noise_falls_to_sigma_final(progress):
+    cfg = from_dict({"gates": {"sigma": 0.5, "sigma_final": 0.1, "mu_init": 0.5}}).gates
+    gate = GATES.get("crbg")((1000,), cfg, 0, "fc1", 5)
+    gate.at(progress)
+    std = 0.5 + (0.1 - 0.5) * progress
+    torch.manual_seed(3)
+    z = gate().detach()
+    torch.manual_seed(3)
+    eps = torch.randn(1000)
+    assert torch.allclose(z, torch.clamp(0.5 + std * eps, 0, 1))
+    l0 = crbg_expected_open(gate.mu.detach(), 0.5)  # the L0 term keeps sigma
+    assert torch.equal(gate.expected_open().detach(), l0)
+
+
+@pytest.mark.parametrize("margin", [None, 0.0, 0.5])
+def test_crbg_mu_is_kept_within_its_margin(margin):
+    cfg = from_dict({"gates": {"mu_margin": margin}}).gates
+    gate = GATES.get("crbg")((7,), cfg, 0, "fc1", 5)
+    mu = torch.tensor([-3.0, -0.5, -0.2, 0.4, 1.2, 1.5, 3.0])
+    with torch.no_grad():
+        gate.mu.copy_(mu)
+    gate.project()
+    expected = mu if margin is None else mu.clamp(-margin, 1 + margin)
+    assert torch.equal(gate.mu.detach(), expected)
+
+
 def test_hard_concrete_formulas():
     la = torch.tensor([-3.0, 0.0, 3.0], dtype=torch.float64)
     expected = 1 / (1 + np.exp(-(la.numpy() - HC_BETA * math.log(-HC_GAMMA / HC_ZETA))))
