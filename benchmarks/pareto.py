@@ -7,24 +7,28 @@
     python benchmarks/pareto.py --models resnet20,vit --epochs 30 --device cuda --workers 4 \
         --targets 0.5,0.8,0.9,0.95 --out benchmarks/out/pareto-gpu       # a real budget
 
-Fashion-MNIST, target sparsities 50/80/90/95/98% (``--targets``), seeds 0 and 1, the
-same budget for every method: LeNet-300-100 20 epochs (a third of the example's
-default, to fit 30 runs on two cores); Conv-4 one epoch capped at ``--conv-steps``
-steps of 128 and 1,000 validation images; ResNet-20 and the ViT (``examples/*-fashion.yaml``)
-``--epochs`` epochs (default: the example's) on the first ``--train-size`` training images
-(default: all). The gate methods reach their target through ``gates.target_sparsity``
-(lambda controller + freezer); edge-popup through its density ``1 - target``. Each
-method uses its own recipe: CRBG the defaults, hard concrete Adam at lr 0.1 (log-alpha
+Fashion-MNIST, target sparsities 50/80/90/95/98% (``--targets``), seeds 0 and 1, the same
+budget for every method: LeNet-300-100 20 epochs (a third of the example's default, to fit
+30 runs on two cores); Conv-4 ``--epochs`` epochs (default 1) capped at ``--conv-steps``
+steps of 128 (0: no cap) and 1,000 validation images; ResNet-20 and the ViT
+(``examples/*-fashion.yaml``) ``--epochs`` epochs (default: the example's) on the first
+``--train-size`` training images (default: all). The gate methods reach their target
+through ``gates.target_sparsity`` (lambda controller + freezer); edge-popup through its
+density ``1 - target``. Each method uses its own recipe: CRBG the defaults (whose start
+depends on the target, see ``gates.mu_init``), hard concrete Adam at lr 0.1 (log-alpha
 lives on a wider scale than mu), edge-popup SGD 0.1 with momentum 0.9 and weight decay
 1e-4. Runs go ``--workers`` at a time, one thread each. Writes ``pareto.json`` and
-``pareto.png`` in ``--out``; ``--models conv4`` reruns one model's grid and keeps the
-other models' records from the ``pareto.json`` already there.
+``pareto.png`` in ``--out``; a run of part of the grid (``--models conv4``, ``--methods
+crbg --targets 0.5,0.8``) keeps the other records of the ``pareto.json`` already there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,7 +50,8 @@ TARGETS = [0.5, 0.8, 0.9, 0.95, 0.98]
 def budget(model: str, args) -> list[str]:
     """The ``--set`` options that give every method of ``model`` the same budget."""
     if model == "conv4":
-        return ["train.epochs=1", f"train.max_steps={20 if args.quick else args.conv_steps}",
+        steps = 20 if args.quick else args.conv_steps
+        return [f"train.epochs={args.epochs or 1}", *([f"train.max_steps={steps}"] if steps else []),
                 "data.val_size=1000"]
     if model == "lenet300":
         return ["train.epochs=2"] if args.quick else ["train.epochs=20"]
@@ -69,6 +74,8 @@ def plot(records: list[dict], path: Path) -> None:
             for r in records:
                 if r["model"] == model and r["method"] == method:
                     pts.setdefault(r["target_sparsity"], []).append(r)
+            if not pts:
+                continue
             xs = [sum(r["sparsity"] for r in v) / len(v) for _, v in sorted(pts.items())]
             ys = [sum(r["test_accuracy"] for r in v) / len(v) for _, v in sorted(pts.items())]
             ax.plot(xs, ys, marker="o", label=method)
@@ -81,23 +88,51 @@ def plot(records: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def kept(path: Path, models: set[str]) -> list[dict]:
-    """The records of the models this run leaves alone, from an earlier ``pareto.json``:
-    one model's grid can be rerun without the others'."""
+RUN_KEY = ("model", "method", "target_sparsity", "seed")
+
+
+def kept(path: Path, records: list[dict]) -> list[dict]:
+    """The records of an earlier ``pareto.json`` that this run does not redo: part of a grid
+    (a model, a method, some targets) can be rerun and the rest kept."""
     if not path.exists():
         return []
-    return [r for r in json.loads(path.read_text()) if r["model"] not in models]
+    redone = {tuple(r[k] for k in RUN_KEY) for r in records}
+    return [r for r in json.loads(path.read_text())
+            if tuple(r[k] for k in RUN_KEY) not in redone]
+
+
+def in_order(records: list[dict]) -> list[dict]:
+    """Records by model, method, target and seed, so that a partial rerun keeps the file's
+    order."""
+    return sorted(records, key=lambda r: (list(MODELS).index(r["model"]),
+                                          list(RECIPES).index(r["method"]),
+                                          r["target_sparsity"], r["seed"]))
+
+
+@contextlib.contextmanager
+def held(out: Path):
+    """Hold ``out`` while its ``pareto.json`` is read and rewritten: pareto runs of different
+    models may share one ``--out`` side by side (``benchmarks/gpu_pareto.sh``)."""
+    handle = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/out/pareto")
+    ap.add_argument("--runs", default=None, help="run directories (default: OUT/runs)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--models", default="lenet300,conv4")
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--conv-steps", type=int, default=120)
+    ap.add_argument("--conv-steps", type=int, default=120,
+                    help="conv4: steps per epoch (0: the whole training set)")
     ap.add_argument("--targets", default=",".join(map(str, TARGETS)))
-    ap.add_argument("--epochs", type=int, default=None, help="resnet20 / vit epochs")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="conv4 (default 1) / resnet20 / vit (default: the example's) epochs")
     ap.add_argument("--train-size", type=int, default=None, help="resnet20 / vit images")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--methods", default=",".join(RECIPES))
@@ -106,6 +141,7 @@ def main() -> None:
                     help="KEY=VALUE for every run, e.g. data.root=DIR")
     args = ap.parse_args()
     out = Path(args.out)
+    runs = Path(args.runs) if args.runs else out / "runs"
     targets = [0.5, 0.9] if args.quick else [float(s) for s in args.targets.split(",")]
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     jobs, keys = [], []
@@ -116,7 +152,7 @@ def main() -> None:
                 for seed in seeds:
                     sets = [f"gates.method={method}", f"gates.target_sparsity={target}",
                             f"seed={seed}", *recipe, *budget(model, args), *args.sets]
-                    jobs.append((MODELS[model], out / "runs" / f"{model}-{method}-{target}-{seed}",
+                    jobs.append((MODELS[model], runs / f"{model}-{method}-{target}-{seed}",
                                  sets))
                     keys.append({"method": method, "model": model, "target_sparsity": target,
                                  "seed": seed, "budget": " ".join(budget(model, args))})
@@ -134,10 +170,11 @@ def main() -> None:
                 "seconds": s["seconds_per_epoch"] * s["epochs"]}
                for k, s in zip(keys, summaries, strict=True)]
     out.mkdir(parents=True, exist_ok=True)
-    records = kept(out / "pareto.json", set(args.models.split(","))) + records
-    (out / "pareto.json").write_text(json.dumps(records, indent=2) + "\n")
-    (out / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
-    plot(records, out / "pareto.png")
+    with held(out):
+        records = in_order(kept(out / "pareto.json", records) + records)
+        (out / "pareto.json").write_text(json.dumps(records, indent=2) + "\n")
+        (out / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
+        plot(records, out / "pareto.png")
     print("\n| model | method | target | sparsity | test accuracy (mean of seeds) |")
     print("|---|---|---|---|---|")
     for model in dict.fromkeys(r["model"] for r in records):
