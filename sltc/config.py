@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
-from .limits import MAX_SIDE, read_limited
+from .limits import MAX_SIDE, number_in, read_limited
 
 CONFIG_VERSION = 1
 MAX_WIDTH = 1 << 16  # units or channels of one layer
@@ -161,7 +161,7 @@ def start(method: Any, target: Any) -> tuple[float, float]:
     a third as hard (0.3), which took LeNet-300-100 from 0.8412 to 0.8819 at 50% and from
     0.8575 to 0.8722 at 80%; at 90% and 95% the same start stops short of the target and
     loses 5.6 and 21 points, so from 0.85 it starts at the threshold (results.md section 9)."""
-    low = isinstance(target, int | float) and not isinstance(target, bool) and target < DENSE_START_BELOW
+    low = number_in(target) and target < DENSE_START_BELOW
     return (0.75, 0.3) if method == "crbg" and low else (0.5, 1.0)
 
 

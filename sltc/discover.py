@@ -91,9 +91,10 @@ class Trainer:
         self.progress: Progress = QUIET
         self.warnings: dict[str, str] = {}  # kind -> message, each said once
         self.early_losses: list[float] = []
-        self.uses_l0 = any(m.gate is not None and m.gate.uses_l0 for m in gated_layers(self.model))
         if not gated_layers(self.model):
             raise SltcError("the network has no nn.Linear or nn.Conv2d layer to gate")
+        self.gated = [m for m in gated_layers(self.model) if m.gate is not None]  # per step
+        self.uses_l0 = any(m.gate.uses_l0 for m in self.gated)
 
     @classmethod
     def from_config(cls, config, device: torch.device, world: World = World()) -> Trainer:
@@ -105,10 +106,9 @@ class Trainer:
 
     def current_sparsity(self) -> float:
         """The threshold rule's sparsity, counted on the gates (cheap enough for every step)."""
-        layers = [m for m in gated_layers(self.model) if m.gate is not None]
         kept = sum(m.gate.open_count(self.config.gates.threshold) * m.weights_per_gate
-                   for m in layers)
-        return 1.0 - float(kept) / sum(m.numel for m in layers)
+                   for m in self.gated)
+        return 1.0 - float(kept) / sum(m.numel for m in self.gated)
 
     def _control(self, current: float, step: int) -> None:
         """PI control of log(lambda) towards the (ramped) ``gates.target_sparsity``.
@@ -212,16 +212,14 @@ class Trainer:
             step = epoch * self.steps_per_epoch + i
             for group in self.optimizer.param_groups:
                 group["lr"] = _lr(self.config, step, self.total_steps)
-            for layer in gated_layers(self.model):
-                if layer.gate is not None:
-                    layer.gate.at(step / self.total_steps)
+            for layer in self.gated:
+                layer.gate.at(step / self.total_steps)
             where = f"epoch {epoch + 1}, step {i + 1}"
             loss, l0 = self._step(x, y, where)
             self._watch_loss(loss - self.lam * l0, where)
             self.optimizer.step()
-            for layer in gated_layers(self.model):
-                if layer.gate is not None:
-                    layer.gate.project()
+            for layer in self.gated:
+                layer.gate.project()
             current = self.current_sparsity()
             self._control(current, step)
             totals += (loss, l0, 1)
