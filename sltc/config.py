@@ -119,6 +119,20 @@ class GatesConfig(_Strict):
                                  "inside and the gate still learns; null (it did not "
                                  "win, results.md section 9): unbounded",
                                  ge=0, le=100, allow_inf_nan=False)
+    spare_dead: bool = _f(False, "CRBG: no L0 push on closed gates whose samples no longer "
+                          "reach the clamp's inside, so that they stay within reach instead of "
+                          "sinking (results.md section 5)")
+    budget: Literal["penalty", "projection"] = _f(
+        "penalty", "gate methods: penalty: lambda * expected L0, lambda steered by the "
+        "controller; projection: no penalty, the gates are shifted after every step so that "
+        "their expected density is at most the (ramped) target, as ProbMask does")
+    scope: Literal["global", "layer"] | None = _f(
+        None, "where the sparsity target holds: over all gated weights, or in every layer "
+        "(a lambda controller per layer, the projection's groups, the freezer's top-k); "
+        "null: layer for edge_popup, global for the gate methods")
+    layer_sparsity: dict[str, Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]] = _f(
+        dict, "edge_popup: a sparsity per layer name, in place of target_sparsity for the "
+        "layers named", max_length=4096)
     mu_init: float | None = _f(None, "CRBG mean at init; null: 0.75 below a 0.85 target (training "
                                "starts dense), else 0.5 = the threshold, P(z > 0) = 0.84 "
                                "(results.md section 9)", ge=-100, le=100, allow_inf_nan=False)
@@ -129,9 +143,12 @@ class GatesConfig(_Strict):
                           "noisy gates); 0: keep the run's", ge=0, le=MAX_IMAGES)
     gate_first: bool = _f(True, "gate the input layer")
     gate_last: bool = _f(True, "gate the classifier (weight granularity only)")
-    ramp: float = _f(0.0, "> 0: the controller's target rises linearly over this fraction of "
-                     "the run; 0 (best on the validation split): it holds from the start",
-                     ge=0, le=1, allow_inf_nan=False)
+    ramp: float = _f(0.0, "> 0: the target sparsity rises from 0 over this fraction of the "
+                     "run (controller and projection); 0 (best on the validation split): it "
+                     "holds from the start", ge=0, le=1, allow_inf_nan=False)
+    ramp_shape: Literal["linear", "cubic"] = _f(
+        "linear", "how the ramped target rises: linear, or cubic (fast at first, gentle near "
+        "the target, as in gradual magnitude pruning)")
     controller_gain: float = _f(5.0, "integral gain: change of log(lambda) over the run per "
                                 "unit of log-density error", ge=0, le=1000, allow_inf_nan=False)
     controller_kp: float = _f(0.6, "proportional gain: log(lambda) offset per unit of "
@@ -154,6 +171,25 @@ class GatesConfig(_Strict):
         if data.get(key) is None:
             data[key] = lam
         return data
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> GatesConfig:
+        top_k = self.method == "edge_popup"
+        if top_k and self.scope == "global":
+            raise ValueError("edge_popup keeps a top-k in every layer: gates.scope must be "
+                             "layer or null")
+        if self.budget == "projection" and self.target_sparsity is None:
+            raise ValueError("gates.budget projection needs a gates.target_sparsity to hold")
+        if self.layer_sparsity and not top_k:
+            raise ValueError("gates.layer_sparsity applies to edge_popup only; remove it")
+        return self
+
+    def ramped(self, progress: float) -> float | None:
+        """The target sparsity at ``progress`` (the fraction of the run done)."""
+        if self.target_sparsity is None or self.ramp <= 0:
+            return self.target_sparsity
+        x = min(1.0, progress / self.ramp)
+        return self.target_sparsity * (x if self.ramp_shape == "linear" else 1 - (1 - x) ** 3)
 
 
 def start(method: Any, target: Any) -> tuple[float, float]:

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import budget, distributed, rundir
 from . import config as config_mod
-from . import distributed, rundir
 from .checkpoint import load_checkpoint, save_checkpoint
+from .controller import LAMBDA_RANGE, Controller, mean_lambda
 from .data import load_dataset
 from .distributed import World
 from .errors import SltcError, TrainingError
@@ -29,6 +30,7 @@ from .evaluate import accuracy, resolve_device
 from .freeze import as_ticket, batch_norms, default_scope, freeze, sparsity, threshold_masks
 from .io import atomic_write_json, atomic_write_text
 from .layers import gated_layers
+from .limits import number_in
 from .loaders import Data, data_for
 from .models import build_model
 from .progress import QUIET, Progress
@@ -36,18 +38,15 @@ from .rebuild import ticket_from_model
 from .seeding import random_words
 
 log = logging.getLogger(__name__)
-LAMBDA_RANGE = (1e-4, 1e4)
 FREEZE_TOLERANCE = 0.01  # discover's ticket meets gates.target_sparsity within this
 WARN_GAP = 0.02  # warn when freezing moves the sparsity or costs accuracy by more than this
 EXPLODED = 10.0  # warn when a step's task loss exceeds this many times its early mean
 EARLY_STEPS = 20
 
 
-def expected_density(model) -> torch.Tensor:
-    """The L0 term: expected fraction of gated weights kept (mean of P(z > 0))."""
-    layers = [m for m in gated_layers(model) if m.gate is not None and m.gate.uses_l0]
-    total = sum(m.numel for m in layers)
-    return sum(m.gate.expected_open().sum() * m.weights_per_gate for m in layers) / total
+def expected_kept(layers) -> torch.Tensor:
+    """The expected number of the weights of ``layers`` kept (sum of P(z > 0))."""
+    return sum(m.gate.expected_open().sum() * m.weights_per_gate for m in layers)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -86,8 +85,6 @@ class Trainer:
         self.optimizer = _make_optimizer(config, self.model)
         self.steps_per_epoch = min(len(data.train), config.train.max_steps or 10**12)
         self.total_steps = self.steps_per_epoch * config.train.epochs
-        self.lam = config.gates.lambda_
-        self.log_integral = 0.0  # the controller's integral term, in log(lambda)
         self.progress: Progress = QUIET
         self.warnings: dict[str, str] = {}  # kind -> message, each said once
         self.early_losses: list[float] = []
@@ -95,6 +92,16 @@ class Trainer:
             raise SltcError("the network has no nn.Linear or nn.Conv2d layer to gate")
         self.gated = [m for m in gated_layers(self.model) if m.gate is not None]  # per step
         self.uses_l0 = any(m.gate.uses_l0 for m in self.gated)
+        g = config.gates
+        self.projected = self.uses_l0 and g.budget == "projection" and \
+            g.target_sparsity is not None
+        l0_layers = [m for m in self.gated if m.gate.uses_l0]
+        self.budget_groups = [[m] for m in l0_layers] if g.scope == "layer" else [l0_layers]
+        self.l0_total = sum(m.numel for m in l0_layers)
+        self.controllers = [Controller(g, self.total_steps, m[0].name if len(m) == 1 else "")
+                            for m in self.budget_groups]
+        self.last_frozen: list[torch.Tensor] | None = None  # the search statistics' reference
+        self.gate_clock = GateClock(self.gated, enabled=not t.compile)
 
     @classmethod
     def from_config(cls, config, device: torch.device, world: World = World()) -> Trainer:
@@ -104,44 +111,43 @@ class Trainer:
                             dataset.std)
         return cls(config, model, data_for(config, dataset, device, world), device, world)
 
+    @property
+    def lam(self) -> float:
+        """The L0 term's weight (the groups' geometric mean under ``gates.scope: layer``)."""
+        return mean_lambda(self.controllers)
+
+    @staticmethod
+    def _sparsity(layers, threshold: float) -> float:
+        kept = sum(m.gate.open_count(threshold) * m.weights_per_gate for m in layers)
+        return 1.0 - float(kept) / sum(m.numel for m in layers)
+
     def current_sparsity(self) -> float:
         """The threshold rule's sparsity, counted on the gates (cheap enough for every step)."""
-        kept = sum(m.gate.open_count(self.config.gates.threshold) * m.weights_per_gate
-                   for m in self.gated)
-        return 1.0 - float(kept) / sum(m.numel for m in self.gated)
+        return self._sparsity(self.gated, self.config.gates.threshold)
 
     def _control(self, current: float, step: int) -> None:
-        """PI control of log(lambda) towards the (ramped) ``gates.target_sparsity``.
-
-        The error is log(density / target density), so the controller is as strong at
-        98% sparsity as at 90%.
-        The integral term accumulates the error; the proportional term lowers lambda as
-        the sparsity nears the target, so that it does not overshoot: gates pushed well
-        below zero get no task gradient through the clamp and never come back.
-        """
+        """Each group's controller towards the (ramped) ``gates.target_sparsity``
+        (``sltc.controller``); ``current``: the sparsity over all groups."""
         g = self.config.gates
-        if g.target_sparsity is None or not self.uses_l0 or g.lambda_ == 0:
+        if g.target_sparsity is None or not self.uses_l0 or g.lambda_ == 0 or self.projected:
             return
-        target = g.target_sparsity
-        if g.ramp > 0:
-            target *= min(1.0, (step + 1) / (g.ramp * self.total_steps))
-        # error in log density: a point of sparsity matters more at 98% than at 50%
-        error = math.log(max(1.0 - current, 1e-6) / max(1.0 - target, 1e-6))  # too dense: > 0
-        low, high = (math.log(v / g.lambda_) for v in LAMBDA_RANGE)
-        self.log_integral = float(np.clip(
-            self.log_integral + g.controller_gain / self.total_steps * error, low, high))
-        self.lam = float(np.clip(g.lambda_ * math.exp(g.controller_kp * error + self.log_integral),
-                                 *LAMBDA_RANGE))
-        if self.lam >= LAMBDA_RANGE[1]:
-            self.warn("lambda_high", f"lambda reached its upper bound {LAMBDA_RANGE[1]:g} at step "
-                      f"{step + 1}: the L0 term pushes as hard as it can and the sparsity is "
-                      f"still {current:.3f} against a target of {target:.3f}; try more epochs, a "
-                      "larger train.lr or a lower gates.target_sparsity")
-        elif self.lam <= LAMBDA_RANGE[0]:
-            self.warn("lambda_low", f"lambda reached its lower bound {LAMBDA_RANGE[0]:g} at step "
-                      f"{step + 1}: the gates close even without the L0 term (sparsity "
-                      f"{current:.3f}, target {target:.3f}); try a lower train.lr or a higher "
-                      "gates.mu_init")
+        target = g.ramped((step + 1) / self.total_steps)
+        for c, group in zip(self.controllers, self.budget_groups, strict=True):
+            here = current if len(self.controllers) == 1 else \
+                self._sparsity(group, g.threshold)
+            c.update(here, target)
+            where = f" in layer {c.name}" if c.name else ""
+            if c.at_bound > 0:
+                self.warn("lambda_high", f"lambda reached its upper bound {LAMBDA_RANGE[1]:g} at "
+                          f"step {step + 1}{where}: the L0 term pushes as hard as it can and "
+                          f"the sparsity is still {here:.3f} against a target of {target:.3f}; "
+                          "try more epochs, a larger train.lr or a lower "
+                          "gates.target_sparsity")
+            elif c.at_bound < 0:
+                self.warn("lambda_low", f"lambda reached its lower bound {LAMBDA_RANGE[0]:g} at "
+                          f"step {step + 1}{where}: the gates close even without the L0 term "
+                          f"(sparsity {here:.3f}, target {target:.3f}); try a lower train.lr "
+                          "or a higher gates.mu_init")
 
     def warn(self, kind: str, message: str) -> None:
         """Say ``message`` once per run (rank 0) and keep it for the summary."""
@@ -161,22 +167,31 @@ class Trainer:
                       f"{task_loss / early:.0f}x its early mean {early:.3g}: training is "
                       "diverging; try a lower train.lr or gates.lambda")
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(task + lambda * L0, L0): the network under bf16 autocast where asked, the gates'
-        L0 term and the loss in float32."""
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(task + lambda * L0, L0, task): the network under bf16 autocast where asked, the
+        gates' L0 term and the losses in float32. Under ``gates.scope: layer`` each layer's
+        part of the L0 term has its own lambda."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else \
             contextlib.nullcontext()
         with amp:
             logits = self.forward(x)
-        l0 = expected_density(self.model) if self.uses_l0 else torch.zeros((), device=x.device)
-        return F.cross_entropy(logits.float(), y) + self.lam * l0, l0
+        task = F.cross_entropy(logits.float(), y)
+        if not self.uses_l0:
+            return task, torch.zeros((), device=x.device), task
+        parts = [expected_kept(group) / self.l0_total for group in self.budget_groups]
+        l0 = sum(parts)  # the expected density of all gated weights
+        if self.projected:  # the budget replaces the penalty: l0 is only reported
+            return task, l0.detach(), task
+        return task + sum(c.lam * part for c, part in zip(self.controllers, parts,
+                                                            strict=True)), l0, task
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, where: str) -> tuple[float, float]:
-        """One optimiser step; under torchrun, each rank's loss weighted by its share of the
-        global batch and the gate gradients summed over the ranks."""
-        loss, l0 = self._loss(x, y)
+    def _step(self, x: torch.Tensor, y: torch.Tensor, where: str) -> tuple[float, float, float]:
+        """One optimiser step: (loss, L0 term, task loss). Under torchrun, each rank's loss
+        weighted by its share of the global batch and the gate gradients summed over the
+        ranks."""
+        loss, l0, task = self._loss(x, y)
         world = self.world
         if world.size > 1:
             counts = torch.tensor([float(len(y)), float(not torch.isfinite(loss))])
@@ -184,7 +199,8 @@ class Trainer:
             if counts[1] > 0:
                 loss = torch.tensor(float("nan"))
             else:
-                loss = loss * (len(y) / counts[0].item())
+                share = len(y) / counts[0].item()
+                loss, task = loss * share, task * share
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at {where}; the last good checkpoint "
                                 "(if any) is kept; start again with a lower train.lr or "
@@ -194,19 +210,52 @@ class Trainer:
         if world.size > 1:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             flat = torch._utils._flatten_dense_tensors(grads)
-            stats = torch.stack([loss.detach().float().cpu(), l0.detach().float().cpu()])
+            stats = torch.stack([v.detach().float().cpu() for v in (loss, l0, task)])
             world.sum_([flat, stats])
             for g, reduced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads),
                                   strict=True):
                 g.copy_(reduced)
-            return stats[0].item(), stats[1].item() / world.size
-        return loss.item(), l0.item()
+            return stats[0].item(), stats[1].item() / world.size, stats[2].item()
+        return loss.item(), l0.item(), task.item()
+
+    def _after_step(self, step: int) -> float:
+        """The gates' own work after the optimiser's step: their ranges, the budget, the
+        controller. Returns the threshold rule's sparsity."""
+        for layer in self.gated:
+            layer.gate.project()
+        if self.projected:
+            g = self.config.gates
+            budget.project(self.budget_groups, 1.0 - g.ramped((step + 1) / self.total_steps))
+        current = self.current_sparsity()
+        self._control(current, step)
+        return current
+
+    def frozen_gates(self) -> list[torch.Tensor]:
+        """Every gated layer's threshold-rule mask, gate-shaped."""
+        return [m.gate.frozen(self.config.gates.threshold) for m in self.gated]
+
+    def search_stats(self) -> dict:
+        """Whether the run still searches: ``flip_rate``, the fraction of gated weights whose
+        threshold-rule mask changed since the last call (the run's start, for the first);
+        ``live_fraction``, the fraction whose gate still learns (``Gate.live``)."""
+        frozen = self.frozen_gates()
+        total = sum(m.numel for m in self.gated)
+        flips = sum(int(torch.count_nonzero(a != b)) * m.weights_per_gate
+                    for a, b, m in zip(frozen, self.last_frozen or frozen, self.gated,
+                                       strict=True))
+        live = sum(int(torch.count_nonzero(m.gate.live())) * m.weights_per_gate
+                   for m in self.gated)
+        self.last_frozen = frozen
+        return {"flip_rate": flips / total, "live_fraction": live / total}
 
     def train_epoch(self, epoch: int, on_step=lambda **stats: None) -> dict:
         """One epoch; ``on_step(images=..., loss=..., ...)`` after every step."""
         self.model.train()
         torch.manual_seed(_epoch_seed(self.config.seed, epoch))  # the same gate noise on every rank
-        totals = np.zeros(3)
+        if self.last_frozen is None:
+            self.last_frozen = self.frozen_gates()
+        self.gate_clock.reset()
+        totals = np.zeros(4)
         batches = self.data.train.epoch(self.config.seed, epoch, self.world)
         for i, (x, y) in zip(range(self.steps_per_epoch), batches, strict=False):
             step = epoch * self.steps_per_epoch + i
@@ -215,19 +264,19 @@ class Trainer:
             for layer in self.gated:
                 layer.gate.at(step / self.total_steps)
             where = f"epoch {epoch + 1}, step {i + 1}"
-            loss, l0 = self._step(x, y, where)
-            self._watch_loss(loss - self.lam * l0, where)
+            loss, l0, task = self._step(x, y, where)
+            self._watch_loss(task, where)
             self.optimizer.step()
-            for layer in self.gated:
-                layer.gate.project()
-            current = self.current_sparsity()
-            self._control(current, step)
-            totals += (loss, l0, 1)
-            on_step(images=len(y) * self.world.size, loss=totals[0] / totals[2],
+            with self.gate_clock.timed():
+                current = self._after_step(step)
+            totals += (loss, l0, task, 1)
+            on_step(images=len(y) * self.world.size, loss=totals[0] / totals[3],
                     sparsity=current, **{"lambda": self.lam})
         self.world.broadcast_([b for n, b in self.model.named_buffers()
                                if n.endswith(("running_mean", "running_var"))])
-        return {"train_loss": totals[0] / totals[2], "l0": totals[1] / totals[2]}
+        return {"train_loss": totals[0] / totals[3], "task_loss": totals[2] / totals[3],
+                "l0": totals[1] / totals[3], **self.search_stats(),
+                "gate_seconds": self.gate_clock.seconds}
 
     @contextlib.contextmanager
     def as_ticket(self, masks):
@@ -260,6 +309,57 @@ class Trainer:
             frozen = self.accuracy(self.data.val, "validation, frozen ticket")
         return {"sparsity": sparsity(self.model, masks), "relaxed_accuracy": relaxed,
                 "frozen_accuracy": frozen}
+
+
+def controller_state(controllers: list[Controller]) -> dict:
+    """The controllers in a checkpoint's state: the first group's lambda and integral as
+    numbers (what checkpoints always held), every group's in lists where there are more."""
+    state = {"lambda": controllers[0].lam, "log_integral": controllers[0].log_integral}
+    if len(controllers) > 1:
+        state.update(lambdas=[c.lam for c in controllers],
+                     log_integrals=[c.log_integral for c in controllers])
+    return state
+
+
+def restore_controllers(controllers: list[Controller], state: dict) -> None:
+    lambdas = state.get("lambdas", [state["lambda"]])
+    integrals = state.get("log_integrals", [state["log_integral"]])
+    if not all(isinstance(v, list) and len(v) == len(controllers) and all(map(number_in, v))
+               for v in (lambdas, integrals)):
+        raise TrainingError("the checkpoint's lambda controllers do not match the run's "
+                            "gates.scope; start a new run")
+    for c, lam, integral in zip(controllers, lambdas, integrals, strict=True):
+        c.lam, c.log_integral = float(lam), float(integral)
+
+
+class GateClock:
+    """Seconds a run spends on its gates since ``reset``: their forward passes (sampling,
+    or edge-popup's top-k), timed by hooks (off under ``torch.compile``), and the work
+    after each optimiser step (``timed``). Host time: on CUDA, where kernels run
+    asynchronously, it counts launches, not kernels."""
+
+    def __init__(self, gated, enabled: bool = True):
+        self.seconds, self._started = 0.0, 0.0
+        for m in gated if enabled else []:
+            m.gate.register_forward_pre_hook(self._start)
+            m.gate.register_forward_hook(self._stop)
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+
+    def _start(self, *_):
+        self._started = time.perf_counter()
+
+    def _stop(self, *_):
+        self.seconds += time.perf_counter() - self._started
+
+    @contextlib.contextmanager
+    def timed(self):
+        self._start()
+        try:
+            yield
+        finally:
+            self._stop()
 
 
 def _first_difference(a, b, prefix: str = "") -> str | None:
@@ -347,8 +447,8 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
     start, rows = 0, []
     if resume:  # checked before the run's files are touched
         state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer)
-        start, trainer.lam = state["epoch"], state["lambda"]
-        trainer.log_integral = state["log_integral"]
+        start = state["epoch"]
+        restore_controllers(trainer.controllers, state)
     if world.main:  # the config (a resumed run's larger train.epochs too), the epochs so far
         config_mod.save_config(config, out / "config.yaml")
         rows = _trim_metrics(out / "metrics.jsonl", start)
@@ -386,8 +486,7 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(_json_safe(row)) + "\n")
     save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer,
-                    {"epoch": row["epoch"], "lambda": trainer.lam,
-                     "log_integral": trainer.log_integral})
+                    {"epoch": row["epoch"], **controller_state(trainer.controllers)})
 
 
 def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: float = 0.0,
@@ -401,8 +500,8 @@ def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: fl
     """
     model, config, data = trainer.model, trainer.config, trainer.data
     g = config.gates
-    masks = freeze(model, g.threshold, target_sparsity, scope or default_scope(g.method),
-                   tolerance)
+    masks = freeze(model, g.threshold, target_sparsity, scope or default_scope(g),
+                   tolerance, g.layer_sparsity)
     relaxed = trainer.accuracy(data.test, "test set, relaxed gates")
     if relaxed_val is None:
         relaxed_val = trainer.accuracy(data.val, "validation, relaxed gates")
@@ -462,6 +561,8 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
         "relaxed_val_accuracy": scores["relaxed_val_accuracy"],
         "epochs": len(rows),
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in rows])) if rows else None,
+        "train_seconds": float(sum(r["seconds"] for r in rows)),
+        "gate_seconds": float(sum(r.get("gate_seconds", 0.0) for r in rows)),
         "method": g.method,
         "granularity": g.granularity,
         "arch": config.model.arch,

@@ -40,8 +40,10 @@ def _keep_top(ranks: np.ndarray, weights: np.ndarray, keep: int) -> np.ndarray:
     return chosen
 
 
-def topk_masks(model, target_sparsity: float, scope: str = "layer") -> dict[str, torch.Tensor]:
-    """Masks keeping the top-ranked gates to reach ``target_sparsity`` exactly."""
+def topk_masks(model, target_sparsity: float, scope: str = "layer",
+               layer_sparsity: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """Masks keeping the top-ranked gates to reach ``target_sparsity`` exactly (per layer,
+    a layer named in ``layer_sparsity`` reaches its own)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     layers = [m for m in gated_layers(model) if m.gate is not None]
@@ -51,7 +53,8 @@ def topk_masks(model, target_sparsity: float, scope: str = "layer") -> dict[str,
         ranks = np.concatenate([m.gate.rank().cpu().double().numpy().ravel() for m in group])
         per_gate = np.concatenate(
             [np.full(m.gate.rank().numel(), m.weights_per_gate) for m in group])
-        keep = round((1.0 - target_sparsity) * int(per_gate.sum()))
+        own = (layer_sparsity or {}).get(group[0].name) if scope == "layer" else None
+        keep = round((1.0 - (target_sparsity if own is None else own)) * int(per_gate.sum()))
         chosen = _keep_top(ranks, per_gate, keep)
         start = 0
         for m in group:
@@ -70,25 +73,36 @@ def sparsity(model, masks: dict[str, torch.Tensor]) -> float:
     return 1.0 - kept / max(total, 1)
 
 
-def default_scope(method: str) -> str:
+def default_scope(gates) -> str:
     """The freeze rule's top-k scope when none is named, for ``discover`` and ``sltc
-    freeze`` alike: per layer for edge-popup (its training keeps each layer's top-k), one
-    global top-k over every gate for the gate methods (their gates compete across layers)."""
-    return "layer" if method == "edge_popup" else "global"
+    freeze`` alike: the run's ``gates.scope``, else per layer for edge-popup (its training
+    keeps each layer's top-k) and one global top-k over every gate for the gate methods
+    (their gates compete across layers)."""
+    if gates.scope is not None:
+        return gates.scope
+    return "layer" if gates.method == "edge_popup" else "global"
 
 
 def freeze(model, threshold: float, target_sparsity: float | None = None,
-           scope: str = "layer", tolerance: float = 0.0) -> dict[str, torch.Tensor]:
+           scope: str = "layer", tolerance: float = 0.0,
+           layer_sparsity: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """The ticket's masks: the threshold rule, or top-k where it misses the target.
 
     The threshold mask is kept when its sparsity lies in ``[target, target + tolerance]``:
     a ticket is never denser than asked for, and never sparser by more than the tolerance.
+    ``layer_sparsity`` (per layer scope: edge-popup's own per-layer targets) replaces the
+    target of the layers it names, and the overall target becomes their weighted mean.
     """
     masks = threshold_masks(model, threshold)
     if target_sparsity is not None:
+        overall = target_sparsity
+        if layer_sparsity and scope == "layer":
+            layers = [m for m in gated_layers(model) if m.gate is not None]
+            overall = sum(layer_sparsity.get(m.name, target_sparsity) * m.numel
+                          for m in layers) / sum(m.numel for m in layers)
         s = sparsity(model, masks)
-        if s < target_sparsity or s > target_sparsity + tolerance:
-            masks = topk_masks(model, target_sparsity, scope)
+        if s < overall or s > overall + tolerance:
+            masks = topk_masks(model, target_sparsity, scope, layer_sparsity)
     return masks
 
 

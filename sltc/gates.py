@@ -1,9 +1,11 @@
 """Gate families: pure gate maths plus small modules that hold gate parameters.
 
-Each family answers four questions about its gates:
+Each family answers five questions about its gates:
 ``forward()`` the (sampled, in training) gate values; ``expected_open()`` the
 differentiable probability that each gate is non-zero; ``rank()`` a score whose
-order says which gates matter most; ``frozen(threshold)`` the binary mask.
+order says which gates matter most; ``frozen(threshold)`` the binary mask; ``live()``
+which gates still learn (their parameter gets task gradient on more than
+``LIVE_PROBABILITY`` of the steps).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ GATES: Registry[type[Gate]] = Registry("gate method")
 
 # Hard-concrete constants (Louizos et al. 2018).
 HC_GAMMA, HC_ZETA, HC_BETA = -0.1, 1.1, 2.0 / 3.0
+# A gate is live when its parameter gets task gradient on more than this fraction of steps.
+LIVE_PROBABILITY = 0.01
 
 
 # --- pure functions -------------------------------------------------------------------------
@@ -41,14 +45,38 @@ class _NoisyClamp(torch.autograd.Function):
         return grad * inside, None
 
 
-def crbg_sample(mu: torch.Tensor, sigma: float) -> torch.Tensor:
-    """z = clamp(mu + sigma * eps, 0, 1), eps ~ N(0, 1): no straight-through."""
-    return _NoisyClamp.apply(mu, torch.randn_like(mu).mul_(sigma))
+class _NoisyClampThrough(torch.autograd.Function):
+    """clamp(mu + noise, 0, 1) whose gradient reaches mu wherever the sample lands
+    (straight-through the clamp: ``crbg_st``, not CRBG)."""
+
+    @staticmethod
+    def forward(ctx, mu, noise):
+        return noise.add_(mu).clamp_(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def crbg_sample(mu: torch.Tensor, sigma: float, through: bool = False) -> torch.Tensor:
+    """z = clamp(mu + sigma * eps, 0, 1), eps ~ N(0, 1): no straight-through (``through``:
+    the gradient passes the clamp everywhere)."""
+    op = _NoisyClampThrough if through else _NoisyClamp
+    return op.apply(mu, torch.randn_like(mu).mul_(sigma))
+
+
+def normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
 def crbg_expected_open(mu: torch.Tensor, sigma: float) -> torch.Tensor:
     """P(z > 0) = Phi(mu / sigma), the expected L0 of each gate."""
-    return 0.5 * (1.0 + torch.erf(mu / (sigma * math.sqrt(2.0))))
+    return normal_cdf(mu / sigma)
+
+
+def crbg_inside(mu: torch.Tensor, sigma: float) -> torch.Tensor:
+    """P(0 < mu + sigma * eps < 1): how often the clamp passes a gate's task gradient."""
+    return normal_cdf((1.0 - mu) / sigma) - normal_cdf(-mu / sigma)
 
 
 def hard_concrete_sample(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -59,6 +87,14 @@ def hard_concrete_sample(log_alpha: torch.Tensor) -> torch.Tensor:
 
 def hard_concrete_expected_open(log_alpha: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(log_alpha - HC_BETA * math.log(-HC_GAMMA / HC_ZETA))
+
+
+def hard_concrete_inside(log_alpha: torch.Tensor) -> torch.Tensor:
+    """P(0 < z < 1): the stretched sample lies inside when s is in (-gamma, 1 - gamma) / (zeta
+    - gamma), i.e. when the logistic noise lies within a window set by log_alpha."""
+    span = HC_ZETA - HC_GAMMA
+    low, high = (HC_BETA * math.log(s / (1.0 - s)) for s in (-HC_GAMMA / span, (1 - HC_GAMMA) / span))
+    return torch.sigmoid(high - log_alpha) - torch.sigmoid(low - log_alpha)
 
 
 def hard_concrete_deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -110,6 +146,19 @@ class Gate(nn.Module):
         """How many gates the threshold rule keeps (a 0-d tensor)."""
         return torch.count_nonzero(self.frozen(threshold))
 
+    def live(self) -> torch.Tensor:
+        """Boolean per gate: its parameter gets task gradient on more than
+        ``LIVE_PROBABILITY`` of the steps."""
+        return torch.ones(self.shape, dtype=torch.bool, device=self.rank().device)
+
+    def shift_(self, c: float) -> None:
+        """Add ``c`` to the gate parameters (the density budget's projection)."""
+        raise NotImplementedError
+
+    def expected_open_at(self, c: float) -> torch.Tensor:
+        """``expected_open()`` with the parameters shifted by ``c``, without gradient."""
+        raise NotImplementedError
+
     def rank(self) -> torch.Tensor:
         raise NotImplementedError
 
@@ -137,13 +186,34 @@ class CRBGate(Gate):
         if self.cfg.mu_margin is not None:
             self.mu.clamp_(-self.cfg.mu_margin, 1.0 + self.cfg.mu_margin)
 
+    through = False  # the gradient stops where the clamp does: no straight-through
+
     def forward(self) -> torch.Tensor:
         if self.training:
-            return crbg_sample(self.mu, self.noise)
+            return crbg_sample(self.mu, self.noise, self.through)
         return torch.clamp(self.mu, 0.0, 1.0)
 
     def expected_open(self) -> torch.Tensor:
-        return crbg_expected_open(self.mu, self.cfg.sigma)
+        p = crbg_expected_open(self.mu, self.cfg.sigma)
+        if self.cfg.spare_dead:  # closed gates the noise no longer opens keep their mu
+            return torch.where(self._dead(), p.detach(), p)
+        return p
+
+    def _dead(self) -> torch.Tensor:
+        return (self.mu.detach() < 0) & ~self.live()
+
+    def live(self) -> torch.Tensor:
+        if self.through:
+            return super().live()
+        return crbg_inside(self.mu.detach(), self.noise) > LIVE_PROBABILITY
+
+    @torch.no_grad()
+    def shift_(self, c: float) -> None:
+        self.mu.add_(c)
+
+    @torch.no_grad()
+    def expected_open_at(self, c: float) -> torch.Tensor:
+        return crbg_expected_open(self.mu + c, self.cfg.sigma)
 
     def open_count(self, threshold: float) -> torch.Tensor:
         return torch.count_nonzero(self.mu.detach() > threshold)
@@ -153,6 +223,14 @@ class CRBGate(Gate):
 
     def frozen(self, threshold: float) -> torch.Tensor:
         return torch.clamp(self.mu.detach(), 0.0, 1.0) > threshold
+
+
+@GATES.register("crbg_st")
+class CRBGateThrough(CRBGate):
+    """CRBG's gate and L0 term with a straight-through gradient across the clamp: every
+    ``mu`` learns on every step, as edge-popup's scores do. A separate method, not CRBG."""
+
+    through = True
 
 
 @GATES.register("hard_concrete")
@@ -179,6 +257,17 @@ class HardConcreteGate(Gate):
     def frozen(self, threshold: float) -> torch.Tensor:
         return hard_concrete_deterministic(self.log_alpha.detach()) > threshold
 
+    def live(self) -> torch.Tensor:
+        return hard_concrete_inside(self.log_alpha.detach()) > LIVE_PROBABILITY
+
+    @torch.no_grad()
+    def shift_(self, c: float) -> None:
+        self.log_alpha.add_(c)
+
+    @torch.no_grad()
+    def expected_open_at(self, c: float) -> torch.Tensor:
+        return hard_concrete_expected_open(self.log_alpha + c)
+
 
 @GATES.register("edge_popup")
 class EdgePopupGate(Gate):
@@ -190,7 +279,8 @@ class EdgePopupGate(Gate):
         super().__init__(shape, cfg, seed, name, fan_in)
         bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform(a=sqrt(5)) bound
         self.scores = nn.Parameter(self._uniform(-bound, bound))
-        self.density = 1.0 - (cfg.target_sparsity if cfg.target_sparsity is not None else 0.5)
+        target = cfg.target_sparsity if cfg.target_sparsity is not None else 0.5
+        self.density = 1.0 - cfg.layer_sparsity.get(name, target)
 
     def forward(self) -> torch.Tensor:
         return straight_through_topk(self.scores.abs(), self.density)

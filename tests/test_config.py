@@ -23,6 +23,10 @@ def test_defaults_and_keys_scripts_rely_on():
     ({"model": {"arch": "resnet9000"}}, "model.arch"),
     ({"gates": {"method": "magic"}}, "gates.method"),
     ({"gates": {"target_sparsity": 1.5}}, "gates.target_sparsity"),
+    ({"gates": {"method": "edge_popup", "scope": "global"}}, "must be layer or null"),
+    ({"gates": {"budget": "projection", "target_sparsity": None}}, "needs a gates.target"),
+    ({"gates": {"layer_sparsity": {"fc1": 0.5}}}, "applies to edge_popup only"),
+    ({"gates": {"method": "edge_popup", "layer_sparsity": {"fc1": 1.0}}}, "layer_sparsity"),
 ])
 def test_rejects_with_dotted_path(data, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
@@ -85,3 +89,10 @@ def test_cli_missing_dataset_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     line, = proc.stderr.strip().splitlines()
     assert "not found" in line and str(empty) in line and "IDX" in line
+
+
+@pytest.mark.parametrize("shape,halfway", [("linear", 0.45), ("cubic", 0.9 * (1 - 0.5 ** 3))])
+def test_ramped_target_rises_from_zero_to_the_target(shape, halfway):
+    g = from_dict({"gates": {"ramp": 0.5, "ramp_shape": shape}}).gates
+    assert [g.ramped(p) for p in (0.0, 0.25, 0.5, 1.0)] == pytest.approx([0, halfway, 0.9, 0.9])
+    assert from_dict({}).gates.ramped(0.1) == 0.9  # no ramp: the target from the start

@@ -23,8 +23,14 @@ def test_run_directory_and_summary(synthetic_run):
     assert summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
     rows = [json.loads(line) for line in (synthetic_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    for key in ("train_loss", "l0", "sparsity", "relaxed_accuracy", "frozen_accuracy", "seconds"):
+    for key in ("train_loss", "l0", "sparsity", "relaxed_accuracy", "frozen_accuracy", "seconds",
+                "task_loss", "flip_rate", "live_fraction", "gate_seconds"):
         assert all(key in r for r in rows)
+    assert all(r["task_loss"] < r["train_loss"] for r in rows)  # the L0 term is left out
+    assert 0 < rows[-1]["flip_rate"] < rows[0]["flip_rate"]  # the search settles
+    # a dense start (target 0.8): the first epoch's flips are the gates it closed
+    assert rows[0]["flip_rate"] == pytest.approx(rows[0]["sparsity"], abs=1e-12)
+    assert summary["gate_seconds"] < summary["train_seconds"]
     with open(synthetic_run / "checkpoint.safetensors", "rb") as f:
         assert b"pickle" not in f.read()
 
@@ -51,8 +57,11 @@ def test_resume_after_sigkill_gives_the_same_mask(synthetic_run, tmp_path):
     sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "whole", "--json",
          "--set", "train.epochs=6", check=True)
     assert (out / "ticket.slt").read_bytes() == (tmp_path / "whole/ticket.slt").read_bytes()
-    epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2, 3, 4, 5, 6]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    whole = [json.loads(x) for x in (tmp_path / "whole/metrics.jsonl").read_text().splitlines()]
+    searched = [(r["flip_rate"], r["live_fraction"], r["task_loss"]) for r in rows]
+    assert searched == [(r["flip_rate"], r["live_fraction"], r["task_loss"]) for r in whole]
 
 
 def test_non_finite_loss_stops_cleanly_and_keeps_checkpoint(synthetic_run, tmp_path):

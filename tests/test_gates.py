@@ -14,9 +14,12 @@ from sltc.gates import (
     HC_GAMMA,
     HC_ZETA,
     crbg_expected_open,
+    crbg_inside,
     crbg_sample,
     hard_concrete_deterministic,
     hard_concrete_expected_open,
+    hard_concrete_inside,
+    hard_concrete_sample,
     straight_through_topk,
     topk_mask,
 )
@@ -110,3 +113,102 @@ def test_gate_contract(method, granularity):
         assert int(frozen.sum()) == math.ceil(0.25 * frozen.numel())
     g.eval()
     assert torch.equal(g(), g())  # deterministic at eval
+
+
+def test_crbg_live_is_the_chance_a_sample_lands_inside_the_clamp():
+    torch.manual_seed(4)
+    mu = torch.tensor([-2.0, -1.2, -1.0, 0.5, 2.0, 2.2])
+    eps = torch.randn(400_000, 1)
+    inside = ((mu + 0.5 * eps > 0) & (mu + 0.5 * eps < 1)).float().mean(0)
+    assert torch.allclose(crbg_inside(mu, 0.5), inside, atol=0.002)
+    cfg = from_dict({}).gates
+    gate = GATES.get("crbg")((6,), cfg, 0, "fc1", 5)
+    with torch.no_grad():
+        gate.mu.copy_(mu)
+    assert gate.live().tolist() == (inside > 0.01).tolist() == [False, False, True, True, True,
+                                                                 False]
+
+
+def test_hard_concrete_live_is_the_chance_a_sample_lands_inside():
+    torch.manual_seed(5)
+    la = torch.tensor([-6.0, -2.0, 0.0, 3.0, 7.0])
+    z = hard_concrete_sample(la.expand(200_000, 5))
+    inside = ((z > 0) & (z < 1)).float().mean(0)
+    assert torch.allclose(hard_concrete_inside(la), inside, atol=0.003)
+
+
+def test_crbg_st_passes_the_gradient_where_the_clamp_stops_it():
+    cfg = from_dict({"gates": {"method": "crbg_st"}}).gates
+    gate = GATES.get("crbg_st")((3,), cfg, 0, "fc1", 5)
+    with torch.no_grad():
+        gate.mu.copy_(torch.tensor([-3.0, 0.5, 4.0]))
+    gate.train()
+    gate().sum().backward()
+    assert gate.mu.grad.tolist() == [1.0, 1.0, 1.0]  # crbg: [0, ~1, 0]
+    assert gate.live().all()
+    mu = torch.tensor([-3.0, 0.5, 4.0], requires_grad=True)
+    torch.manual_seed(0)
+    crbg_sample(mu, 0.1).sum().backward()
+    assert mu.grad.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_spare_dead_stops_the_l0_push_on_closed_gates_the_noise_cannot_open():
+    mu = torch.tensor([-3.0, -0.5, 0.5, 3.0])
+    grads = []
+    for spare in (False, True):
+        gate = GATES.get("crbg")((4,), from_dict({"gates": {"spare_dead": spare}}).gates, 0,
+                                 "fc1", 5)
+        with torch.no_grad():
+            gate.mu.copy_(mu)
+        gate.expected_open().sum().backward()
+        grads.append(gate.mu.grad)
+    assert torch.all(grads[0] > 0)
+    assert grads[1][0] == 0 and torch.equal(grads[1][1:], grads[0][1:])  # open ones keep it
+
+
+@pytest.mark.parametrize("method", ["crbg", "hard_concrete"])
+@pytest.mark.parametrize("density", [0.02, 0.1, 0.5])
+def test_projection_puts_the_expected_density_on_the_budget(method, density):
+    from sltc import budget
+
+    cfg = from_dict({"gates": {"method": method}}).gates
+    torch.manual_seed(6)
+    layers = []
+    for i, (n, per_gate) in enumerate(((3000, 1), (200, 9))):
+        gate = GATES.get(method)((n,), cfg, 0, f"l{i}", 9)
+        with torch.no_grad():
+            next(gate.parameters()).copy_(torch.randn(n) * 2 + 1)
+        layers.append(type("L", (), {"gate": gate, "weights_per_gate": per_gate,
+                                     "numel": n * per_gate})())
+    total = sum(m.numel for m in layers)
+
+    def expected() -> float:
+        return sum(float(m.gate.expected_open().detach().sum()) * m.weights_per_gate
+                   for m in layers) / total
+
+    before = [next(m.gate.parameters()).detach().clone() for m in layers]
+    budget.project([layers], density)
+    assert expected() == pytest.approx(density, rel=1e-4)
+    shifts = [next(m.gate.parameters()).detach() - b for m, b in zip(layers, before, strict=True)]
+    assert all(torch.allclose(s, shifts[0][:1].expand_as(s), atol=1e-5) for s in shifts)
+    again = [next(m.gate.parameters()).detach().clone() for m in layers]
+    budget.project([layers], 0.99)  # within the budget: nothing moves
+    assert all(torch.equal(next(m.gate.parameters()).detach(), a) for m, a in zip(layers, again, strict=True))
+
+
+def test_edge_popup_holds_each_layer_at_its_own_sparsity_through_the_freezer():
+    from sltc.freeze import freeze, sparsity
+    from sltc.layers import gate, gated_layers
+    from sltc.models import create_model
+
+    own = {"fc1": 0.97, "fc3": 0.5}
+    cfg = from_dict({"model": {"widths": [64, 32]},
+                     "gates": {"method": "edge_popup", "layer_sparsity": own}})
+    model = gate(create_model(cfg.model, (1, 8, 8), 10, 0.5, 0.25), cfg)
+    masks = freeze(model, 0.5, 0.9, "layer", 0.01, own)  # the trained top-k misses by ceil
+    for m in gated_layers(model):
+        density = float(masks[m.name].double().mean())
+        assert density == pytest.approx(1 - own.get(m.name, 0.9), abs=1 / m.numel)
+    expected = sum((1 - own.get(m.name, 0.9)) * m.numel for m in gated_layers(model))
+    assert 1 - sparsity(model, masks) == pytest.approx(expected / sum(
+        m.numel for m in gated_layers(model)), abs=1e-3)
