@@ -98,19 +98,34 @@ def freeze(
 
 @app.command()
 def plot(
-    run_dir: Path = typer.Argument(..., help="A run directory made by discover."),
-    output: Path = typer.Option(None, "-o", "--output", help="PNG path [RUN_DIR/curves.png]."),
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories made by discover."),
+    output: Path = typer.Option(None, "-o", "--output",
+                                help="PNG path [RUN_DIR/curves.png; needed for several runs]."),
     as_json: bool = JSON_OPT,
 ):
-    """Draw a run's curves per epoch: loss, validation accuracy, sparsity, lambda."""
+    """Draw runs' curves per epoch: task loss, L0 term, validation accuracy, sparsity, mask
+    flip rate, live gates, lambda; several runs (a CRBG and an edge-popup run, say) share
+    one figure, a colour each."""
     from .config import load_config
-    from .plotting import plot_curves
+    from .plotting import plot_curves, read_metrics
 
-    config = Path(run_dir) / "config.yaml"
-    target = load_config(config).gates.target_sparsity if config.is_file() else None
-    path = output or Path(run_dir) / "curves.png"
-    epochs = plot_curves(run_dir, path, target)
-    _emit({"plot": str(path), "epochs": epochs}, as_json, _print_kv)
+    if output is None and len(run_dirs) > 1:
+        raise SltcError("several runs share one figure: name it with -o PNG")
+    runs, targets = [], set()
+    for run in run_dirs:
+        config = Path(run) / "config.yaml"
+        cfg = load_config(config) if config.is_file() else None
+        if cfg is not None:
+            targets.add(cfg.gates.target_sparsity)
+        label = f"{Path(run).name} [{cfg.gates.method}]" if cfg else Path(run).name
+        rows = read_metrics(run)
+        if cfg is not None and cfg.gates.method == "edge_popup":  # no L0 term, no lambda
+            rows = [{k: v for k, v in r.items() if k not in ("l0", "lambda")} for r in rows]
+        runs.append((label, rows))
+    path = output or Path(run_dirs[0]) / "curves.png"
+    plot_curves(runs, path, targets.pop() if len(targets) == 1 else None)
+    _emit({"plot": str(path), "epochs": [len(rows) for _, rows in runs]} if len(runs) > 1
+          else {"plot": str(path), "epochs": len(runs[0][1])}, as_json, _print_kv)
 
 
 @app.command("config")

@@ -39,35 +39,71 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def _series(rows: list[dict], key: str) -> tuple[list, list]:
-    points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+    points = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_curves(run_dir: str | Path, path: str | Path, target: float | None = None) -> int:
-    """Loss, validation accuracy (relaxed gates and frozen ticket), sparsity and lambda per
-    epoch, from ``metrics.jsonl``; returns the number of epochs drawn."""
-    rows = read_metrics(run_dir)
+STOPPED = 1e-3  # a flip rate below this: the mask no longer changes, the search has stopped
+
+# (panel title, y scale, [(metrics key, label, line style)])
+PANELS = [
+    ("task loss (training, cross-entropy)", "linear", [("task_loss", "task loss", "-")]),
+    ("L0 term: expected density of the gates", "linear", [("l0", "expected density", "-")]),
+    ("validation accuracy", "linear", [
+        ("frozen_accuracy", "threshold-rule ticket", "-"),
+        ("relaxed_accuracy", "relaxed gates", "--")]),
+    ("sparsity (threshold rule)", "linear", [("sparsity", "threshold rule", "-")]),
+    ("mask flip rate (changed since the previous epoch)", "log", [("flip_rate", "flip rate", "-")]),
+    ("live gates (still get task gradient)", "linear", [("live_fraction", "live fraction", "-")]),
+    ("lambda (end of epoch)", "log", [("lambda", "lambda", "-")]),
+    ("seconds per epoch", "linear", [("seconds", "epoch", "-"), ("gate_seconds", "gates", ":")]),
+]
+
+
+def plot_curves(runs: list[tuple[str, list[dict]]], path: str | Path,
+                target: float | None = None) -> None:
+    """Per-epoch curves of one run or several (one colour each, labelled by name): task
+    loss, the L0 term, validation accuracy (threshold-rule ticket and relaxed gates),
+    sparsity against ``target``, the mask flip rate (the band below ``STOPPED`` marks a
+    search that has stopped), the live fraction, lambda and seconds per epoch."""
     plt = pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
-    (loss, acc), (spars, lam) = axes
-    loss.plot(*_series(rows, "train_loss"), marker=".", label="train loss (task + lambda L0)")
-    loss.set_title("loss")
-    for key, label in (("relaxed_accuracy", "relaxed gates"), ("frozen_accuracy", "frozen ticket")):
-        acc.plot(*_series(rows, key), marker="o", label=label)
-    acc.set_title("validation accuracy")
-    spars.plot(*_series(rows, "sparsity"), marker="o", label="threshold rule")
-    if target is not None:
-        spars.axhline(target, color="gray", linestyle="--", label=f"target {target}")
-    spars.set_title("sparsity")
-    lam.plot(*_series(rows, "lambda"), marker=".", label="lambda")
-    lam.set_yscale("log")
-    lam.set_title("lambda (end of epoch)")
-    for ax in axes.flat:
+    fig, axes = plt.subplots(4, 2, figsize=(11, 11), sharex=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (title, scale, series) in zip(axes.flat, PANELS, strict=True):
+        drawn = False
+        for i, (name, rows) in enumerate(runs):
+            for key, label, style in series:
+                xs, ys = _series(rows, key)
+                if scale == "log":
+                    xs, ys = [x for x, y in zip(xs, ys, strict=False) if y > 0], [y for y in ys if y > 0]
+                if xs:
+                    shown = label if len(runs) == 1 else f"{name}: {label}"
+                    ax.plot(xs, ys, style, marker=".", color=colours[i % len(colours)],
+                            label=shown)
+                    drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "not recorded by this run", ha="center", va="center",
+                    transform=ax.transAxes, color="gray")
+        ax.set_title(title, fontsize=9)
+        ax.set_yscale(scale if drawn else "linear")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    for ax in axes[1]:
+    _mark_stopped(axes.flat[4])
+    if target is not None:
+        axes.flat[3].axhline(target, color="gray", linestyle="--", label=f"target {target}")
+    for ax in axes.flat:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in axes[-1]:
         ax.set_xlabel("epoch")
-    fig.suptitle(f"{Path(run_dir).name}: {len(rows)} epochs", fontsize=10)
+    fig.suptitle(", ".join(f"{name} ({len(rows)} epochs)" for name, rows in runs), fontsize=10)
     fig.tight_layout()
     save(fig, path)
-    return len(rows)
+
+
+def _mark_stopped(ax) -> None:
+    """Shade the flip rates at which the mask no longer changes."""
+    low, high = ax.get_ylim()
+    if ax.get_yscale() == "log":
+        ax.axhspan(min(low, STOPPED / 10), STOPPED, color="gray", alpha=0.15,
+                   label=f"search stopped (< {STOPPED:g})")
+        ax.set_ylim(min(low, STOPPED / 10), max(high, STOPPED * 10))

@@ -169,7 +169,16 @@ def test_eval_every_validates_on_schedule_and_plot_draws_the_curves(tmp_path):
     from matplotlib.image import imread
 
     height, width, _ = imread(out / "curves.png").shape
-    assert (width, height) == (1100, 715)
+    assert (width, height) == (1210, 1210)
+    popup = tmp_path / "popup"
+    sltc("discover", "examples/synthetic.yaml", "--out", popup, "--json", "--set",
+         "gates.method=edge_popup", "--set", "data.train_size=512", check=True)
+    both = _last_json(sltc("plot", out, popup, "-o", tmp_path / "both.png", "--json",
+                           check=True))
+    assert both == {"plot": str(tmp_path / "both.png"), "epochs": [3, 3]}
+    assert imread(tmp_path / "both.png").shape[:2] == (1210, 1210)
+    unnamed = sltc("plot", out, popup)
+    assert unnamed.returncode == 2 and "-o PNG" in unnamed.stderr
     missing = sltc("plot", tmp_path)
     assert missing.returncode == 2 and "no metrics.jsonl" in missing.stderr
     assert "Traceback" not in missing.stderr
