@@ -20,20 +20,20 @@ LAMBDA_RANGE = (1e-4, 1e4)
 
 class Controller:
     """lambda of one group; ``update`` after every step with the group's threshold-rule
-    sparsity and the (ramped) target. ``at_bound``: -1 or 1 when lambda sits at the low or
-    high end of ``LAMBDA_RANGE``, else 0."""
+    sparsity, the (ramped) target and the run's length in steps. ``at_bound``: -1 or 1 when
+    lambda sits at the low or high end of ``LAMBDA_RANGE``, else 0."""
 
-    def __init__(self, gates, total_steps: int, name: str = ""):
-        self.gates, self.total_steps, self.name = gates, total_steps, name
+    def __init__(self, gates, name: str = ""):
+        self.gates, self.name = gates, name
         self.lam = gates.lambda_
         self.log_integral = 0.0  # the integral term, in log(lambda)
 
-    def update(self, current: float, target: float) -> None:
+    def update(self, current: float, target: float, total_steps: int) -> None:
         g = self.gates
         error = math.log(max(1.0 - current, 1e-6) / max(1.0 - target, 1e-6))  # too dense: > 0
         low, high = (math.log(v / g.lambda_) for v in LAMBDA_RANGE)
         self.log_integral = float(np.clip(
-            self.log_integral + g.controller_gain / self.total_steps * error, low, high))
+            self.log_integral + g.controller_gain / total_steps * error, low, high))
         self.lam = float(np.clip(g.lambda_ * math.exp(g.controller_kp * error + self.log_integral),
                                  *LAMBDA_RANGE))
 

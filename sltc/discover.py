@@ -98,7 +98,7 @@ class Trainer:
         l0_layers = [m for m in self.gated if m.gate.uses_l0]
         self.budget_groups = [[m] for m in l0_layers] if g.scope == "layer" else [l0_layers]
         self.l0_total = sum(m.numel for m in l0_layers)
-        self.controllers = [Controller(g, self.total_steps, m[0].name if len(m) == 1 else "")
+        self.controllers = [Controller(g, m[0].name if len(m) == 1 else "")
                             for m in self.budget_groups]
         self.last_frozen: list[torch.Tensor] | None = None  # the search statistics' reference
         self.gate_clock = GateClock(self.gated, enabled=not t.compile)
@@ -135,7 +135,7 @@ class Trainer:
         for c, group in zip(self.controllers, self.budget_groups, strict=True):
             here = current if len(self.controllers) == 1 else \
                 self._sparsity(group, g.threshold)
-            c.update(here, target)
+            c.update(here, target, self.total_steps)
             where = f" in layer {c.name}" if c.name else ""
             if c.at_bound > 0:
                 self.warn("lambda_high", f"lambda reached its upper bound {LAMBDA_RANGE[1]:g} at "
