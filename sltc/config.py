@@ -28,6 +28,13 @@ MAX_CONFIG_BYTES = 1 << 20  # a config file; real ones are a few hundred bytes
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb's billions)
 MAX_CONFIG_DEPTH = 64
 DENSE_START_BELOW = 0.85  # CRBG target sparsity under which training starts dense
+CRBG_METHODS = ("crbg", "crbg_st")
+CONV_ARCHS = ("conv2", "conv4", "conv6", "resnet20", "resnet32", "resnet56", "resnet18",
+              "resnet50", "wrn")
+# Where a family of networks trains CRBG gates best away from the defaults, the values
+# filled in for the keys a config leaves out (results.md section 10): convolutional
+# networks at a gate learning rate of 0.05, within a live band of 0.25.
+FAMILY_RECIPES = {"conv": {"train": {"lr": 0.05}, "gates": {"mu_margin": 0.25}}}
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]  # an image side or channel count
 
@@ -110,15 +117,16 @@ class GatesConfig(_Strict):
                                "for CRBG below a 0.85 target, else 1.0 (results.md section 9)",
                                ge=0, le=1e6, alias="lambda", allow_inf_nan=False)
     sigma: float = _f(0.5, "CRBG noise std, STG's value", gt=0, le=100, allow_inf_nan=False)
-    sigma_final: float | None = _f(None, "CRBG: the samples' noise std falls linearly from "
-                                   "sigma to this over the run, the L0 term keeping sigma; "
-                                   "null (it did not win, results.md section 9): no fall",
+    sigma_final: float | None = _f(0.1, "CRBG: the samples' noise std falls linearly from "
+                                   "sigma to this over the run, the L0 term keeping sigma, so "
+                                   "that the network trained last is close to the ticket; "
+                                   "null: no fall (results.md section 10)",
                                    gt=0, le=100, allow_inf_nan=False)
     mu_margin: float | None = _f(None, "CRBG: after every step mu is kept within [-margin, "
                                  "1 + margin], where the noise still reaches the clamp's "
-                                 "inside and the gate still learns; null (it did not "
-                                 "win, results.md section 9): unbounded",
-                                 ge=0, le=100, allow_inf_nan=False)
+                                 "inside and the gate still learns; null: unbounded; a "
+                                 "convolutional network's default is 0.25 (results.md "
+                                 "section 10)", ge=0, le=100, allow_inf_nan=False)
     spare_dead: bool = _f(False, "CRBG: no L0 push on closed gates whose samples no longer "
                           "reach the clamp's inside, so that they stay within reach instead of "
                           "sinking (results.md section 5)")
@@ -204,8 +212,9 @@ def start(method: Any, target: Any) -> tuple[float, float]:
 class TrainConfig(_Strict):
     epochs: int = _f(60, "LeNet-300-100's validation accuracy rises up to about 60", ge=1, le=100_000)
     optimizer: Literal["adam", "sgd"] = _f("adam", "optimizer of the gate parameters")
-    lr: float = _f(0.02, "gate learning rate (tuned on the validation split)", gt=0, le=100,
-                   allow_inf_nan=False)
+    lr: float = _f(0.02, "gate learning rate (tuned on the validation split); a "
+                   "convolutional network's CRBG default is 0.05 (results.md section 10)",
+                   gt=0, le=100, allow_inf_nan=False)
     momentum: float = _f(0.9, "sgd only", ge=0, lt=1, allow_inf_nan=False)
     weight_decay: float = _f(0.0, "on the gate parameters", ge=0, le=100, allow_inf_nan=False)
     schedule: Literal["cosine", "constant"] = _f("cosine", "learning-rate schedule over the "
@@ -229,6 +238,21 @@ class RunConfig(_Strict):
     gates: GatesConfig = Field(default_factory=GatesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _family(cls, data: Any) -> Any:
+        """Fill the keys a config leaves out from its network family's CRBG recipe
+        (``FAMILY_RECIPES``); the recorded config then holds the values used."""
+        if not isinstance(data, dict):
+            return data
+        model, gates = (data.get(k) if isinstance(data.get(k), dict) else {}
+                        for k in ("model", "gates"))
+        recipe = FAMILY_RECIPES.get(family(model.get("arch", "mlp")))
+        if recipe is None or gates.get("method", "crbg") not in CRBG_METHODS or not all(
+                isinstance(data.get(k, {}), dict) for k in recipe):
+            return data
+        return {**data, **{k: {**v, **data.get(k, {})} for k, v in recipe.items()}}
+
     @model_validator(mode="after")
     def _check_version(self) -> RunConfig:
         if self.version != CONFIG_VERSION:
@@ -237,6 +261,11 @@ class RunConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+
+def family(arch: Any) -> str | None:
+    """The family of a registry network whose CRBG recipe differs from the defaults."""
+    return "conv" if isinstance(arch, str) and arch in CONV_ARCHS else None
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "gates": GatesConfig,

@@ -96,3 +96,26 @@ def test_ramped_target_rises_from_zero_to_the_target(shape, halfway):
     g = from_dict({"gates": {"ramp": 0.5, "ramp_shape": shape}}).gates
     assert [g.ramped(p) for p in (0.0, 0.25, 0.5, 1.0)] == pytest.approx([0, halfway, 0.9, 0.9])
     assert from_dict({}).gates.ramped(0.1) == 0.9  # no ramp: the target from the start
+
+
+@pytest.mark.parametrize("data,lr,margin", [
+    ({}, 0.02, None),  # LeNet-300-100: the MLP recipe
+    ({"model": {"arch": "conv4"}}, 0.05, 0.25),  # a conv net: its family's recipe
+    ({"model": {"arch": "resnet20"}, "train": {"lr": 0.01}}, 0.01, 0.25),  # a value given wins
+    ({"model": {"arch": "wrn"}, "gates": {"mu_margin": None}}, 0.05, None),  # null is given
+    ({"model": {"arch": "resnet20"}, "gates": {"method": "edge_popup"}}, 0.02, None),
+    ({"model": {"arch": "vit"}}, 0.02, None),
+])
+def test_a_conv_net_trains_crbg_gates_with_its_familys_recipe(data, lr, margin):
+    cfg = from_dict(data)
+    assert (cfg.train.lr, cfg.gates.mu_margin, cfg.gates.sigma_final) == (lr, margin, 0.1)
+    assert from_dict(cfg.to_dict()) == cfg  # the recorded config holds the values used
+
+
+def test_the_conv_family_names_registry_networks():
+    from sltc.config import CONV_ARCHS
+    from sltc.models import MODELS
+
+    assert set(CONV_ARCHS) <= set(MODELS.names())
+    assert {"conv4", "resnet20", "wrn"} <= set(CONV_ARCHS)
+    assert not {"mlp", "vit", "swin"} & set(CONV_ARCHS)
