@@ -52,38 +52,60 @@ def budget(model: str, args) -> list[str]:
     if model == "conv4":
         steps = 20 if args.quick else args.conv_steps
         return [f"train.epochs={args.epochs or 1}", *([f"train.max_steps={steps}"] if steps else []),
-                "data.val_size=1000"]
+                f"data.val_size={args.val_size or 1000}"]
     if model == "lenet300":
-        return ["train.epochs=2"] if args.quick else ["train.epochs=20"]
-    sets = ["data.val_size=1000"]
+        epochs = 2 if args.quick else args.epochs or 20
+        return [f"train.epochs={epochs}", *([f"data.val_size={args.val_size}"] if args.val_size
+                                             else [])]
+    sets = [f"data.val_size={args.val_size or 1000}"]
     sets += [f"train.epochs={args.epochs}"] if args.epochs else []
     sets += [f"data.train_size={args.train_size}"] if args.train_size else []
     sets += ["train.max_steps=10"] if args.quick else []
     return sets
 
 
+def _means(records: list[dict], model: str, method: str, key: str) -> list[tuple]:
+    """(mean ``key``, mean test accuracy, target) per target of one model and method."""
+    pts: dict[float, list] = {}
+    for r in records:
+        if r["model"] == model and r["method"] == method and r.get(key) is not None:
+            pts.setdefault(r["target_sparsity"], []).append(r)
+    return [(sum(r[key] for r in v) / len(v), sum(r["test_accuracy"] for r in v) / len(v), t)
+            for t, v in sorted(pts.items())]
+
+
 def plot(records: list[dict], path: Path) -> None:
+    """Per model: accuracy against sparsity, and against training time (wall seconds of the
+    whole run, each point labelled with its target) where the records have it."""
     from sltc.plotting import pyplot
 
     plt = pyplot()
-    models = sorted({r["model"] for r in records})
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
+    models = sorted({r["model"] for r in records}, key=list(MODELS).index)
+    timed = any(r.get("train_seconds") for r in records)
+    fig, axes = plt.subplots(1 + timed, len(models), figsize=(5.5 * len(models), 4 + 4 * timed),
+                             squeeze=False)
+    for col, model in enumerate(models):
         for method in RECIPES:
-            pts = {}
-            for r in records:
-                if r["model"] == model and r["method"] == method:
-                    pts.setdefault(r["target_sparsity"], []).append(r)
-            if not pts:
-                continue
-            xs = [sum(r["sparsity"] for r in v) / len(v) for _, v in sorted(pts.items())]
-            ys = [sum(r["test_accuracy"] for r in v) / len(v) for _, v in sorted(pts.items())]
-            ax.plot(xs, ys, marker="o", label=method)
-        ax.set_title(f"{model} / Fashion-MNIST")
-        ax.set_xlabel("sparsity (pruned fraction of gated weights)")
-        ax.set_ylabel("test accuracy (mean over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend()
+            pts = _means(records, model, method, "sparsity")
+            if pts:
+                axes[0][col].plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                                  label=method)
+            pts = _means(records, model, method, "train_seconds") if timed else []
+            if pts:
+                axes[1][col].plot([p[0] for p in pts], [p[1] for p in pts], "o", label=method)
+                for x, y, t in pts:
+                    axes[1][col].annotate(f"{t:g}", (x, y), fontsize=7, xytext=(3, 3),
+                                          textcoords="offset points")
+        axes[0][col].set_title(f"{model} / Fashion-MNIST")
+        axes[0][col].set_xlabel("sparsity (pruned fraction of gated weights)")
+        if timed:
+            axes[1][col].set_title(f"{model}: accuracy against training time (label: target)")
+            axes[1][col].set_xlabel("training wall time of the run (s, mean over seeds)")
+        for ax in axes[:, col]:
+            ax.set_ylabel("test accuracy (mean over seeds)")
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -134,6 +156,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None,
                     help="conv4 (default 1) / resnet20 / vit (default: the example's) epochs")
     ap.add_argument("--train-size", type=int, default=None, help="resnet20 / vit images")
+    ap.add_argument("--val-size", type=int, default=None,
+                    help="validation images (default: 1,000; LeNet-300-100: its example's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--methods", default=",".join(RECIPES))
     ap.add_argument("--workers", type=int, default=2)
@@ -167,7 +191,8 @@ def main() -> None:
     records = [{**k, "sparsity": s["sparsity"], "test_accuracy": s["test_accuracy"],
                 "val_accuracy": s["val_accuracy"], "relaxed_accuracy": s["relaxed_accuracy"],
                 "threshold_sparsity": s["threshold_sparsity"], "device": s["device"],
-                "seconds": s["seconds_per_epoch"] * s["epochs"]}
+                "seconds": s["seconds_per_epoch"] * s["epochs"],
+                "train_seconds": s.get("train_seconds"), "gate_seconds": s.get("gate_seconds")}
                for k, s in zip(keys, summaries, strict=True)]
     out.mkdir(parents=True, exist_ok=True)
     with held(out):
