@@ -39,7 +39,14 @@ def read_batch(path: Path, label_bytes: int) -> Split:
     return Split(rows[:, label_bytes:].reshape(-1, 3, 32, 32), labels)
 
 
-def _folder(name: str, root: str | None) -> Path:
+def cifar_files(name: str) -> list[str]:
+    """The batch files of ``name``, training then test."""
+    _, train, test, _ = LAYOUT[name]
+    return train + test
+
+
+def cifar_folder(name: str, root: str | None) -> Path:
+    """The first candidate folder that holds every batch file of ``name``."""
     folder, train, test, _ = LAYOUT[name]
     tried = []
     for base in candidate_dirs(name, root):
@@ -52,7 +59,7 @@ def _folder(name: str, root: str | None) -> Path:
 
 
 def load_cifar(name: str, which: str, root: str | None = None) -> Split:
-    folder = _folder(name, root)
+    folder = cifar_folder(name, root)
     _, train, test, label_bytes = LAYOUT[name]
     parts = [read_batch(folder / f, label_bytes) for f in (train if which == "train" else test)]
     split = Split(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))

@@ -75,20 +75,24 @@ def freeze(
     as_json: bool = JSON_OPT,
 ):
     """Threshold a run's gates into a deterministic ticket file."""
+    from .data import dataset_files
     from .discover import FREEZE_TOLERANCE, freeze_run, load_run
     from .freeze import SCOPES
+    from .io import check_output
     from .progress import Progress
+    from .rundir import own_files
 
     if scope is not None and scope not in SCOPES:
         raise SltcError(f"--scope {scope!r}: choose one of {', '.join(SCOPES)}")
     trainer = load_run(run_dir, device)
+    path = output or Path(run_dir) / "ticket.slt"
+    check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)])
     trainer.progress = Progress(not as_json)
     if target_sparsity is None:  # the rule discover used: the run's target, within 0.01
         target, scope_, tolerance = trainer.config.gates.target_sparsity, None, FREEZE_TOLERANCE
     else:  # exactly this sparsity
         target, scope_, tolerance = target_sparsity, scope, 0.0
     ticket, scores = freeze_run(trainer, target, scope_, tolerance)
-    path = output or Path(run_dir) / "ticket.slt"
     ticket.save(path)
     result = {"ticket": str(path), "sparsity": ticket.meta["sparsity"],
               "test_accuracy": ticket.meta["test_accuracy"], **scores,
@@ -104,11 +108,14 @@ def plot(
 ):
     """Draw a run's curves per epoch: loss, validation accuracy, sparsity, lambda."""
     from .config import load_config
+    from .io import check_output
     from .plotting import plot_curves
+    from .rundir import own_files
 
+    path = output or Path(run_dir) / "curves.png"
+    check_output(path, own_files(run_dir))
     config = Path(run_dir) / "config.yaml"
     target = load_config(config).gates.target_sparsity if config.is_file() else None
-    path = output or Path(run_dir) / "curves.png"
     epochs = plot_curves(run_dir, path, target)
     _emit({"plot": str(path), "epochs": epochs}, as_json, _print_kv)
 
@@ -142,7 +149,10 @@ def inspect(
 ):
     """Per-layer table of a ticket: density, encoding, bits against the entropy floor."""
     from .inspect import inspect_ticket, plot_sparsity, print_report
+    from .io import check_output
 
+    if plot:
+        check_output(plot, [ticket])
     report = inspect_ticket(ticket)
     if plot:
         plot_sparsity(report, plot)
@@ -221,9 +231,12 @@ def bench(
     from sltc.runtime.bench import bench as run
     from sltc.runtime.bench import plot_latency, print_table
 
+    from .io import check_output
     from .progress import Progress
 
     batches = _ints(batch, "--batch")
+    if plot:  # the models; the test images of --inputs test are read by the workers
+        check_output(plot, models)
     with Progress(not as_json).task("benchmark", unit="model x engine") as task:
         def advance(total: int) -> None:
             task.total = total

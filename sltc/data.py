@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cifar import load_cifar
+from .cifar import cifar_files, cifar_folder, load_cifar
 from .errors import DataError
 from .folder import load_folder
 from .limits import MAX_DATA_BYTES, require_regular
@@ -122,6 +122,36 @@ def load_named_split(cfg, seed: int, which: str, root: str | None = None):
     if cfg.name == "folder":
         return load_folder(root, which, cfg.image_size)
     return load_split(cfg.name, which, root)
+
+
+def dataset_files(cfg, root: str | None = None) -> list[Path]:
+    """What the configured dataset reads (``root`` overrides its folder): its IDX or CIFAR
+    files where they are found, an image folder's ``train`` and ``test`` trees; no command
+    writes over them (``io.check_output``)."""
+    root = root or cfg.root
+    if cfg.name in CIFAR:
+        try:
+            folder = cifar_folder(cfg.name, root)
+        except DataError:
+            return []
+        return [folder / f for f in cifar_files(cfg.name)]
+    if cfg.name == "folder":
+        return [Path(root) / which for which in ("train", "test")] if root else []
+    if cfg.name in HOW_TO_GET:
+        dirs = candidate_dirs(cfg.name, root)
+        return [p for split in FILES.values() for stem in split if (p := _find(stem, dirs))]
+    return []
+
+
+def recorded_files(meta: dict, root: str | None = None) -> list[Path]:
+    """``dataset_files`` of the config a ticket or export records (``meta["config"]``);
+    none where its data section does not validate."""
+    from .config import DataConfig
+
+    try:
+        return dataset_files(DataConfig.model_validate(meta["config"]["data"]), root)
+    except (KeyError, TypeError, ValueError):
+        return []
 
 
 def _classes(name: str, train, test) -> int:

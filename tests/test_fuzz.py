@@ -434,6 +434,71 @@ def test_output_paths_and_run_directories(good, synthetic_run, user):
     check_cases(cases)
 
 
+def _mnist_ticket(good: Path, dest: Path, root: Path) -> Path:
+    """The good ticket, recording an IDX dataset in ``root`` (its parity check reads it)."""
+    return write_ticket(good, dest, lambda h: h["meta"]["config"]["data"].update(
+        name="mnist", root=str(root)))
+
+
+def test_no_command_writes_over_its_inputs(good, synthetic_run, user):
+    """Every command that writes refuses an output path that is one of its inputs (the
+    same path, through a symlinked folder, or a hard link), a file of the run it reads, or
+    its dataset; the file stays as it was."""
+    shutil.copytree(good, user / "good")
+    good = user / "good"
+    run = user / "run"
+    shutil.copytree(synthetic_run, run)
+    os.link(good / "model.slt", user / "linked.slt")
+    (user / "via").symlink_to(good, target_is_directory=True)
+    data = user / "idx"
+    data.mkdir()
+    (data / "t10k-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + bytes(12))
+    ticket, onnx_model = good / "model.slt", good / "model.onnx"
+    mnist = _mnist_ticket(good, user / "mnist.slt", data)
+    watch = [good, run, data, user / "mnist.slt"]
+    cases = {
+        "export -o TICKET": Case(["export", ticket, "-f", "ticket", "-o", ticket]),
+        "export -o hard link": Case(["export", ticket, "-f", "csr", "-o", user / "linked.slt"]),
+        "export -o symlinked folder": Case(["export", ticket, "-f", "onnx", "--no-check", "-o",
+                                            user / "via/model.slt"]),
+        "export -o its test set": Case(["export", mnist, "-f", "csr", "-o",
+                                        data / "t10k-images-idx3-ubyte"]),
+        "inspect --plot TICKET": Case(["inspect", ticket, "--plot", ticket]),
+        "bench --plot MODEL": Case(["bench", onnx_model, "--plot", onnx_model]),
+        "freeze -o checkpoint": Case(["freeze", run, "-o", run / "checkpoint.safetensors"]),
+        "freeze -o metrics": Case(["freeze", run, "-o", run / "metrics.jsonl"]),
+        "plot -o metrics": Case(["plot", run, "-o", run / "metrics.jsonl"]),
+        "plot -o ticket": Case(["plot", run, "-o", run / "ticket.slt"]),
+        "plot -o config": Case(["plot", run, "-o", run / "config.yaml"]),
+    }
+    for case in cases.values():
+        case.watch, case.match = watch, "cannot write"
+    check_cases(cases)
+
+
+def test_output_checks_in_process(good, tmp_path):
+    """The one helper behind every command that writes: what it refuses, what it allows."""
+    from sltc.data import dataset_files
+    from sltc.io import check_output
+    from sltc.rundir import own_files
+
+    folder = tmp_path / "images"
+    (folder / "train/cat").mkdir(parents=True)
+    cfg = from_dict({"data": {"name": "folder", "root": str(folder)}}).data
+    trees = dataset_files(cfg)
+    with pytest.raises(SltcError, match="lies inside"):
+        check_output(folder / "train/cat/new.png", trees)
+    check_output(folder / "new.png", trees)  # beside the trees, not in them
+    run = tmp_path / "run"
+    run.mkdir()
+    check_output(run / "ticket.slt", own_files(run, ticket=False))  # freeze writes it
+    with pytest.raises(SltcError, match="reads or must keep"):
+        check_output(run / "ticket.slt", own_files(run))
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(SltcError, match="cannot follow"):
+        check_output(tmp_path / "loop", [good / "model.slt"])
+
+
 def test_two_discovers_into_one_directory(user):
     """Started together, one holds the directory and finishes; the other is refused."""
     out = user / "run"
