@@ -446,6 +446,27 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     return from_dict(data, source)
 
 
+def first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
+    """The dotted key of the first value that differs between two config dicts."""
+    for key in dict.fromkeys([*a, *b]):
+        if a.get(key) != b.get(key):
+            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                return first_difference(a[key], b[key], f"{prefix}{key}.")
+            return f"{prefix}{key}"
+    return None
+
+
+def run_difference(a: dict, b: dict) -> str | None:
+    """``first_difference`` of two configs of one run (as dicts): ``train.epochs`` aside,
+    which a resumed run may grow."""
+    def fixed(d: dict) -> dict:
+        train = d.get("train")
+        return {**d, "train": {k: v for k, v in train.items() if k != "epochs"}} \
+            if isinstance(train, dict) else d
+
+    return first_difference(fixed(a), fixed(b))
+
+
 def save_config(config: RunConfig, path: Path) -> None:
     from .io import atomic_write_text
 

@@ -262,26 +262,11 @@ class Trainer:
                 "frozen_accuracy": frozen}
 
 
-def _first_difference(a, b, prefix: str = "") -> str | None:
-    """The dotted key of the first value that differs between two config dicts."""
-    for key in dict.fromkeys([*a, *b]):
-        if a.get(key) != b.get(key):
-            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-                return _first_difference(a[key], b[key], f"{prefix}{key}.")
-            return f"{prefix}{key}"
-    return None
-
-
 def _check_resume(out: Path, config) -> None:
     """A resumed run keeps its config; only ``train.epochs`` may grow, to continue a
     finished run (the learning-rate schedule then stretches over the new total)."""
     saved = config_mod.load_config(out / "config.yaml")
-
-    def fixed(cfg) -> dict:
-        d = cfg.to_dict()
-        return {**d, "train": {k: v for k, v in d["train"].items() if k != "epochs"}}
-
-    key = _first_difference(fixed(saved), fixed(config))
+    key = config_mod.run_difference(saved.to_dict(), config.to_dict())
     if key is not None:
         raise SltcError(f"--resume: {key} differs from {out}/config.yaml; a resumed run keeps "
                         "its config (only a larger train.epochs continues it)")
@@ -346,7 +331,8 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
     trainer.progress = Progress(progress and world.main)
     start, rows = 0, []
     if resume:  # checked before the run's files are touched
-        state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer)
+        state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, config,
+                                trainer.optimizer)
         start, trainer.lam = state["epoch"], state["lambda"]
         trainer.log_integral = state["log_integral"]
     if world.main:  # the config (a resumed run's larger train.epochs too), the epochs so far
@@ -385,7 +371,8 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
     rows.append(row)
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(_json_safe(row)) + "\n")
-    save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer,
+    save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.config,
+                    trainer.optimizer,
                     {"epoch": row["epoch"], "lambda": trainer.lam,
                      "log_integral": trainer.log_integral})
 
@@ -490,5 +477,5 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Trainer:
         raise SltcError(f"{run}: no checkpoint.safetensors; pass a directory made by discover")
     config = config_mod.load_config(run / "config.yaml")
     trainer = Trainer.from_config(config, resolve_device(device))
-    load_checkpoint(run / "checkpoint.safetensors", trainer.model)
+    load_checkpoint(run / "checkpoint.safetensors", trainer.model, config)
     return trainer

@@ -544,6 +544,41 @@ def test_resume_damaged_checkpoint(damage, synthetic_run, user):
                 "train.epochs=4"], [run], "checkpoint" if damage == "state-keys" else "optimizer")
 
 
+def _edit_run_record(path: Path, edit) -> None:
+    def rewrite(meta, tensors):
+        run = json.loads(meta["run"])
+        edit(run)
+        meta["run"] = json.dumps(run)
+        if not run:
+            del meta["run"]
+    _rewrite_checkpoint(path, rewrite)
+
+
+def test_a_checkpoint_of_another_run_is_refused(synthetic_run, user):
+    """freeze and --resume read a checkpoint only with the seed, config and layer table of
+    its run directory's config.yaml; one written before sltc recorded them still loads."""
+    from sltc.discover import load_run
+    from sltc.errors import TrainingError
+
+    run = _resumable(synthetic_run, user)
+    ckpt = run / "checkpoint.safetensors"
+    original = ckpt.read_bytes()
+    _edit_run_record(ckpt, lambda r: r["config"].update(seed=4))
+    check_cases({"freeze": Case(["freeze", run, "-o", user / "t.slt"], [run], "seed 4"),
+                 "resume": Case(["discover", run / "config.yaml", "--out", run, "--resume",
+                                 "--set", "train.epochs=4"], [run], "seed 4")})
+    edits = {"its train.lr is 0.1": lambda r: r["config"]["train"].update(lr=0.1),
+             "its layer 'fc2'": lambda r: r["layers"][1].update(shape=[32, 65])}
+    for message, edit in edits.items():
+        ckpt.write_bytes(original)
+        _edit_run_record(ckpt, edit)
+        with pytest.raises(TrainingError, match=message):
+            load_run(run, "cpu")
+    ckpt.write_bytes(original)
+    _edit_run_record(ckpt, lambda r: r.clear())  # as sltc wrote checkpoints before
+    assert load_run(run, "cpu").config.seed == 3
+
+
 @pytest.mark.parametrize("metrics", ["partial-line", "missing"])
 def test_resume_after_a_kill_mid_append(metrics, synthetic_run, user):
     """What a kill leaves in metrics.jsonl is no reason to fail: the run goes on."""
