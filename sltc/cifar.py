@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .limits import MAX_DATA_BYTES, read_limited
+from .limits import MAX_CIFAR_RECORDS, read_limited
 from .splits import Split, candidate_dirs
 
 PIXELS = 3 * 32 * 32
@@ -28,9 +28,10 @@ ARCHIVES = {"cifar10": "cifar-10-binary", "cifar100": "cifar-100-binary"}
 
 
 def read_batch(path: Path, label_bytes: int) -> Split:
-    """One binary batch file; its size must be a whole number of records."""
+    """One binary batch file; its size must be a whole number of records, at most
+    ``MAX_CIFAR_RECORDS`` of them."""
     record = label_bytes + PIXELS
-    raw = read_limited(path, MAX_DATA_BYTES, "CIFAR batch", DataError)
+    raw = read_limited(path, MAX_CIFAR_RECORDS * record, "CIFAR batch", DataError)
     if not raw or len(raw) % record:
         raise DataError(f"{path}: {len(raw)} bytes is not a whole number of {record}-byte CIFAR "
                         "records (a truncated file?); re-download it")

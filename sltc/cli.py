@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import CheckFailed, Interrupted, SltcError
+from .errors import CheckFailed, Interrupted, NonFiniteLoss, SltcError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Find strong lottery tickets and ship them as seed + mask.")
@@ -52,6 +52,12 @@ def discover(
     check_applicable(cfg, str(config))
     try:
         summary = run(cfg, out, resume=resume, device=device, progress=not as_json)
+    except NonFiniteLoss as e:
+        kept = (out / "checkpoint.safetensors").exists()
+        raise NonFiniteLoss(f"{e}; " + (
+            f"the epochs before it are kept: sltc freeze {out} makes a ticket of them (a new "
+            "run needs a new --out)" if kept else "no epoch had finished, so nothing was "
+            "kept")) from None
     except KeyboardInterrupt:
         kept = (out / "checkpoint.safetensors").exists()
         raise Interrupted(f"interrupted; continue from the last finished epoch with: sltc "

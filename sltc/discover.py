@@ -24,7 +24,7 @@ from . import distributed, rundir
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .distributed import World
-from .errors import SltcError, TrainingError
+from .errors import NonFiniteLoss, SltcError
 from .evaluate import accuracy, resolve_device
 from .freeze import as_ticket, batch_norms, default_scope, freeze, sparsity, threshold_masks
 from .io import atomic_write_json, atomic_write_text
@@ -186,9 +186,8 @@ class Trainer:
             else:
                 loss = loss * (len(y) / counts[0].item())
         if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at {where}; the last good checkpoint "
-                                "(if any) is kept; start again with a lower train.lr or "
-                                "gates.lambda")
+            raise NonFiniteLoss(f"loss became {loss.item()} at {where}; start again with a "
+                                "lower train.lr or gates.lambda")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if world.size > 1:

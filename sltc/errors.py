@@ -20,6 +20,11 @@ class TrainingError(SltcError):
     """A run that cannot go on (a non-finite loss, a checkpoint that does not match)."""
 
 
+class NonFiniteLoss(TrainingError):
+    """The loss became NaN or infinite: the run stops at that step (the CLI adds what was
+    kept of it)."""
+
+
 class TicketError(SltcError):
     """A ticket file that is malformed, corrupted or does not match its generator."""
 

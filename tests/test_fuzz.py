@@ -300,6 +300,87 @@ def test_gzip_bomb_dataset(user):
                 "--set", f"data.root={data}", "--out", user / "run"], [data], "IDX size")
 
 
+# --- datasets --------------------------------------------------------------------------------
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    head = b"\0\0\x08" + bytes([array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(head + array.astype(np.uint8).tobytes())
+
+
+def idx_set(root: Path, train=(64, 28, 28), test=(32, 28, 28), labels=1, pixels=None) -> Path:
+    """IDX files of random (or ``pixels``) images, ``labels`` labels per image."""
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    for split, shape in (("train", train), ("t10k", test)):
+        images = rng.integers(0, 256, shape) if pixels is None else np.full(shape, pixels)
+        write_idx(root / f"{split}-images-idx3-ubyte", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte",
+                  rng.integers(0, 10, (shape[0], labels) if labels > 1 else shape[:1]))
+    return root
+
+
+def image_folder(root: Path, size=(8, 8), per_class: int = 4) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(
+                    root / split / label / f"{i}.png")
+    return root
+
+
+def test_datasets_that_do_not_fit(good, user):
+    """Datasets checked before the first step (shapes, labels, a constant set), read within
+    bounds (a sparse 3 GB CIFAR file), and test sets checked against the model they score."""
+    from PIL import Image
+
+    bomb = image_folder(user / "bomb")
+    Image.new("1", (30000, 30000)).save(bomb / "train/a/9.png")  # 900M pixels in 100 kB
+    cifar = user / "cifar" / "cifar-10-batches-bin"
+    cifar.mkdir(parents=True)
+    for name in [f"data_batch_{i}.bin" for i in range(2, 6)] + ["test_batch.bin"]:
+        (cifar / name).write_bytes(bytes(3073) * 10)
+    with open(cifar / "data_batch_1.bin", "wb") as f:
+        f.truncate(3 * 1024**3 // 3073 * 3073)  # sparse: whole records, all zero
+    sets = {"black": idx_set(user / "black", pixels=0),
+            "zero-height": idx_set(user / "zero", (64, 0, 28), (32, 0, 28)),
+            "2-D labels": idx_set(user / "labels", labels=2),
+            "test 32x32": idx_set(user / "mixed", test=(32, 32, 32)),
+            "32x32": idx_set(user / "big", (64, 32, 32), (32, 32, 32))}
+    matches = {"black": "every training pixel is 0", "zero-height": "empty dimension",
+               "2-D labels": "one label per image", "test 32x32": "test images 1 x 32 x 32"}
+    discover = ["discover", "examples/synthetic.yaml", "--json", "--set", "data.val_size=16",
+                "--set", "data.workers=0"]
+    cases = {name: Case([*discover, "--set", "data.name=mnist", "--set", f"data.root={sets[name]}",
+                         "--out", user / name], [sets[name]], match)
+             for name, match in matches.items()}
+    cases["decompression bomb"] = Case([*discover, "--set", "data.name=folder", "--set",
+                                        f"data.root={bomb}", "--out", user / "b"], [bomb],
+                                       "9.png: Image size (900000000 pixels)")
+    cases["sparse CIFAR file"] = Case([*discover, "--set", "data.name=cifar10", "--set",
+                                       f"data.root={cifar.parent}", "--out", user / "c"], [],
+                                      "larger than any CIFAR batch")
+    mnist = _mnist_ticket(good, user / "mnist.slt", sets["32x32"])
+    cases["eval 32x32 on 28x28"] = Case(["eval", mnist], [mnist], "the model takes 1 x 28 x 28")
+    cases["validate 32x32 on 28x28"] = Case(["validate", mnist, "--engine", "dense", "--data",
+                                             sets["32x32"]], [mnist], "the model takes")
+    check_cases(cases)
+
+
+def test_image_folders_skip_what_is_not_a_file(tmp_path):
+    """A FIFO or a folder named like an image is not read (a FIFO would block the reader)."""
+    from sltc.folder import load_folder
+
+    root = image_folder(tmp_path / "images")
+    os.mkfifo(root / "train/a/pipe.png")
+    (root / "train/b/folder.png").mkdir()
+    split = load_folder(str(root), "train")
+    assert len(split) == 8 and all(p.is_file() for p in split.paths)
+
+
 # --- 3. loaded but not validated -------------------------------------------------------------
 
 TICKET_EDITS = {
