@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
-from .limits import MAX_SIDE, number_in, read_limited
+from .limits import MAX_EPOCHS, MAX_SIDE, number_in, read_limited
 
 CONFIG_VERSION = 1
 MAX_WIDTH = 1 << 16  # units or channels of one layer
@@ -166,7 +166,8 @@ def start(method: Any, target: Any) -> tuple[float, float]:
 
 
 class TrainConfig(_Strict):
-    epochs: int = _f(60, "LeNet-300-100's validation accuracy rises up to about 60", ge=1, le=100_000)
+    epochs: int = _f(60, "LeNet-300-100's validation accuracy rises up to about 60", ge=1,
+                     le=MAX_EPOCHS)
     optimizer: Literal["adam", "sgd"] = _f("adam", "optimizer of the gate parameters")
     lr: float = _f(0.02, "gate learning rate (tuned on the validation split)", gt=0, le=100,
                    allow_inf_nan=False)

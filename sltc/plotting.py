@@ -33,13 +33,18 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         raise SltcError(f"{run_dir}: no metrics.jsonl; pass a run directory made by discover")
     rows = rundir.read_metrics(path)
+    if not rows and path.stat().st_size > 0:
+        raise SltcError(f"{path}: no line holds an epoch's record (a JSON object of numbers "
+                        "with an integer epoch); pass a run directory made by discover")
     if not rows:
         raise SltcError(f"{path}: no finished epoch yet; plot once the first epoch has ended")
     return rows
 
 
-def _series(rows: list[dict], key: str) -> tuple[list, list]:
-    points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+def _series(rows: list[dict], key: str, positive: bool = False) -> tuple[list, list]:
+    """(epochs, values) of ``key`` where recorded (and above 0, for a log scale)."""
+    points = [(r["epoch"], r[key]) for r in rows
+              if r.get(key) is not None and (not positive or r[key] > 0)]
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -59,8 +64,10 @@ def plot_curves(run_dir: str | Path, path: str | Path, target: float | None = No
     if target is not None:
         spars.axhline(target, color="gray", linestyle="--", label=f"target {target}")
     spars.set_title("sparsity")
-    lam.plot(*_series(rows, "lambda"), marker=".", label="lambda")
-    lam.set_yscale("log")
+    epochs, lambdas = _series(rows, "lambda", positive=True)  # 0: the L0 term is off
+    lam.plot(epochs, lambdas, marker=".", label="lambda")
+    if lambdas:
+        lam.set_yscale("log")
     lam.set_title("lambda (end of epoch)")
     for ax in axes.flat:
         ax.grid(alpha=0.3)

@@ -687,6 +687,54 @@ def test_stale_temp_files_are_removed(good, user):
     assert not stale.exists() and (user / "m.onnx").is_file()
 
 
+def test_metrics_that_do_not_plot(good, synthetic_run, user):
+    """A metrics file of lists and dicts, or 96 MB of them, is one line within bounds;
+    bench with more threads than CPUs is a usage error."""
+    runs = {}
+    for name, body in (("values", b'{"epoch": 1, "train_loss": [1], "lambda": {"a": 1}}\n'),
+                       ("96 MB", b'{"epoch": 1, "train_loss": [], "sparsity": []}\n' * 2_000_000)):
+        runs[name] = user / name.replace(" ", "")
+        shutil.copytree(synthetic_run, runs[name])
+        (runs[name] / "metrics.jsonl").write_bytes(body)
+    cases = {name: Case(["plot", run, "-o", user / f"{run.name}.png"], [run], "epoch's record")
+             for name, run in runs.items()}
+    cases["bench --threads 100000"] = Case(["bench", good / "model.onnx", "--threads",
+                                            "100000"], [good], "--threads")
+    check_cases(cases)
+
+
+_metric = st.none() | st.integers(-10**40, 10**40) | st.floats(allow_nan=True) | \
+    st.lists(st.integers(), max_size=2) | st.text(max_size=4)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.dictionaries(st.sampled_from(["epoch", "train_loss", "lambda",
+                                                      "sparsity", "frozen_accuracy"]),
+                                     _metric | st.integers(-2, 3), max_size=5), max_size=4))
+def test_plot_fuzz(tmp_path_factory, rows):
+    """Any metrics lines plot, or are one SltcError (never a matplotlib failure)."""
+    from sltc.plotting import plot_curves
+
+    run = tmp_path_factory.mktemp("run")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    try:
+        assert plot_curves(run, run / "curves.png") >= 1
+    except SltcError:
+        pass
+
+
+def test_metrics_keep_one_record_per_epoch(tmp_path):
+    from sltc.rundir import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 2, "train_loss": 1.0}\n{"epoch": 1, "train_loss": 2.0}\n'
+                    '{"epoch": 2, "train_loss": 0.5}\n{"epoch": 0}\n{"epoch": 3, "x": 1e39}\n'
+                    '{"epoch": 3, "x": ' + "1" * 70000 + '}\n{"epoch": 3, "lambda": 0.')
+    assert read_metrics(path) == [{"epoch": 1, "train_loss": 2.0},
+                                  {"epoch": 2, "train_loss": 0.5}]
+
+
 # --- 5. usage, exit codes --------------------------------------------------------------------
 
 def test_usage_errors_are_one_line():
