@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
@@ -379,6 +381,232 @@ def test_image_folders_skip_what_is_not_a_file(tmp_path):
     (root / "train/b/folder.png").mkdir()
     split = load_folder(str(root), "train")
     assert len(split) == 8 and all(p.is_file() for p in split.paths)
+
+
+# --- users' own networks ----------------------------------------------------------------------
+
+USER_NETS = """
+import torch
+from torch import nn
+
+
+class Pair(nn.Module):
+    def __init__(self, shape, classes):
+        super().__init__()
+        self.fc = nn.Linear(shape[0] * shape[1] * shape[2], classes)
+
+    def forward(self, x):
+        y = self.fc(x.flatten(1))
+        return y, y
+
+
+class Keyed(Pair):
+    def forward(self, x):
+        return {"logits": self.fc(x.flatten(1))}
+
+
+class InPlace(Pair):
+    def forward(self, x):
+        y = torch.sigmoid(self.fc(x.flatten(1)))
+        y.mul_(2)  # sigmoid's backward needs the y it returned
+        return y
+
+
+class Scale(nn.Module):
+    def __init__(self, shape, classes):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(classes))
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10] * self.scale
+
+
+class Recurrent(nn.Module):
+    def __init__(self, shape, classes):
+        super().__init__()
+        self.rnn = nn.LSTM(shape[2], 16, batch_first=True)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x[:, 0])[0][:, -1])
+
+
+def pair(shape, classes):
+    return Pair(shape, classes)
+
+
+def keyed(shape, classes):
+    return Keyed(shape, classes)
+
+
+def in_place(shape, classes):
+    return InPlace(shape, classes)
+
+
+def no_gate(shape, classes):
+    return Scale(shape, classes)
+
+
+def lstm(shape, classes):
+    return Recurrent(shape, classes)
+
+
+def narrow(shape, classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(100, classes))
+
+
+def huge(shape, classes):  # 2**29 weights, built in no memory on the meta device
+    return nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], 16),
+                         nn.Linear(16, 1 << 15), nn.Linear(1 << 15, 1 << 14),
+                         nn.Linear(1 << 14, classes))
+
+
+def raises(shape, classes):
+    raise RuntimeError("widths must be even")
+
+
+def plain(shape, classes, width=8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], width),
+                         nn.ReLU(), nn.Linear(width, classes))
+"""
+
+
+@pytest.fixture()
+def nets(tmp_path):
+    """A folder of a user's network modules: good ones, one that raises when imported and
+    one with a syntax error."""
+    (tmp_path / "usernets.py").write_text(USER_NETS)
+    (tmp_path / "fails_import.py").write_text('raise RuntimeError("no GPU found")\n')
+    (tmp_path / "bad_syntax.py").write_text("def net(shape, classes)\n    return None\n")
+    return tmp_path
+
+
+def test_users_networks_through_the_cli(nets):
+    """The user's code is the user's: what it raises names their module and exception (exit
+    2, not an internal error); a network that does not fit the data, returns a tuple, breaks
+    autograd, has 2**29 weights or an nn.LSTM is refused before the first step."""
+    run = ["discover", ROOT / "examples/synthetic.yaml", "--json", "--set", "model.widths=null",
+           "--set", "train.epochs=1", "--set", "train.max_steps=2"]
+    archs = {"fails_import:net": "importing fails_import raised RuntimeError: no GPU found "
+                                 "(fails_import.py:1)",
+             "bad_syntax:net": "SyntaxError: expected ':' (bad_syntax.py:1)",
+             "usernets:pair": "returns a tuple of 2",
+             "usernets:in_place": "in-place operations",
+             "usernets:narrow": "mat1 and mat2 shapes cannot be multiplied",
+             "usernets:huge": "537,620,762 weights, over",
+             "usernets:lstm": "rnn: nn.LSTM"}
+    check_cases({arch: Case([*run, "--set", f"model.arch=python:{arch}", "--out",
+                             nets / arch.replace(":", "-")], [nets], match, cwd=nets)
+                 for arch, match in archs.items()})
+    assert not [p for p in nets.iterdir() if p.is_dir() and p.name != "__pycache__"]
+
+
+@pytest.mark.parametrize("arch,kwargs,message", [
+    ("raises", {}, r"raises\(\(1, 28, 28\), 10\) raised RuntimeError: widths must be even "
+                   r"\(usernets.py:\d+\)"),
+    ("plain", {"depth": 3}, "unexpected keyword argument 'depth'; fix the factory or "
+                            "model.kwargs"),
+    ("keyed", {}, "returns a dict"),
+    ("no_gate", {}, "no nn.Linear or nn.Conv2d layer that sltc gates")])
+def test_users_networks_in_process(nets, monkeypatch, arch, kwargs, message):
+    """The rest of the class, through the same Trainer, in this process."""
+    from sltc.discover import Trainer
+    from sltc.errors import SltcError
+
+    monkeypatch.chdir(nets)
+    monkeypatch.syspath_prepend(str(nets))
+    monkeypatch.delitem(sys.modules, "usernets", raising=False)
+    config = load_config(ROOT / "examples/synthetic.yaml", [
+        f"model.arch=python:usernets:{arch}", "model.widths=null",
+        f"model.kwargs={json.dumps(kwargs)}", "data.synthetic_size=64", "data.val_size=16"])
+    with pytest.raises(SltcError, match=message):
+        Trainer.from_config(config, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("layer", [
+    torch.nn.GRU(4, 4), torch.nn.RNN(4, 4), torch.nn.LSTMCell(4, 4), torch.nn.Conv1d(1, 4, 3),
+    torch.nn.ConvTranspose2d(1, 4, 3), torch.nn.Embedding(10, 4), torch.nn.Bilinear(4, 4, 4),
+    torch.nn.TransformerEncoderLayer(4, 2)], ids=lambda m: type(m).__name__)
+def test_ungateable_layers_are_refused_with_advice(layer):
+    """Never trained silently ungated: every layer holding weights sltc cannot gate."""
+    from sltc.errors import NetworkError
+    from sltc.layers import gate
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), layer)
+    with pytest.raises(NetworkError, match=r"1(\.self_attn)?: nn\.\w+ .*(cannot|can't) be gated.*; "
+                                           r"(write|use)"):
+        gate(model, from_dict({}))
+
+
+# --- the Python API --------------------------------------------------------------------------
+
+def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 64) -> list:
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+
+
+class _Stream:
+    """Batches from a generator: no len()."""
+
+    def __init__(self, batches: list):
+        self.batches = batches
+
+    def __iter__(self):
+        yield from self.batches
+
+
+API_CASES = {  # name: (train loader from (x, y), the message's words)
+    "images of another shape": (lambda x, y: _batches(torch.zeros(128, 1, 32, 32), y[:128]),
+                                "on a batch of 2 x 1 x 32 x 32 raised RuntimeError"),
+    "float labels": (lambda x, y: _batches(x, y.float()),
+                     "expected y as one integer class index per image (shape 64), got a "
+                     "float32 tensor of shape 64"),
+    "2-D labels": (lambda x, y: _batches(x, y[:, None]), "got an int64 tensor of shape 64 x 1"),
+    "labels out of range": (lambda x, y: _batches(x, y + 50),
+                            "labels run from 50 to 59 but the network (tests.models) gives 10 "
+                            "outputs"),
+    "empty": (lambda x, y: [], "yields no batch"),
+    "one-shot generator": (lambda x, y: iter(_batches(x, y)), "can be read only once"),
+    "triples": (lambda x, y: [(a, b, b) for a, b in _batches(x, y)],
+                "expected (x, y) batches, got a tuple of 3"),
+    "not iterable": (lambda x, y: 5, "got an int"),
+}
+
+
+@pytest.mark.parametrize("name", API_CASES)
+def test_find_ticket_checks_the_first_batch(name, tmp_path):
+    """One documented exception (sltc.BatchError, a ValueError) from one check of the first
+    batch, saying what it expected and what it got; nothing written."""
+    import sltc
+    from sltc.data import synthetic_split
+    from tests.models import mixed
+
+    split = synthetic_split(1, "train", 256)
+    x, y = torch.from_numpy(split.images), torch.from_numpy(split.labels)
+    make, message = API_CASES[name]
+    test = make(x, y) if name == "images of another shape" else _batches(x, y)
+    with pytest.raises(sltc.BatchError, match=re.escape(message)) as caught:
+        sltc.find_ticket(mixed((1, 28, 28), 10), make(x, y), test, out=tmp_path / "r",
+                         progress=False)
+    assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_find_ticket_takes_loaders_without_len(tmp_path, monkeypatch, capsys):
+    """A generator without len() trains: its batches counted once, without a total."""
+    import sltc
+    from sltc.data import synthetic_split
+    from tests.models import mixed
+
+    monkeypatch.setenv("SLTC_PROGRESS_SECONDS", "0")
+    split = synthetic_split(1, "train", 256)
+    batches = _batches(torch.from_numpy(split.images), torch.from_numpy(split.labels))
+    summary, ticket = sltc.find_ticket(mixed((1, 28, 28), 10), _Stream(batches),
+                                       _Stream(batches), {"train": {"epochs": 1}},
+                                       out=tmp_path / "r", val=_Stream(batches))
+    err = capsys.readouterr().err
+    assert "counting the training batches: batch 4 |" in err and "step 4/4" in err
+    assert summary["epochs"] == 1 and summary["test_accuracy"] is not None
+    assert abs(ticket.sparsity() - 0.9) <= 0.01
 
 
 # --- 3. loaded but not validated -------------------------------------------------------------
