@@ -91,8 +91,8 @@ def epoch_row(line: bytes) -> dict | None:
     """One line of ``metrics.jsonl`` as an epoch's record: a JSON object whose ``epoch`` is
     an integer in [1, MAX_EPOCHS] and whose other values are null or numbers within
     float32's range (a loss, an accuracy, lambda, seconds); None for anything else."""
-    if len(line) > MAX_METRICS_LINE:
-        return None
+    if len(line) > MAX_METRICS_LINE or b"[" in line or line.count(b"{") != 1:
+        return None  # a record is one flat object: lists and nested ones go unparsed
     try:
         row = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):

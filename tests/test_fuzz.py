@@ -335,8 +335,8 @@ def image_folder(root: Path, size=(8, 8), per_class: int = 4) -> Path:
 
 
 def test_datasets_that_do_not_fit(good, user):
-    """Datasets checked before the first step (shapes, labels, a constant set), read within
-    bounds (a sparse 3 GB CIFAR file), and test sets checked against the model they score."""
+    """A decompression bomb in an image folder and a sparse 3 GB CIFAR file are one line
+    within bounds; a test set whose images do not fit the model is named before it runs."""
     from PIL import Image
 
     bomb = image_folder(user / "bomb")
@@ -347,29 +347,37 @@ def test_datasets_that_do_not_fit(good, user):
         (cifar / name).write_bytes(bytes(3073) * 10)
     with open(cifar / "data_batch_1.bin", "wb") as f:
         f.truncate(3 * 1024**3 // 3073 * 3073)  # sparse: whole records, all zero
-    sets = {"black": idx_set(user / "black", pixels=0),
-            "zero-height": idx_set(user / "zero", (64, 0, 28), (32, 0, 28)),
-            "2-D labels": idx_set(user / "labels", labels=2),
-            "test 32x32": idx_set(user / "mixed", test=(32, 32, 32)),
-            "32x32": idx_set(user / "big", (64, 32, 32), (32, 32, 32))}
-    matches = {"black": "every training pixel is 0", "zero-height": "empty dimension",
-               "2-D labels": "one label per image", "test 32x32": "test images 1 x 32 x 32"}
-    discover = ["discover", "examples/synthetic.yaml", "--json", "--set", "data.val_size=16",
-                "--set", "data.workers=0"]
-    cases = {name: Case([*discover, "--set", "data.name=mnist", "--set", f"data.root={sets[name]}",
-                         "--out", user / name], [sets[name]], match)
-             for name, match in matches.items()}
-    cases["decompression bomb"] = Case([*discover, "--set", "data.name=folder", "--set",
-                                        f"data.root={bomb}", "--out", user / "b"], [bomb],
-                                       "9.png: Image size (900000000 pixels)")
-    cases["sparse CIFAR file"] = Case([*discover, "--set", "data.name=cifar10", "--set",
-                                       f"data.root={cifar.parent}", "--out", user / "c"], [],
-                                      "larger than any CIFAR batch")
-    mnist = _mnist_ticket(good, user / "mnist.slt", sets["32x32"])
-    cases["eval 32x32 on 28x28"] = Case(["eval", mnist], [mnist], "the model takes 1 x 28 x 28")
-    cases["validate 32x32 on 28x28"] = Case(["validate", mnist, "--engine", "dense", "--data",
-                                             sets["32x32"]], [mnist], "the model takes")
-    check_cases(cases)
+    big = idx_set(user / "big", (64, 32, 32), (32, 32, 32))
+    discover = ["discover", "examples/synthetic.yaml", "--json", "--set", "data.workers=0"]
+    mnist = _mnist_ticket(good, user / "mnist.slt", big)
+    check_cases({
+        "decompression bomb": Case([*discover, "--set", "data.name=folder", "--set",
+                                    f"data.root={bomb}", "--out", user / "b"], [bomb],
+                                   "9.png: Image size (900000000 pixels)"),
+        "sparse CIFAR file": Case([*discover, "--set", "data.name=cifar10", "--set",
+                                   f"data.root={cifar.parent}", "--out", user / "c"], [],
+                                  "larger than any CIFAR batch"),
+        "eval 32x32 on 28x28": Case(["eval", mnist], [mnist, big], "the model takes 1 x 28 x 28"),
+        "validate 32x32 on 28x28": Case(["validate", mnist, "--engine", "dense", "--data", big],
+                                        [mnist, big], "the model takes")})
+
+
+@pytest.mark.parametrize("name,make,message", [
+    ("black", lambda root: idx_set(root, pixels=0), "every training pixel is 0"),
+    ("zero height", lambda root: idx_set(root, (64, 0, 28), (32, 0, 28)), "[64, 0, 28] declares "
+                                                                         "an empty dimension"),
+    ("2-D labels", lambda root: idx_set(root, labels=2), "found shape [64, 2]"),
+    ("test 32x32", lambda root: idx_set(root, test=(32, 32, 32)),
+     "the training images are 1 x 28 x 28 but the test images 1 x 32 x 32")])
+def test_datasets_checked_before_the_first_step(tmp_path, name, make, message):
+    """The rest of the class: the loader refuses them, with what it found."""
+    from sltc.data import load_dataset
+    from sltc.errors import DataError
+
+    root = make(tmp_path / "idx")
+    cfg = from_dict({"data": {"name": "mnist", "root": str(root), "val_size": 16}}).data
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_dataset(cfg, 0)
 
 
 def test_image_folders_skip_what_is_not_a_file(tmp_path):
@@ -489,19 +497,22 @@ def test_users_networks_through_the_cli(nets):
            "--set", "train.epochs=1", "--set", "train.max_steps=2"]
     archs = {"fails_import:net": "importing fails_import raised RuntimeError: no GPU found "
                                  "(fails_import.py:1)",
-             "bad_syntax:net": "SyntaxError: expected ':' (bad_syntax.py:1)",
-             "usernets:pair": "returns a tuple of 2",
              "usernets:in_place": "in-place operations",
-             "usernets:narrow": "mat1 and mat2 shapes cannot be multiplied",
              "usernets:huge": "537,620,762 weights, over",
              "usernets:lstm": "rnn: nn.LSTM"}
+    modules = sorted(nets.glob("*.py"))  # not the __pycache__ that importing them may write
     check_cases({arch: Case([*run, "--set", f"model.arch=python:{arch}", "--out",
-                             nets / arch.replace(":", "-")], [nets], match, cwd=nets)
+                             nets / arch.replace(":", "-")], modules, match, cwd=nets)
                  for arch, match in archs.items()})
     assert not [p for p in nets.iterdir() if p.is_dir() and p.name != "__pycache__"]
 
 
 @pytest.mark.parametrize("arch,kwargs,message", [
+    ("bad_syntax:net", {}, r"importing bad_syntax raised SyntaxError: expected ':' "
+                           r"\(bad_syntax.py:1\)"),
+    ("pair", {}, "returns a tuple of 2"),
+    ("narrow", {}, r"mat1 and mat2 shapes cannot be multiplied \(2x784 and 100x10\); make its "
+                   "input fit images of 1 x 28 x 28"),
     ("raises", {}, r"raises\(\(1, 28, 28\), 10\) raised RuntimeError: widths must be even "
                    r"\(usernets.py:\d+\)"),
     ("plain", {"depth": 3}, "unexpected keyword argument 'depth'; fix the factory or "
@@ -516,8 +527,9 @@ def test_users_networks_in_process(nets, monkeypatch, arch, kwargs, message):
     monkeypatch.chdir(nets)
     monkeypatch.syspath_prepend(str(nets))
     monkeypatch.delitem(sys.modules, "usernets", raising=False)
+    arch = arch if ":" in arch else f"usernets:{arch}"
     config = load_config(ROOT / "examples/synthetic.yaml", [
-        f"model.arch=python:usernets:{arch}", "model.widths=null",
+        f"model.arch=python:{arch}", "model.widths=null",
         f"model.kwargs={json.dumps(kwargs)}", "data.synthetic_size=64", "data.val_size=16"])
     with pytest.raises(SltcError, match=message):
         Trainer.from_config(config, torch.device("cpu"))
