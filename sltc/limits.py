@@ -21,7 +21,7 @@ MAX_CHECKPOINT_BYTES = 1 << 34
 MAX_DATA_BYTES = 1 << 32  # one IDX file, inflated
 MAX_CIFAR_RECORDS = 50_000  # images in one CIFAR batch file (CIFAR-100's train.bin)
 MAX_METRICS_BYTES = 1 << 28  # a run's metrics.jsonl (a few hundred bytes per epoch)
-MAX_METRICS_LINE = 1 << 16  # one epoch's line of it
+MAX_METRICS_LINE = 1 << 10  # one epoch's line of it (about 250 bytes), at most 16 values
 MAX_EPOCHS = 100_000  # epochs of one run
 MAX_SIDE = 8192  # an input dimension: an image side or a channel count
 

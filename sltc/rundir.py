@@ -17,6 +17,7 @@ from .errors import SltcError
 from .limits import MAX_EPOCHS, MAX_METRICS_BYTES, MAX_METRICS_LINE, number_in, regular_size
 
 MAX_METRIC = 3.4e38  # float32's largest: every value of a metrics line is within it
+MAX_METRIC_VALUES = 16  # of one line (8 today): what read_metrics keeps stays small
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
              "summary.json")
 
@@ -88,17 +89,18 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def epoch_row(line: bytes) -> dict | None:
-    """One line of ``metrics.jsonl`` as an epoch's record: a JSON object whose ``epoch`` is
-    an integer in [1, MAX_EPOCHS] and whose other values are null or numbers within
-    float32's range (a loss, an accuracy, lambda, seconds); None for anything else."""
+    """One line of ``metrics.jsonl`` as an epoch's record: a JSON object of at most
+    ``MAX_METRIC_VALUES`` values whose ``epoch`` is an integer in [1, MAX_EPOCHS] and whose
+    other values are null or numbers within float32's range (a loss, an accuracy, lambda,
+    seconds); None for anything else."""
     if len(line) > MAX_METRICS_LINE or b"[" in line or line.count(b"{") != 1:
         return None  # a record is one flat object: lists and nested ones go unparsed
     try:
         row = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return None
-    if not isinstance(row, dict) or type(row.get("epoch")) is not int or \
-            not 1 <= row["epoch"] <= MAX_EPOCHS:
+    if not isinstance(row, dict) or len(row) > MAX_METRIC_VALUES or \
+            type(row.get("epoch")) is not int or not 1 <= row["epoch"] <= MAX_EPOCHS:
         return None
     if not all(v is None or number_in(v, -MAX_METRIC, MAX_METRIC) for v in row.values()):
         return None

@@ -970,7 +970,8 @@ def test_metrics_keep_one_record_per_epoch(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"epoch": 2, "train_loss": 1.0}\n{"epoch": 1, "train_loss": 2.0}\n'
                     '{"epoch": 2, "train_loss": 0.5}\n{"epoch": 0}\n{"epoch": 3, "x": 1e39}\n'
-                    '{"epoch": 3, "x": ' + "1" * 70000 + '}\n{"epoch": 3, "lambda": 0.')
+                    '{"epoch": 3, "x": ' + "1" * 2000 + '}\n{"epoch": 3, "lambda": 0.\n' +
+                    json.dumps({"epoch": 4, **{f"k{i}": i for i in range(16)}}) + "\n")
     assert read_metrics(path) == [{"epoch": 1, "train_loss": 2.0},
                                   {"epoch": 2, "train_loss": 0.5}]
 
