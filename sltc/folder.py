@@ -3,7 +3,10 @@
 Images stay on disk: a split is a list of files, read with Pillow a batch at a time
 (the training loop streams them through a torch ``DataLoader`` with workers). Every
 image is resized to ``image_size`` (None: the size of the first training image) and
-converted to the first image's mode (RGB or greyscale).
+converted to the first image's mode (RGB or greyscale). Only regular files are listed,
+and each one's header is read when the folder is scanned (about 25 us an image), so a
+file that is not an image or would decode to more pixels than Pillow allows is named
+before the first step.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ def _scan(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int
     for label, name in enumerate(found):
         files = sorted(p for p in (folder / name).iterdir()  # regular files: no FIFO, no device
                        if p.suffix.lower() in SUFFIXES and p.is_file())
+        for path in files:  # every header read before the first step: damage, bombs
+            _open(path).close()
         paths += files
         labels += [label] * len(files)
     if not paths:

@@ -348,7 +348,8 @@ def test_datasets_that_do_not_fit(good, user):
     with open(cifar / "data_batch_1.bin", "wb") as f:
         f.truncate(3 * 1024**3 // 3073 * 3073)  # sparse: whole records, all zero
     big = idx_set(user / "big", (64, 32, 32), (32, 32, 32))
-    discover = ["discover", "examples/synthetic.yaml", "--json", "--set", "data.workers=0"]
+    # no --json: refused before the first step, so before any progress line
+    discover = ["discover", "examples/synthetic.yaml", "--set", "data.workers=0"]
     mnist = _mnist_ticket(good, user / "mnist.slt", big)
     check_cases({
         "decompression bomb": Case([*discover, "--set", "data.name=folder", "--set",
