@@ -42,7 +42,8 @@ def parity(model_path: str, ticket, data_root=None, batch: int = 512) -> dict:
     if data["name"] == "loaders":  # data given in Python: uniform inputs of the right shape
         x = np.random.default_rng(0).random((64, *ticket.meta["input_shape"]), dtype=np.float32)
     else:
-        test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root)
+        test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root,
+                                 ticket.meta["input_shape"], ticket.meta["classes"])
         x = test.batch(0, batch).astype(np.float32) / np.float32(255)
     try:
         torch_model = model_from_ticket(ticket)

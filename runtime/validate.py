@@ -31,7 +31,8 @@ def model_test_set(model: Deployable, data_root=None):
     data = model.meta.get("data")
     if data is None:
         raise SltcError(f"{model.path} does not record its dataset; use the ticket instead")
-    return recorded_test_set(data, model.meta.get("seed", 0), data_root)
+    return recorded_test_set(data, model.meta.get("seed", 0), data_root,
+                             model.meta["input_shape"], model.meta["classes"])
 
 
 def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,

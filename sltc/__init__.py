@@ -9,11 +9,16 @@ This module imports nothing heavy: the torch-free runtime (``sltc.runtime``) imp
 """
 
 
+from .errors import BatchError, NetworkError, SltcError
+
+
 def find_ticket(model, train, test, config=None, **options):
-    """Gate ``model``, train its gates, freeze and save a ticket; see ``sltc.api``."""
+    """Gate ``model``, train its gates, freeze and save a ticket; see ``sltc.api``. Raises
+    ``BatchError`` (a ``ValueError``) when the first batch and the network do not fit,
+    ``NetworkError`` for a network sltc cannot gate; both are ``SltcError``."""
     from .api import find_ticket as run
 
     return run(model, train, test, config, **options)
 
 
-__all__ = ["find_ticket"]
+__all__ = ["BatchError", "NetworkError", "SltcError", "find_ticket"]

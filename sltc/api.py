@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from . import config as config_mod
@@ -18,7 +17,9 @@ from .errors import ConfigError
 from .evaluate import resolve_device
 from .layers import gate
 from .loaders import Data, LoaderBatches
+from .models import check_size
 from .ticket import Ticket
+from .usercode import check_first_batch, first_batch
 
 
 def _config(config) -> config_mod.RunConfig:
@@ -63,21 +64,35 @@ def find_ticket(model: nn.Module, train, test, config=None, *, val=None,
                 progress: bool = True) -> tuple[dict, Ticket]:
     """Gate ``model`` in place, train its gates on ``train``, freeze a ticket, score it on
     ``test``; ``val`` (optional) is scored every epoch. Loaders yield ``(x, y)``: float
-    inputs as the model takes them (uint8 images are scaled to [0, 1]) and class indices.
+    inputs as the model takes them (uint8 images are scaled to [0, 1]) and class indices;
+    any iterable that can be read again works (a ``DataLoader``, a list, an object whose
+    ``__iter__`` yields batches), one without ``len()`` counted once per run.
     Writes ``out`` as ``sltc discover`` does; returns the summary and the ticket.
+
+    Before the first step the first batch of each loader and the network are checked
+    together: anything that does not fit is one ``sltc.BatchError`` (a ``ValueError``)
+    saying what was expected and what was found. A network sltc cannot gate (nn.LSTM,
+    nn.MultiheadAttention, no nn.Linear or nn.Conv2d) is an ``sltc.NetworkError``; a bad
+    ``config`` a ``ConfigError``; all three are ``sltc.SltcError``.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model: expected an nn.Module, got {type(model).__name__}")
     config = _config(config)
     dev = resolve_device(device)
     recorded = _recorded(config, model)
+    module = type(model).__module__
+    check_size(model, recorded.model.arch)
     with claim(Path(out), recorded, resume=False):  # before the model is touched
+        x, y = first_batch(train, "train")
+        for name, loader in (("val", val), ("test", test)):
+            if loader is not None:
+                first_batch(loader, name, like=x)
         train_batches = LoaderBatches(train, dev, config.data.augment)
-        first, _ = next(iter(train_batches))
         gate(model, config).to(dev)
-        with torch.no_grad():
-            classes = int(model.eval()(first[:2]).shape[1])
+        first, labels = next(iter(LoaderBatches([(x, y)], dev)))
+        classes = check_first_batch(model, first, labels, module)
         data = Data(train_batches, LoaderBatches(val if val is not None else [], dev),
                     LoaderBatches(test, dev), tuple(first.shape[1:]), classes, 0.0, 1.0)
-        summary = run(Trainer(recorded, model, data, dev), Path(out), progress=progress)
+        trainer = Trainer(recorded, model, data, dev, user_module=module)
+        summary = run(trainer, Path(out), progress=progress)
     return summary, Ticket.load(Path(out) / "ticket.slt")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .limits import MAX_DATA_BYTES, read_limited
+from .limits import MAX_CIFAR_RECORDS, read_limited
 from .splits import Split, candidate_dirs
 
 PIXELS = 3 * 32 * 32
@@ -28,9 +28,10 @@ ARCHIVES = {"cifar10": "cifar-10-binary", "cifar100": "cifar-100-binary"}
 
 
 def read_batch(path: Path, label_bytes: int) -> Split:
-    """One binary batch file; its size must be a whole number of records."""
+    """One binary batch file; its size must be a whole number of records, at most
+    ``MAX_CIFAR_RECORDS`` of them."""
     record = label_bytes + PIXELS
-    raw = read_limited(path, MAX_DATA_BYTES, "CIFAR batch", DataError)
+    raw = read_limited(path, MAX_CIFAR_RECORDS * record, "CIFAR batch", DataError)
     if not raw or len(raw) % record:
         raise DataError(f"{path}: {len(raw)} bytes is not a whole number of {record}-byte CIFAR "
                         "records (a truncated file?); re-download it")
@@ -39,7 +40,14 @@ def read_batch(path: Path, label_bytes: int) -> Split:
     return Split(rows[:, label_bytes:].reshape(-1, 3, 32, 32), labels)
 
 
-def _folder(name: str, root: str | None) -> Path:
+def cifar_files(name: str) -> list[str]:
+    """The batch files of ``name``, training then test."""
+    _, train, test, _ = LAYOUT[name]
+    return train + test
+
+
+def cifar_folder(name: str, root: str | None) -> Path:
+    """The first candidate folder that holds every batch file of ``name``."""
     folder, train, test, _ = LAYOUT[name]
     tried = []
     for base in candidate_dirs(name, root):
@@ -52,7 +60,7 @@ def _folder(name: str, root: str | None) -> Path:
 
 
 def load_cifar(name: str, which: str, root: str | None = None) -> Split:
-    folder = _folder(name, root)
+    folder = cifar_folder(name, root)
     _, train, test, label_bytes = LAYOUT[name]
     parts = [read_batch(folder / f, label_bytes) for f in (train if which == "train" else test)]
     split = Split(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import CheckFailed, Interrupted, SltcError
+from .errors import CheckFailed, Interrupted, NonFiniteLoss, SltcError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Find strong lottery tickets and ship them as seed + mask.")
@@ -52,6 +52,12 @@ def discover(
     check_applicable(cfg, str(config))
     try:
         summary = run(cfg, out, resume=resume, device=device, progress=not as_json)
+    except NonFiniteLoss as e:
+        kept = (out / "checkpoint.safetensors").exists()
+        raise NonFiniteLoss(f"{e}; " + (
+            f"the epochs before it are kept: sltc freeze {out} makes a ticket of them (a new "
+            "run needs a new --out)" if kept else "no epoch had finished, so nothing was "
+            "kept")) from None
     except KeyboardInterrupt:
         kept = (out / "checkpoint.safetensors").exists()
         raise Interrupted(f"interrupted; continue from the last finished epoch with: sltc "
@@ -75,20 +81,24 @@ def freeze(
     as_json: bool = JSON_OPT,
 ):
     """Threshold a run's gates into a deterministic ticket file."""
+    from .data import dataset_files
     from .discover import FREEZE_TOLERANCE, freeze_run, load_run
     from .freeze import SCOPES
+    from .io import check_output
     from .progress import Progress
+    from .rundir import own_files
 
     if scope is not None and scope not in SCOPES:
         raise SltcError(f"--scope {scope!r}: choose one of {', '.join(SCOPES)}")
     trainer = load_run(run_dir, device)
+    path = output or Path(run_dir) / "ticket.slt"
+    check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)])
     trainer.progress = Progress(not as_json)
     if target_sparsity is None:  # the rule discover used: the run's target, within 0.01
         target, scope_, tolerance = trainer.config.gates.target_sparsity, None, FREEZE_TOLERANCE
     else:  # exactly this sparsity
         target, scope_, tolerance = target_sparsity, scope, 0.0
     ticket, scores = freeze_run(trainer, target, scope_, tolerance)
-    path = output or Path(run_dir) / "ticket.slt"
     ticket.save(path)
     result = {"ticket": str(path), "sparsity": ticket.meta["sparsity"],
               "test_accuracy": ticket.meta["test_accuracy"], **scores,
@@ -107,10 +117,14 @@ def plot(
     flip rate, live gates, lambda; several runs (a CRBG and an edge-popup run, say) share
     one figure, a colour each."""
     from .config import load_config
+    from .io import check_output
     from .plotting import plot_curves, read_metrics
+    from .rundir import own_files
 
     if output is None and len(run_dirs) > 1:
         raise SltcError("several runs share one figure: name it with -o PNG")
+    path = output or Path(run_dirs[0]) / "curves.png"
+    check_output(path, [f for run in run_dirs for f in own_files(run)])
     runs, targets = [], set()
     for run in run_dirs:
         config = Path(run) / "config.yaml"
@@ -122,7 +136,6 @@ def plot(
         if cfg is not None and cfg.gates.method == "edge_popup":  # no L0 term, no lambda
             rows = [{k: v for k, v in r.items() if k not in ("l0", "lambda")} for r in rows]
         runs.append((label, rows))
-    path = output or Path(run_dirs[0]) / "curves.png"
     plot_curves(runs, path, targets.pop() if len(targets) == 1 else None)
     _emit({"plot": str(path), "epochs": [len(rows) for _, rows in runs]} if len(runs) > 1
           else {"plot": str(path), "epochs": len(runs[0][1])}, as_json, _print_kv)
@@ -157,7 +170,10 @@ def inspect(
 ):
     """Per-layer table of a ticket: density, encoding, bits against the entropy floor."""
     from .inspect import inspect_ticket, plot_sparsity, print_report
+    from .io import check_output
 
+    if plot:
+        check_output(plot, [ticket])
     report = inspect_ticket(ticket)
     if plot:
         plot_sparsity(report, plot)
@@ -217,7 +233,8 @@ def bench(
     models: list[Path] = typer.Argument(..., help=".slt, .csr.safetensors or .onnx files."),
     engine: list[str] = typer.Option([], "--engine", help="dense, csr or ort (repeatable) [all]."),
     batch: str = typer.Option("1,64", "--batch", help="Batch sizes, comma-separated."),
-    threads: int = typer.Option(1, "--threads", min=1),
+    threads: int = typer.Option(1, "--threads", min=1, max=os.cpu_count() or 1,
+                                help="Threads per engine, at most the CPUs of this machine."),
     provider: str = typer.Option("cpu", "--provider", help="cpu or cuda."),
     warmup: int = typer.Option(20, "--warmup", min=0),
     repeat: int = typer.Option(200, "--repeat", min=1),
@@ -236,9 +253,12 @@ def bench(
     from sltc.runtime.bench import bench as run
     from sltc.runtime.bench import plot_latency, print_table
 
+    from .io import check_output
     from .progress import Progress
 
     batches = _ints(batch, "--batch")
+    if plot:  # the models; the test images of --inputs test are read by the workers
+        check_output(plot, models)
     with Progress(not as_json).task("benchmark", unit="model x engine") as task:
         def advance(total: int) -> None:
             task.total = total

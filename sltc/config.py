@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
-from .limits import MAX_SIDE, number_in, read_limited
+from .limits import MAX_EPOCHS, MAX_SIDE, number_in, read_limited
 
 CONFIG_VERSION = 1
 MAX_WIDTH = 1 << 16  # units or channels of one layer
@@ -210,7 +210,8 @@ def start(method: Any, target: Any) -> tuple[float, float]:
 
 
 class TrainConfig(_Strict):
-    epochs: int = _f(60, "LeNet-300-100's validation accuracy rises up to about 60", ge=1, le=100_000)
+    epochs: int = _f(60, "LeNet-300-100's validation accuracy rises up to about 60", ge=1,
+                     le=MAX_EPOCHS)
     optimizer: Literal["adam", "sgd"] = _f("adam", "optimizer of the gate parameters")
     lr: float = _f(0.02, "gate learning rate (tuned on the validation split); a "
                    "convolutional network's CRBG default is 0.05 (results.md section 10)",
@@ -509,6 +510,27 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     for assignment in overrides:
         apply_override(data, assignment)
     return from_dict(data, source)
+
+
+def first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
+    """The dotted key of the first value that differs between two config dicts."""
+    for key in dict.fromkeys([*a, *b]):
+        if a.get(key) != b.get(key):
+            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                return first_difference(a[key], b[key], f"{prefix}{key}.")
+            return f"{prefix}{key}"
+    return None
+
+
+def run_difference(a: dict, b: dict) -> str | None:
+    """``first_difference`` of two configs of one run (as dicts): ``train.epochs`` aside,
+    which a resumed run may grow."""
+    def fixed(d: dict) -> dict:
+        train = d.get("train")
+        return {**d, "train": {k: v for k, v in train.items() if k != "epochs"}} \
+            if isinstance(train, dict) else d
+
+    return first_difference(fixed(a), fixed(b))
 
 
 def save_config(config: RunConfig, path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cifar import load_cifar
+from .cifar import cifar_files, cifar_folder, load_cifar
 from .errors import DataError
 from .folder import load_folder
 from .limits import MAX_DATA_BYTES, require_regular
@@ -68,6 +68,9 @@ def read_idx(path: str | Path) -> np.ndarray:
             if len(shape) != 4 * head[3] or size > MAX_DATA_BYTES:
                 raise DataError(f"{path}: IDX header {dims} declares more than "
                                 f"{MAX_DATA_BYTES} bytes; re-download it")
+            if 0 in dims:
+                raise DataError(f"{path}: IDX header {dims} declares an empty dimension; "
+                                "re-download it")
             raw = f.read(size + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read IDX file ({e}); re-download it") from None
@@ -91,8 +94,12 @@ def load_split(name: str, split: str, root: str | None = None) -> Split:
         where = ", ".join(str(d) for d in dirs)
         raise DataError(f"{name} {split} set not found in {where}; {HOW_TO_GET[name]}")
     images, labels = (read_idx(p) for p in paths)
+    if labels.ndim != 1:
+        raise DataError(f"{paths[1]}: expected one label per image (a 1-D IDX file), found "
+                        f"shape {list(labels.shape)}; pass the labels file")
     if images.ndim != 3 or len(images) != len(labels):
-        raise DataError(f"{paths[0]}: expected N x H x W images matching {len(labels)} labels")
+        raise DataError(f"{paths[0]}: expected N x H x W images matching {len(labels)} labels, "
+                        f"found shape {list(images.shape)}")
     return Split(images[:, None], labels.astype(np.int64))
 
 
@@ -124,6 +131,36 @@ def load_named_split(cfg, seed: int, which: str, root: str | None = None):
     return load_split(cfg.name, which, root)
 
 
+def dataset_files(cfg, root: str | None = None) -> list[Path]:
+    """What the configured dataset reads (``root`` overrides its folder): its IDX or CIFAR
+    files where they are found, an image folder's ``train`` and ``test`` trees; no command
+    writes over them (``io.check_output``)."""
+    root = root or cfg.root
+    if cfg.name in CIFAR:
+        try:
+            folder = cifar_folder(cfg.name, root)
+        except DataError:
+            return []
+        return [folder / f for f in cifar_files(cfg.name)]
+    if cfg.name == "folder":
+        return [Path(root) / which for which in ("train", "test")] if root else []
+    if cfg.name in HOW_TO_GET:
+        dirs = candidate_dirs(cfg.name, root)
+        return [p for split in FILES.values() for stem in split if (p := _find(stem, dirs))]
+    return []
+
+
+def recorded_files(meta: dict, root: str | None = None) -> list[Path]:
+    """``dataset_files`` of the config a ticket or export records (``meta["config"]``);
+    none where its data section does not validate."""
+    from .config import DataConfig
+
+    try:
+        return dataset_files(DataConfig.model_validate(meta["config"]["data"]), root)
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
 def _classes(name: str, train, test) -> int:
     if name in CIFAR:
         return CIFAR[name]
@@ -138,6 +175,10 @@ def load_dataset(cfg, seed: int) -> Dataset:
     """Train/val/test splits: validation is the head of a fixed permutation of the training
     set, training the rest of it (its first ``train_size`` images, where set)."""
     full, test = (load_named_split(cfg, seed, which) for which in ("train", "test"))
+    if full.shape != test.shape:
+        raise DataError(f"{cfg.name}: the training images are {_shape(full.shape)} but the test "
+                        f"images {_shape(test.shape)}; give both splits one size and channel "
+                        "count")
     classes = _classes(cfg.name, full, test)
     val_size = min(cfg.val_size, len(full) // 2)
     order = permutation(0, f"{cfg.name}/val_split", len(full))
@@ -146,12 +187,35 @@ def load_dataset(cfg, seed: int) -> Dataset:
     pixels = train.sample(STATS_SAMPLE)
     mean = pixels.mean(dtype=np.float64) / 255.0
     std = pixels.std(dtype=np.float64) / 255.0
+    if std == 0:
+        raise DataError(f"{cfg.name}: every training pixel is {round(mean * 255)}: nothing to "
+                        "learn from, and no spread to normalise by; check the dataset")
     return Dataset(cfg.name, train, val, test, classes, float(mean), float(std))
 
 
-def recorded_test_set(data: dict, seed: int, root: str | None = None):
-    """The test set named by a saved run's ``data`` config (``root`` overrides its folder);
-    a ``data`` that does not validate as the config's ``data`` section is a ``DataError``."""
+def _shape(shape) -> str:
+    """(C, H, W) as a reader says it: ``1 x 28 x 28``."""
+    return " x ".join(map(str, shape))
+
+
+def check_fits(split, input_shape, classes: int, where: str) -> None:
+    """A test set against the network it is for: the same image shape, labels below its
+    class count; a ``DataError`` saying what was found."""
+    if tuple(split.shape) != tuple(input_shape):
+        raise DataError(f"{where}: the images are {_shape(split.shape)} (channels x height x "
+                        f"width) but the model takes {_shape(input_shape)}; pass the dataset "
+                        "it was trained for")
+    top = int(split.labels.max()) if len(split) else -1
+    if top >= classes:
+        raise DataError(f"{where}: a label is {top} but the model has {classes} classes; "
+                        "pass the dataset it was trained for")
+
+
+def recorded_test_set(data: dict, seed: int, root: str | None = None, input_shape=None,
+                      classes: int | None = None):
+    """The test set named by a saved run's ``data`` config (``root`` overrides its folder),
+    checked against the model's ``input_shape`` and ``classes`` where given; a ``data``
+    that does not validate as the config's ``data`` section is a ``DataError``."""
     from .config import DataConfig, validated
     from .errors import ConfigError
 
@@ -162,6 +226,9 @@ def recorded_test_set(data: dict, seed: int, root: str | None = None):
     if not valid_seed(seed):
         raise DataError("the model's recorded seed is not an integer in [0, 2**64); re-export "
                         "the model from its ticket")
-    return load_named_split(cfg, seed, "test", root)
+    test = load_named_split(cfg, seed, "test", root)
+    if input_shape is not None:
+        check_fits(test, input_shape, classes, root or cfg.root or cfg.name)
+    return test
 
 

@@ -9,6 +9,7 @@ run resumed from its last checkpoint ends with the same mask as one never stoppe
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -25,17 +26,18 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .controller import LAMBDA_RANGE, Controller, mean_lambda
 from .data import load_dataset
 from .distributed import World
-from .errors import SltcError, TrainingError
+from .errors import BatchError, NetworkError, NonFiniteLoss, SltcError, TrainingError
 from .evaluate import accuracy, resolve_device
 from .freeze import as_ticket, batch_norms, default_scope, freeze, sparsity, threshold_masks
 from .io import atomic_write_json, atomic_write_text
 from .layers import gated_layers
 from .limits import number_in
 from .loaders import Data, data_for
-from .models import build_model
+from .models import PYTHON_PREFIX, build_model
 from .progress import QUIET, Progress
 from .rebuild import ticket_from_model
 from .seeding import random_words
+from .usercode import check_first_batch, users_code
 
 log = logging.getLogger(__name__)
 FREEZE_TOLERANCE = 0.01  # discover's ticket meets gates.target_sparsity within this
@@ -72,8 +74,15 @@ class Trainer:
     """One run: its gated model, data, optimizer and the lambda controller (one rank's view
     of it under torchrun)."""
 
-    def __init__(self, config, model, data: Data, device: torch.device, world: World = World()):
+    def __init__(self, config, model, data: Data, device: torch.device, world: World = World(),
+                 user_module: str | None = None):
         self.config, self.data, self.device, self.world = config, data, device, world
+        self.user_module = user_module  # the network is the user's: what it raises is theirs
+        if not any(m.gate is not None for m in gated_layers(model)):
+            raise NetworkError("the network has no nn.Linear or nn.Conv2d layer that sltc gates "
+                               "(a lone classifier stays ungated at neuron granularity, and "
+                               "gates.gate_first and gates.gate_last may leave layers out); "
+                               "add one, or change those settings")
         t = config.train
         convs = any(len(m.weight_shape) == 4 for m in gated_layers(model))
         self.channels_last = t.channels_last if t.channels_last is not None else (
@@ -83,13 +92,9 @@ class Trainer:
         self.bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
         self.forward = torch.compile(self.model) if t.compile else self.model
         self.optimizer = _make_optimizer(config, self.model)
-        self.steps_per_epoch = min(len(data.train), config.train.max_steps or 10**12)
-        self.total_steps = self.steps_per_epoch * config.train.epochs
         self.progress: Progress = QUIET
         self.warnings: dict[str, str] = {}  # kind -> message, each said once
         self.early_losses: list[float] = []
-        if not gated_layers(self.model):
-            raise SltcError("the network has no nn.Linear or nn.Conv2d layer to gate")
         self.gated = [m for m in gated_layers(self.model) if m.gate is not None]  # per step
         self.uses_l0 = any(m.gate.uses_l0 for m in self.gated)
         g = config.gates
@@ -105,11 +110,34 @@ class Trainer:
 
     @classmethod
     def from_config(cls, config, device: torch.device, world: World = World()) -> Trainer:
-        """The run a config describes: its dataset and the registry's (or a factory's) network."""
+        """The run a config describes: its dataset and the registry's (or a factory's)
+        network; a factory's network is checked against the first batch."""
         dataset = load_dataset(config.data, config.seed)
         model = build_model(config, dataset.input_shape, dataset.classes, dataset.mean,
                             dataset.std)
-        return cls(config, model, data_for(config, dataset, device, world), device, world)
+        arch = config.model.arch
+        module = arch[len(PYTHON_PREFIX):].partition(":")[0] if arch.startswith(PYTHON_PREFIX) \
+            else None
+        trainer = cls(config, model, data_for(config, dataset, device, world), device, world,
+                      module)
+        if module is not None:
+            check_first_batch(trainer.model, *next(iter(trainer.data.train)), module)
+        return trainer
+
+    @functools.cached_property
+    def steps_per_epoch(self) -> int:
+        """The loader's length, or for a user's loader without one, its batches counted in
+        one pass (progress without a total); at most ``train.max_steps``."""
+        cap = self.config.train.max_steps or 10**12
+        try:
+            return min(len(self.data.train), cap)
+        except TypeError:
+            with self.progress.task("counting the training batches") as task:
+                return self.data.train.count(cap, task.advance)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.train.epochs
 
     @property
     def lam(self) -> float:
@@ -177,7 +205,12 @@ class Trainer:
             contextlib.nullcontext()
         with amp:
             logits = self.forward(x)
-        task = F.cross_entropy(logits.float(), y)
+        try:
+            task = F.cross_entropy(logits.float(), y)
+        except IndexError:  # a label past the outputs, in a later batch of a user's loader
+            raise BatchError(f"a label runs to {int(y.max())} but the network gives "
+                             f"{logits.shape[1]} outputs; labels are class indices in "
+                             f"[0, {logits.shape[1]})") from None
         if not self.uses_l0:
             return task, torch.zeros((), device=x.device), task
         parts = [expected_kept(group) / self.l0_total for group in self.budget_groups]
@@ -187,11 +220,18 @@ class Trainer:
         return task + sum(c.lam * part for c, part in zip(self.controllers, parts,
                                                             strict=True)), l0, task
 
+    def users_code(self, what: str):
+        """``usercode.users_code`` for a user's network; sltc's own run as they are."""
+        if self.user_module is None:
+            return contextlib.nullcontext()
+        return users_code(f"the network ({self.user_module}) {what}")
+
     def _step(self, x: torch.Tensor, y: torch.Tensor, where: str) -> tuple[float, float, float]:
         """One optimiser step: (loss, L0 term, task loss). Under torchrun, each rank's loss
         weighted by its share of the global batch and the gate gradients summed over the
         ranks."""
-        loss, l0, task = self._loss(x, y)
+        with self.users_code(f"at {where}"):
+            loss, l0, task = self._loss(x, y)
         world = self.world
         if world.size > 1:
             counts = torch.tensor([float(len(y)), float(not torch.isfinite(loss))])
@@ -202,11 +242,11 @@ class Trainer:
                 share = len(y) / counts[0].item()
                 loss, task = loss * share, task * share
         if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at {where}; the last good checkpoint "
-                                "(if any) is kept; start again with a lower train.lr or "
-                                "gates.lambda")
+            raise NonFiniteLoss(f"loss became {loss.item()} at {where}; start again with a "
+                                "lower train.lr or gates.lambda")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with self.users_code(f"in the backward pass at {where}"):
+            loss.backward()
         if world.size > 1:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             flat = torch._utils._flatten_dense_tensors(grads)
@@ -362,26 +402,11 @@ class GateClock:
             self._stop()
 
 
-def _first_difference(a, b, prefix: str = "") -> str | None:
-    """The dotted key of the first value that differs between two config dicts."""
-    for key in dict.fromkeys([*a, *b]):
-        if a.get(key) != b.get(key):
-            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-                return _first_difference(a[key], b[key], f"{prefix}{key}.")
-            return f"{prefix}{key}"
-    return None
-
-
 def _check_resume(out: Path, config) -> None:
     """A resumed run keeps its config; only ``train.epochs`` may grow, to continue a
     finished run (the learning-rate schedule then stretches over the new total)."""
     saved = config_mod.load_config(out / "config.yaml")
-
-    def fixed(cfg) -> dict:
-        d = cfg.to_dict()
-        return {**d, "train": {k: v for k, v in d["train"].items() if k != "epochs"}}
-
-    key = _first_difference(fixed(saved), fixed(config))
+    key = config_mod.run_difference(saved.to_dict(), config.to_dict())
     if key is not None:
         raise SltcError(f"--resume: {key} differs from {out}/config.yaml; a resumed run keeps "
                         "its config (only a larger train.epochs continues it)")
@@ -446,7 +471,8 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
     trainer.progress = Progress(progress and world.main)
     start, rows = 0, []
     if resume:  # checked before the run's files are touched
-        state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer)
+        state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, config,
+                                trainer.optimizer)
         start = state["epoch"]
         restore_controllers(trainer.controllers, state)
     if world.main:  # the config (a resumed run's larger train.epochs too), the epochs so far
@@ -485,7 +511,8 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
     rows.append(row)
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(_json_safe(row)) + "\n")
-    save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.optimizer,
+    save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.config,
+                    trainer.optimizer,
                     {"epoch": row["epoch"], **controller_state(trainer.controllers)})
 
 
@@ -591,5 +618,5 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Trainer:
         raise SltcError(f"{run}: no checkpoint.safetensors; pass a directory made by discover")
     config = config_mod.load_config(run / "config.yaml")
     trainer = Trainer.from_config(config, resolve_device(device))
-    load_checkpoint(run / "checkpoint.safetensors", trainer.model)
+    load_checkpoint(run / "checkpoint.safetensors", trainer.model, config)
     return trainer

@@ -16,8 +16,27 @@ class DataError(SltcError):
     """A dataset that cannot be found or read."""
 
 
+class NetworkError(ConfigError):
+    """A user's own network that sltc cannot train: importing its module, calling its
+    factory or running its forward raised (the message names the module, the exception and
+    where), or it has no layer sltc gates, or one sltc cannot gate (nn.LSTM, ...)."""
+
+
+class BatchError(DataError, ValueError):
+    """The first batch and the network do not fit, found by one check before the first
+    step: a loader that yields no batch or something other than ``(x, y)`` tensors, labels
+    that are not class indices below the network's outputs, inputs the network's forward
+    (or backward) fails on, or a forward that returns anything but ``(N, classes)`` logits.
+    ``sltc.find_ticket`` raises it; it is a ``ValueError`` too."""
+
+
 class TrainingError(SltcError):
     """A run that cannot go on (a non-finite loss, a checkpoint that does not match)."""
+
+
+class NonFiniteLoss(TrainingError):
+    """The loss became NaN or infinite: the run stops at that step (the CLI adds what was
+    kept of it)."""
 
 
 class TicketError(SltcError):

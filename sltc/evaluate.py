@@ -45,7 +45,8 @@ def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str 
     dev = resolve_device(device)
     model = model_from_ticket(ticket).to(dev)
     data = ticket.meta["config"]["data"]
-    test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root)
+    test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root,
+                             ticket.meta["input_shape"], ticket.meta["classes"])
     batches = evaluation_batches(test, dev)
     with (progress or QUIET).task("test set", len(batches)) as task:
         acc = accuracy(model, batches, lambda n: task.advance(images=n))

@@ -3,11 +3,15 @@
 Images stay on disk: a split is a list of files, read with Pillow a batch at a time
 (the training loop streams them through a torch ``DataLoader`` with workers). Every
 image is resized to ``image_size`` (None: the size of the first training image) and
-converted to the first image's mode (RGB or greyscale).
+converted to the first image's mode (RGB or greyscale). Only regular files are listed,
+and each one's header is read when the folder is scanned (about 25 us an image), so a
+file that is not an image or would decode to more pixels than Pillow allows is named
+before the first step.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +24,18 @@ STATS_IMAGES = 2000  # training images read for the normalisation mean and std
 
 
 def _open(path: Path):
+    """The image at ``path``, opened lazily; one over Pillow's pixel limit (a decompression
+    bomb: a small file that inflates to gigabytes) is refused before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        found = str(e).split(",")[0].strip().rstrip(".")  # Pillow's "Image size (N pixels) ..."
+        raise DataError(f"{path}: {found} (a decompression bomb?); remove the image or "
+                        "shrink it") from None
     except (OSError, UnidentifiedImageError):
         raise DataError(f"{path}: not a readable PNG or JPEG image; remove or replace it") from None
 
@@ -55,7 +67,7 @@ class FolderSplit:
                 image = image.convert(self.mode)
                 if image.size != self.size[::-1]:
                     image = image.resize(self.size[::-1])
-                pixels = np.asarray(image, dtype=np.uint8)
+                pixels = np.array(image, dtype=np.uint8)  # writable: torch takes it as is
         except OSError:
             raise DataError(f"{path}: the image data is damaged; remove or replace it") from None
         return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
@@ -81,7 +93,10 @@ def _scan(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int
         raise DataError(f"{folder}: classes {found} differ from the training set's {classes}")
     paths, labels = [], []
     for label, name in enumerate(found):
-        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in SUFFIXES)
+        files = sorted(p for p in (folder / name).iterdir()  # regular files: no FIFO, no device
+                       if p.suffix.lower() in SUFFIXES and p.is_file())
+        for path in files:  # every header read before the first step: damage, bombs
+            _open(path).close()
         paths += files
         labels += [label] * len(files)
     if not paths:

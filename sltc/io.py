@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import SltcError
@@ -22,6 +22,42 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_output(path: str | Path, inputs: Iterable[str | Path]) -> None:
+    """Refuse to write ``path`` where it would replace one of ``inputs``, the files a
+    command reads or must keep: the same path once links resolve, the same file under
+    another name (a hard link), or a file inside an input folder (an image folder's tree)."""
+    target = _resolved(path)
+    written = _identity(target)
+    for source in inputs:
+        source = Path(source)
+        resolved = _resolved(source)
+        same = resolved == target or (written is not None and written == _identity(resolved))
+        inside = resolved.is_dir() and target.is_relative_to(resolved)
+        if same and Path(path) == source:
+            raise SltcError(f"cannot write {path}: this command reads or must keep that file; "
+                            "choose another output path")
+        if same or inside:
+            what = f"it is {source} under another name" if same else f"it lies inside {source}"
+            raise SltcError(f"cannot write {path}: {what}, which this command reads or must "
+                            "keep; choose another output path")
+
+
+def _resolved(path: str | Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise SltcError(f"{path}: cannot follow its links ({e}); pass a plain path") from None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file: two names of one file share it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:

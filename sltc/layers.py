@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, NetworkError
 from .gates import GATES, Gate
 from .seeding import NORMAL_STD, generate_normal, generate_weight
 
@@ -211,6 +211,21 @@ def _apply_rule(model: nn.Module, seed: int) -> None:
                 module.reset_running_stats()
 
 
+UNGATEABLE = (  # layers whose weights sltc would leave ungated: each refused, and why
+    (nn.MultiheadAttention, "reads its projection weights directly, so they cannot be gated; "
+                            "write the attention with nn.Linear layers"),
+    ((nn.RNNBase, nn.RNNCellBase), "holds its weights outside nn.Linear, so they cannot be "
+                                   "gated and would train ungated; write the recurrence with "
+                                   "nn.Linear layers (a step of an LSTM is two of them) or use "
+                                   "convolutions"),
+    ((nn.Conv1d, nn.Conv3d, nn.modules.conv._ConvTransposeNd),
+     "cannot be gated (sltc gates nn.Conv2d); write it with nn.Conv2d (a 1-D convolution is "
+     "one over a height-1 image; upsample, then convolve)"),
+    ((nn.Bilinear, nn.Embedding, nn.EmbeddingBag), "cannot be gated (sltc gates nn.Linear and "
+                                                   "nn.Conv2d); write it with nn.Linear"),
+)
+
+
 def gate(
     model: nn.Module,
     config,
@@ -221,13 +236,14 @@ def gate(
     Each weight is regenerated from ``(config.seed, qualified name)``. Layers for
     which ``filter_fn(name, module)`` is false keep frozen weights but no gate; so
     does the classifier under neuron granularity (its units are the classes).
-    Every other tensor is set by ``tensor_rule`` and frozen.
+    Every other tensor is set by ``tensor_rule`` and frozen. A layer that holds weights
+    sltc cannot gate (``UNGATEABLE``: attention, recurrent, other convolutions) is a
+    ``NetworkError``, never trained ungated.
     """
     for name, module in model.named_modules():
-        if isinstance(module, nn.MultiheadAttention):
-            raise ConfigError(f"{name}: nn.MultiheadAttention reads its projection weights "
-                              "directly, so they cannot be gated; write the attention with "
-                              "nn.Linear layers")
+        for kinds, why in UNGATEABLE:
+            if isinstance(module, kinds):
+                raise NetworkError(f"{name or 'the network'}: nn.{type(module).__name__} {why}")
     swaps = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     for i, (name, module) in enumerate(swaps):
         last = i == len(swaps) - 1

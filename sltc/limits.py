@@ -18,8 +18,11 @@ MAX_CSR_BYTES = 1 << 32  # a CSR export (stored values: 8 bytes per kept weight)
 MAX_MANIFEST_BYTES = 1 << 24  # a CSR export's manifest JSON
 MAX_ONNX_BYTES = 1 << 31  # protobuf's own limit on one file
 MAX_CHECKPOINT_BYTES = 1 << 34
-MAX_DATA_BYTES = 1 << 32  # one dataset file (IDX images, a CIFAR batch), inflated
+MAX_DATA_BYTES = 1 << 32  # one IDX file, inflated
+MAX_CIFAR_RECORDS = 50_000  # images in one CIFAR batch file (CIFAR-100's train.bin)
 MAX_METRICS_BYTES = 1 << 28  # a run's metrics.jsonl (a few hundred bytes per epoch)
+MAX_METRICS_LINE = 1 << 12  # one epoch's line of it (about 360 bytes), at most 32 values
+MAX_EPOCHS = 100_000  # epochs of one run
 MAX_SIDE = 8192  # an input dimension: an image side or a channel count
 
 

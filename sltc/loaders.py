@@ -8,6 +8,7 @@ workers, or a user's own loaders). Training order comes from the portable genera
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -85,13 +86,18 @@ class LoaderBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def count(self, limit: int, on_batch=lambda: None) -> int:
+        """The batches of one pass, at most ``limit``, counted by reading them (for a
+        loader without a length)."""
+        return sum(on_batch() or 1 for _ in itertools.islice(self.loader, limit))
+
     def _moved(self, batches, train: bool):
         try:
             for x, y in batches:
                 x = x.to(self.device, non_blocking=True)
                 x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.float()
                 yield (augment(x, self.augment) if train and self.augment else x), \
-                    y.to(self.device, non_blocking=True)
+                    y.to(self.device, non_blocking=True).long()
         except SltcError as e:  # a worker's error arrives with its traceback: keep the last line
             raise type(e)(str(e).strip().splitlines()[-1].split("Error: ", 1)[-1]) from None
 

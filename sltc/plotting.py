@@ -33,13 +33,18 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         raise SltcError(f"{run_dir}: no metrics.jsonl; pass a run directory made by discover")
     rows = rundir.read_metrics(path)
+    if not rows and path.stat().st_size > 0:
+        raise SltcError(f"{path}: no line holds an epoch's record (a JSON object of numbers "
+                        "with an integer epoch); pass a run directory made by discover")
     if not rows:
         raise SltcError(f"{path}: no finished epoch yet; plot once the first epoch has ended")
     return rows
 
 
-def _series(rows: list[dict], key: str) -> tuple[list, list]:
-    points = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+def _series(rows: list[dict], key: str, positive: bool = False) -> tuple[list, list]:
+    """(epochs, values) of ``key`` where recorded (and above 0, for a log scale)."""
+    points = [(r["epoch"], r[key]) for r in rows
+              if r.get(key) is not None and (not positive or r[key] > 0)]
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -68,14 +73,21 @@ def plot_curves(runs: list[tuple[str, list[dict]]], path: str | Path,
     search that has stopped), the live fraction, lambda and seconds per epoch."""
     plt = pyplot()
     fig, axes = plt.subplots(4, 2, figsize=(11, 11), sharex=True)
+    try:
+        _draw_curves(plt, fig, axes, runs, target)
+        save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _draw_curves(plt, fig, axes, runs: list[tuple[str, list[dict]]],
+                 target: float | None) -> None:
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (title, scale, series) in zip(axes.flat, PANELS, strict=True):
         drawn = False
         for i, (name, rows) in enumerate(runs):
             for key, label, style in series:
-                xs, ys = _series(rows, key)
-                if scale == "log":
-                    xs, ys = [x for x, y in zip(xs, ys, strict=False) if y > 0], [y for y in ys if y > 0]
+                xs, ys = _series(rows, key, positive=scale == "log")
                 if xs:
                     shown = label if len(runs) == 1 else f"{name}: {label}"
                     ax.plot(xs, ys, style, marker=".", color=colours[i % len(colours)],
@@ -97,7 +109,6 @@ def plot_curves(runs: list[tuple[str, list[dict]]], path: str | Path,
         ax.set_xlabel("epoch")
     fig.suptitle(", ".join(f"{name} ({len(rows)} epochs)" for name, rows in runs), fontsize=10)
     fig.tight_layout()
-    save(fig, path)
 
 
 def _mark_stopped(ax) -> None:

@@ -14,10 +14,18 @@ import os
 from pathlib import Path
 
 from .errors import SltcError
-from .limits import MAX_METRICS_BYTES, read_limited
+from .limits import MAX_EPOCHS, MAX_METRICS_BYTES, MAX_METRICS_LINE, number_in, regular_size
 
+MAX_METRIC = 3.4e38  # float32's largest: every value of a metrics line is within it
+MAX_METRIC_VALUES = 32  # of one line (12 today): what read_metrics keeps stays small
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
              "summary.json")
+
+
+def own_files(run: Path, ticket: bool = True) -> list[Path]:
+    """The run's files, which no other command writes over (``io.check_output``); its
+    ticket too unless ``ticket`` is false (``freeze`` writes it)."""
+    return [Path(run) / name for name in RUN_FILES if ticket or name != "ticket.slt"]
 
 
 @contextlib.contextmanager
@@ -61,16 +69,39 @@ def previous_run(out: Path) -> list[str]:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The epochs of a ``metrics.jsonl``: a missing file has none, and a line a kill cut
-    short (or any line that is not an epoch's JSON object) is skipped."""
+    """The epochs of a ``metrics.jsonl`` in order, the last line of each epoch kept: a
+    missing file has none, and a line a kill cut short (or any line that is not an epoch's
+    record, ``epoch_row``) is skipped. Read a line at a time, so memory stays bounded by
+    the number of epochs whatever the file holds."""
     if not path.exists():
         return []
-    rows = []
-    for line in read_limited(path, MAX_METRICS_BYTES, "metrics file").splitlines():
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            continue
-        if isinstance(row, dict) and type(row.get("epoch")) is int:
-            rows.append(row)
-    return rows
+    regular_size(path, MAX_METRICS_BYTES, "metrics file")
+    rows: dict[int, dict] = {}
+    try:
+        with path.open("rb") as f:
+            for line in f:
+                row = epoch_row(line)
+                if row is not None:
+                    rows[row["epoch"]] = row
+    except OSError as e:
+        raise SltcError(f"{path}: cannot read the metrics file ({e.strerror})") from None
+    return [rows[epoch] for epoch in sorted(rows)]
+
+
+def epoch_row(line: bytes) -> dict | None:
+    """One line of ``metrics.jsonl`` as an epoch's record: a JSON object of at most
+    ``MAX_METRIC_VALUES`` values whose ``epoch`` is an integer in [1, MAX_EPOCHS] and whose
+    other values are null or numbers within float32's range (a loss, an accuracy, lambda,
+    seconds); None for anything else."""
+    if len(line) > MAX_METRICS_LINE or b"[" in line or line.count(b"{") != 1:
+        return None  # a record is one flat object: lists and nested ones go unparsed
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(row, dict) or len(row) > MAX_METRIC_VALUES or \
+            type(row.get("epoch")) is not int or not 1 <= row["epoch"] <= MAX_EPOCHS:
+        return None
+    if not all(v is None or number_in(v, -MAX_METRIC, MAX_METRIC) for v in row.values()):
+        return None
+    return row

@@ -71,7 +71,7 @@ def test_non_finite_loss_stops_cleanly_and_keeps_checkpoint(synthetic_run, tmp_p
                 "--set", f"model.widths=[{','.join(['16'] * 30)}]")  # overflow float32
     assert proc.returncode == 2
     line, = proc.stderr.strip().splitlines()
-    assert "loss became" in line and "lower" in line
+    assert "loss became" in line and "lower" in line and "nothing was kept" in line
     assert not (out / "ticket.slt").exists() and (out / "config.yaml").exists()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
@@ -300,6 +302,326 @@ def test_gzip_bomb_dataset(user):
                 "--set", f"data.root={data}", "--out", user / "run"], [data], "IDX size")
 
 
+# --- datasets --------------------------------------------------------------------------------
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    head = b"\0\0\x08" + bytes([array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(head + array.astype(np.uint8).tobytes())
+
+
+def idx_set(root: Path, train=(64, 28, 28), test=(32, 28, 28), labels=1, pixels=None) -> Path:
+    """IDX files of random (or ``pixels``) images, ``labels`` labels per image."""
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    for split, shape in (("train", train), ("t10k", test)):
+        images = rng.integers(0, 256, shape) if pixels is None else np.full(shape, pixels)
+        write_idx(root / f"{split}-images-idx3-ubyte", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte",
+                  rng.integers(0, 10, (shape[0], labels) if labels > 1 else shape[:1]))
+    return root
+
+
+def image_folder(root: Path, size=(8, 8), per_class: int = 4) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(
+                    root / split / label / f"{i}.png")
+    return root
+
+
+def test_datasets_that_do_not_fit(good, user):
+    """A decompression bomb in an image folder and a sparse 3 GB CIFAR file are one line
+    within bounds; a test set whose images do not fit the model is named before it runs."""
+    from PIL import Image
+
+    bomb = image_folder(user / "bomb")
+    Image.new("1", (30000, 30000)).save(bomb / "train/a/9.png")  # 900M pixels in 100 kB
+    cifar = user / "cifar" / "cifar-10-batches-bin"
+    cifar.mkdir(parents=True)
+    for name in [f"data_batch_{i}.bin" for i in range(2, 6)] + ["test_batch.bin"]:
+        (cifar / name).write_bytes(bytes(3073) * 10)
+    with open(cifar / "data_batch_1.bin", "wb") as f:
+        f.truncate(3 * 1024**3 // 3073 * 3073)  # sparse: whole records, all zero
+    big = idx_set(user / "big", (64, 32, 32), (32, 32, 32))
+    # no --json: refused before the first step, so before any progress line
+    discover = ["discover", "examples/synthetic.yaml", "--set", "data.workers=0"]
+    mnist = _mnist_ticket(good, user / "mnist.slt", big)
+    check_cases({
+        "decompression bomb": Case([*discover, "--set", "data.name=folder", "--set",
+                                    f"data.root={bomb}", "--out", user / "b"], [bomb],
+                                   "9.png: Image size (900000000 pixels)"),
+        "sparse CIFAR file": Case([*discover, "--set", "data.name=cifar10", "--set",
+                                   f"data.root={cifar.parent}", "--out", user / "c"], [],
+                                  "larger than any CIFAR batch"),
+        "eval 32x32 on 28x28": Case(["eval", mnist], [mnist, big], "the model takes 1 x 28 x 28"),
+        "validate 32x32 on 28x28": Case(["validate", mnist, "--engine", "dense", "--data", big],
+                                        [mnist, big], "the model takes")})
+
+
+@pytest.mark.parametrize("name,make,message", [
+    ("black", lambda root: idx_set(root, pixels=0), "every training pixel is 0"),
+    ("zero height", lambda root: idx_set(root, (64, 0, 28), (32, 0, 28)), "[64, 0, 28] declares "
+                                                                         "an empty dimension"),
+    ("2-D labels", lambda root: idx_set(root, labels=2), "found shape [64, 2]"),
+    ("test 32x32", lambda root: idx_set(root, test=(32, 32, 32)),
+     "the training images are 1 x 28 x 28 but the test images 1 x 32 x 32")])
+def test_datasets_checked_before_the_first_step(tmp_path, name, make, message):
+    """The rest of the class: the loader refuses them, with what it found."""
+    from sltc.data import load_dataset
+    from sltc.errors import DataError
+
+    root = make(tmp_path / "idx")
+    cfg = from_dict({"data": {"name": "mnist", "root": str(root), "val_size": 16}}).data
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_dataset(cfg, 0)
+
+
+def test_image_folders_skip_what_is_not_a_file(tmp_path):
+    """A FIFO or a folder named like an image is not read (a FIFO would block the reader)."""
+    from sltc.folder import load_folder
+
+    root = image_folder(tmp_path / "images")
+    os.mkfifo(root / "train/a/pipe.png")
+    (root / "train/b/folder.png").mkdir()
+    split = load_folder(str(root), "train")
+    assert len(split) == 8 and all(p.is_file() for p in split.paths)
+
+
+# --- users' own networks ----------------------------------------------------------------------
+
+USER_NETS = """
+import torch
+from torch import nn
+
+
+class Pair(nn.Module):
+    def __init__(self, shape, classes):
+        super().__init__()
+        self.fc = nn.Linear(shape[0] * shape[1] * shape[2], classes)
+
+    def forward(self, x):
+        y = self.fc(x.flatten(1))
+        return y, y
+
+
+class Keyed(Pair):
+    def forward(self, x):
+        return {"logits": self.fc(x.flatten(1))}
+
+
+class InPlace(Pair):
+    def forward(self, x):
+        y = torch.sigmoid(self.fc(x.flatten(1)))
+        y.mul_(2)  # sigmoid's backward needs the y it returned
+        return y
+
+
+class Scale(nn.Module):
+    def __init__(self, shape, classes):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(classes))
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10] * self.scale
+
+
+class Recurrent(nn.Module):
+    def __init__(self, shape, classes):
+        super().__init__()
+        self.rnn = nn.LSTM(shape[2], 16, batch_first=True)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x[:, 0])[0][:, -1])
+
+
+def pair(shape, classes):
+    return Pair(shape, classes)
+
+
+def keyed(shape, classes):
+    return Keyed(shape, classes)
+
+
+def in_place(shape, classes):
+    return InPlace(shape, classes)
+
+
+def no_gate(shape, classes):
+    return Scale(shape, classes)
+
+
+def lstm(shape, classes):
+    return Recurrent(shape, classes)
+
+
+def narrow(shape, classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(100, classes))
+
+
+def huge(shape, classes):  # 2**29 weights, built in no memory on the meta device
+    return nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], 16),
+                         nn.Linear(16, 1 << 15), nn.Linear(1 << 15, 1 << 14),
+                         nn.Linear(1 << 14, classes))
+
+
+def raises(shape, classes):
+    raise RuntimeError("widths must be even")
+
+
+def plain(shape, classes, width=8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], width),
+                         nn.ReLU(), nn.Linear(width, classes))
+"""
+
+
+@pytest.fixture()
+def nets(tmp_path):
+    """A folder of a user's network modules: good ones, one that raises when imported and
+    one with a syntax error."""
+    (tmp_path / "usernets.py").write_text(USER_NETS)
+    (tmp_path / "fails_import.py").write_text('raise RuntimeError("no GPU found")\n')
+    (tmp_path / "bad_syntax.py").write_text("def net(shape, classes)\n    return None\n")
+    return tmp_path
+
+
+def test_users_networks_through_the_cli(nets):
+    """The user's code is the user's: what it raises names their module and exception (exit
+    2, not an internal error); a network that does not fit the data, returns a tuple, breaks
+    autograd, has 2**29 weights or an nn.LSTM is refused before the first step."""
+    run = ["discover", ROOT / "examples/synthetic.yaml", "--json", "--set", "model.widths=null",
+           "--set", "train.epochs=1", "--set", "train.max_steps=2"]
+    archs = {"fails_import:net": "importing fails_import raised RuntimeError: no GPU found "
+                                 "(fails_import.py:1)",
+             "usernets:in_place": "in-place operations",
+             "usernets:huge": "537,620,762 weights, over",
+             "usernets:lstm": "rnn: nn.LSTM"}
+    modules = sorted(nets.glob("*.py"))  # not the __pycache__ that importing them may write
+    check_cases({arch: Case([*run, "--set", f"model.arch=python:{arch}", "--out",
+                             nets / arch.replace(":", "-")], modules, match, cwd=nets)
+                 for arch, match in archs.items()})
+    assert not [p for p in nets.iterdir() if p.is_dir() and p.name != "__pycache__"]
+
+
+@pytest.mark.parametrize("arch,kwargs,message", [
+    ("bad_syntax:net", {}, r"importing bad_syntax raised SyntaxError: expected ':' "
+                           r"\(bad_syntax.py:1\)"),
+    ("pair", {}, "returns a tuple of 2"),
+    ("narrow", {}, r"mat1 and mat2 shapes cannot be multiplied \(2x784 and 100x10\); make its "
+                   "input fit images of 1 x 28 x 28"),
+    ("raises", {}, r"raises\(\(1, 28, 28\), 10\) raised RuntimeError: widths must be even "
+                   r"\(usernets.py:\d+\)"),
+    ("plain", {"depth": 3}, "unexpected keyword argument 'depth'; fix the factory or "
+                            "model.kwargs"),
+    ("keyed", {}, "returns a dict"),
+    ("no_gate", {}, "no nn.Linear or nn.Conv2d layer that sltc gates")])
+def test_users_networks_in_process(nets, monkeypatch, arch, kwargs, message):
+    """The rest of the class, through the same Trainer, in this process."""
+    from sltc.discover import Trainer
+    from sltc.errors import SltcError
+
+    monkeypatch.chdir(nets)
+    monkeypatch.syspath_prepend(str(nets))
+    monkeypatch.delitem(sys.modules, "usernets", raising=False)
+    arch = arch if ":" in arch else f"usernets:{arch}"
+    config = load_config(ROOT / "examples/synthetic.yaml", [
+        f"model.arch=python:{arch}", "model.widths=null",
+        f"model.kwargs={json.dumps(kwargs)}", "data.synthetic_size=64", "data.val_size=16"])
+    with pytest.raises(SltcError, match=message):
+        Trainer.from_config(config, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("layer", [
+    torch.nn.GRU(4, 4), torch.nn.RNN(4, 4), torch.nn.LSTMCell(4, 4), torch.nn.Conv1d(1, 4, 3),
+    torch.nn.ConvTranspose2d(1, 4, 3), torch.nn.Embedding(10, 4), torch.nn.Bilinear(4, 4, 4),
+    torch.nn.TransformerEncoderLayer(4, 2)], ids=lambda m: type(m).__name__)
+def test_ungateable_layers_are_refused_with_advice(layer):
+    """Never trained silently ungated: every layer holding weights sltc cannot gate."""
+    from sltc.errors import NetworkError
+    from sltc.layers import gate
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), layer)
+    with pytest.raises(NetworkError, match=r"1(\.self_attn)?: nn\.\w+ .*(cannot|can't) be gated.*; "
+                                           r"(write|use)"):
+        gate(model, from_dict({}))
+
+
+# --- the Python API --------------------------------------------------------------------------
+
+def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 64) -> list:
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+
+
+class _Stream:
+    """Batches from a generator: no len()."""
+
+    def __init__(self, batches: list):
+        self.batches = batches
+
+    def __iter__(self):
+        yield from self.batches
+
+
+API_CASES = {  # name: (train loader from (x, y), the message's words)
+    "images of another shape": (lambda x, y: _batches(torch.zeros(128, 1, 32, 32), y[:128]),
+                                "on a batch of 2 x 1 x 32 x 32 raised RuntimeError"),
+    "float labels": (lambda x, y: _batches(x, y.float()),
+                     "expected y as one integer class index per image (shape 64), got a "
+                     "float32 tensor of shape 64"),
+    "2-D labels": (lambda x, y: _batches(x, y[:, None]), "got an int64 tensor of shape 64 x 1"),
+    "labels out of range": (lambda x, y: _batches(x, y + 50),
+                            "labels run from 50 to 59 but the network (tests.models) gives 10 "
+                            "outputs"),
+    "empty": (lambda x, y: [], "yields no batch"),
+    "one-shot generator": (lambda x, y: iter(_batches(x, y)), "can be read only once"),
+    "triples": (lambda x, y: [(a, b, b) for a, b in _batches(x, y)],
+                "expected (x, y) batches, got a tuple of 3"),
+    "not iterable": (lambda x, y: 5, "got an int"),
+}
+
+
+@pytest.mark.parametrize("name", API_CASES)
+def test_find_ticket_checks_the_first_batch(name, tmp_path):
+    """One documented exception (sltc.BatchError, a ValueError) from one check of the first
+    batch, saying what it expected and what it got; nothing written."""
+    import sltc
+    from sltc.data import synthetic_split
+    from tests.models import mixed
+
+    split = synthetic_split(1, "train", 256)
+    x, y = torch.from_numpy(split.images), torch.from_numpy(split.labels)
+    make, message = API_CASES[name]
+    test = make(x, y) if name == "images of another shape" else _batches(x, y)
+    with pytest.raises(sltc.BatchError, match=re.escape(message)) as caught:
+        sltc.find_ticket(mixed((1, 28, 28), 10), make(x, y), test, out=tmp_path / "r",
+                         progress=False)
+    assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_find_ticket_takes_loaders_without_len(tmp_path, monkeypatch, capsys):
+    """A generator without len() trains: its batches counted once, without a total."""
+    import sltc
+    from sltc.data import synthetic_split
+    from tests.models import mixed
+
+    monkeypatch.setenv("SLTC_PROGRESS_SECONDS", "0")
+    split = synthetic_split(1, "train", 256)
+    batches = _batches(torch.from_numpy(split.images), torch.from_numpy(split.labels))
+    summary, ticket = sltc.find_ticket(mixed((1, 28, 28), 10), _Stream(batches),
+                                       _Stream(batches), {"train": {"epochs": 1}},
+                                       out=tmp_path / "r", val=_Stream(batches))
+    err = capsys.readouterr().err
+    assert "counting the training batches: batch 4 |" in err and "step 4/4" in err
+    assert summary["epochs"] == 1 and summary["test_accuracy"] is not None
+    assert abs(ticket.sparsity() - 0.9) <= 0.01
+
+
 # --- 3. loaded but not validated -------------------------------------------------------------
 
 TICKET_EDITS = {
@@ -434,6 +756,71 @@ def test_output_paths_and_run_directories(good, synthetic_run, user):
     check_cases(cases)
 
 
+def _mnist_ticket(good: Path, dest: Path, root: Path) -> Path:
+    """The good ticket, recording an IDX dataset in ``root`` (its parity check reads it)."""
+    return write_ticket(good, dest, lambda h: h["meta"]["config"]["data"].update(
+        name="mnist", root=str(root)))
+
+
+def test_no_command_writes_over_its_inputs(good, synthetic_run, user):
+    """Every command that writes refuses an output path that is one of its inputs (the
+    same path, through a symlinked folder, or a hard link), a file of the run it reads, or
+    its dataset; the file stays as it was."""
+    shutil.copytree(good, user / "good")
+    good = user / "good"
+    run = user / "run"
+    shutil.copytree(synthetic_run, run)
+    os.link(good / "model.slt", user / "linked.slt")
+    (user / "via").symlink_to(good, target_is_directory=True)
+    data = user / "idx"
+    data.mkdir()
+    (data / "t10k-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + bytes(12))
+    ticket, onnx_model = good / "model.slt", good / "model.onnx"
+    mnist = _mnist_ticket(good, user / "mnist.slt", data)
+    watch = [good, run, data, user / "mnist.slt"]
+    cases = {
+        "export -o TICKET": Case(["export", ticket, "-f", "ticket", "-o", ticket]),
+        "export -o hard link": Case(["export", ticket, "-f", "csr", "-o", user / "linked.slt"]),
+        "export -o symlinked folder": Case(["export", ticket, "-f", "onnx", "--no-check", "-o",
+                                            user / "via/model.slt"]),
+        "export -o its test set": Case(["export", mnist, "-f", "csr", "-o",
+                                        data / "t10k-images-idx3-ubyte"]),
+        "inspect --plot TICKET": Case(["inspect", ticket, "--plot", ticket]),
+        "bench --plot MODEL": Case(["bench", onnx_model, "--plot", onnx_model]),
+        "freeze -o checkpoint": Case(["freeze", run, "-o", run / "checkpoint.safetensors"]),
+        "freeze -o metrics": Case(["freeze", run, "-o", run / "metrics.jsonl"]),
+        "plot -o metrics": Case(["plot", run, "-o", run / "metrics.jsonl"]),
+        "plot -o ticket": Case(["plot", run, "-o", run / "ticket.slt"]),
+        "plot -o config": Case(["plot", run, "-o", run / "config.yaml"]),
+    }
+    for case in cases.values():
+        case.watch, case.match = watch, "cannot write"
+    check_cases(cases)
+
+
+def test_output_checks_in_process(good, tmp_path):
+    """The one helper behind every command that writes: what it refuses, what it allows."""
+    from sltc.data import dataset_files
+    from sltc.io import check_output
+    from sltc.rundir import own_files
+
+    folder = tmp_path / "images"
+    (folder / "train/cat").mkdir(parents=True)
+    cfg = from_dict({"data": {"name": "folder", "root": str(folder)}}).data
+    trees = dataset_files(cfg)
+    with pytest.raises(SltcError, match="lies inside"):
+        check_output(folder / "train/cat/new.png", trees)
+    check_output(folder / "new.png", trees)  # beside the trees, not in them
+    run = tmp_path / "run"
+    run.mkdir()
+    check_output(run / "ticket.slt", own_files(run, ticket=False))  # freeze writes it
+    with pytest.raises(SltcError, match="reads or must keep"):
+        check_output(run / "ticket.slt", own_files(run))
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(SltcError, match="cannot follow"):
+        check_output(tmp_path / "loop", [good / "model.slt"])
+
+
 def test_two_discovers_into_one_directory(user):
     """Started together, one holds the directory and finishes; the other is refused."""
     out = user / "run"
@@ -479,6 +866,41 @@ def test_resume_damaged_checkpoint(damage, synthetic_run, user):
                 "train.epochs=4"], [run], "checkpoint" if damage == "state-keys" else "optimizer")
 
 
+def _edit_run_record(path: Path, edit) -> None:
+    def rewrite(meta, tensors):
+        run = json.loads(meta["run"])
+        edit(run)
+        meta["run"] = json.dumps(run)
+        if not run:
+            del meta["run"]
+    _rewrite_checkpoint(path, rewrite)
+
+
+def test_a_checkpoint_of_another_run_is_refused(synthetic_run, user):
+    """freeze and --resume read a checkpoint only with the seed, config and layer table of
+    its run directory's config.yaml; one written before sltc recorded them still loads."""
+    from sltc.discover import load_run
+    from sltc.errors import TrainingError
+
+    run = _resumable(synthetic_run, user)
+    ckpt = run / "checkpoint.safetensors"
+    original = ckpt.read_bytes()
+    _edit_run_record(ckpt, lambda r: r["config"].update(seed=4))
+    check_cases({"freeze": Case(["freeze", run, "-o", user / "t.slt"], [run], "seed 4"),
+                 "resume": Case(["discover", run / "config.yaml", "--out", run, "--resume",
+                                 "--set", "train.epochs=4"], [run], "seed 4")})
+    edits = {"its train.lr is 0.1": lambda r: r["config"]["train"].update(lr=0.1),
+             "its layer 'fc2'": lambda r: r["layers"][1].update(shape=[32, 65])}
+    for message, edit in edits.items():
+        ckpt.write_bytes(original)
+        _edit_run_record(ckpt, edit)
+        with pytest.raises(TrainingError, match=message):
+            load_run(run, "cpu")
+    ckpt.write_bytes(original)
+    _edit_run_record(ckpt, lambda r: r.clear())  # as sltc wrote checkpoints before
+    assert load_run(run, "cpu").config.seed == 3
+
+
 @pytest.mark.parametrize("metrics", ["partial-line", "missing"])
 def test_resume_after_a_kill_mid_append(metrics, synthetic_run, user):
     """What a kill leaves in metrics.jsonl is no reason to fail: the run goes on."""
@@ -504,6 +926,57 @@ def test_stale_temp_files_are_removed(good, user):
                      user / "m.onnx", "--json")
     assert result.code == 0, result.stderr
     assert not stale.exists() and (user / "m.onnx").is_file()
+
+
+def test_metrics_that_do_not_plot(good, synthetic_run, user):
+    """A metrics file of lists and dicts, or 96 MB of them, is one line within bounds;
+    bench with more threads than CPUs is a usage error."""
+    runs = {}
+    for name, body in (("values", b'{"epoch": 1, "train_loss": [1], "lambda": {"a": 1}}\n'),
+                       ("96 MB", b'{"epoch": 1, "train_loss": [], "sparsity": []}\n' * 2_000_000)):
+        runs[name] = user / name.replace(" ", "")
+        shutil.copytree(synthetic_run, runs[name])
+        (runs[name] / "metrics.jsonl").write_bytes(body)
+    cases = {name: Case(["plot", run, "-o", user / f"{run.name}.png"], [run], "epoch's record")
+             for name, run in runs.items()}
+    cases["bench --threads 100000"] = Case(["bench", good / "model.onnx", "--threads",
+                                            "100000"], [good], "--threads")
+    check_cases(cases)
+
+
+_metric = st.none() | st.integers(-10**40, 10**40) | st.floats(allow_nan=True) | \
+    st.lists(st.integers(), max_size=2) | st.text(max_size=4)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.dictionaries(st.sampled_from(["epoch", "train_loss", "lambda",
+                                                      "sparsity", "frozen_accuracy"]),
+                                     _metric | st.integers(-2, 3), max_size=5), max_size=4))
+def test_plot_fuzz(tmp_path_factory, rows):
+    """Any metrics lines plot, or are one SltcError (never a matplotlib failure)."""
+    from sltc.plotting import plot_curves, read_metrics
+
+    run = tmp_path_factory.mktemp("run")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    try:
+        epochs = read_metrics(run)
+    except SltcError:
+        return
+    plot_curves([("run", epochs)], run / "curves.png")
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_metrics_keep_one_record_per_epoch(tmp_path):
+    from sltc.rundir import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 2, "train_loss": 1.0}\n{"epoch": 1, "train_loss": 2.0}\n'
+                    '{"epoch": 2, "train_loss": 0.5}\n{"epoch": 0}\n{"epoch": 3, "x": 1e39}\n'
+                    '{"epoch": 3, "x": ' + "1" * 5000 + '}\n{"epoch": 3, "lambda": 0.\n' +
+                    json.dumps({"epoch": 4, **{f"k{i}": i for i in range(32)}}) + "\n")
+    assert read_metrics(path) == [{"epoch": 1, "train_loss": 2.0},
+                                  {"epoch": 2, "train_loss": 0.5}]
 
 
 # --- 5. usage, exit codes --------------------------------------------------------------------

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import importlib
 import os
+import reprlib
 import sys
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NetworkError, SltcError
 from ..layers import gate
 from ..limits import MAX_WEIGHTS
 from ..registry import Registry
+from ..usercode import described, users_code
 
 MODELS: Registry = Registry("architecture")
 PYTHON_PREFIX = "python:"  # model.arch: python:package.module:factory, a user's own network
@@ -56,9 +58,15 @@ def user_factory(arch: str):
         sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
+    except ModuleNotFoundError as e:
+        if e.name is None or not f"{module_name}.".startswith(f"{e.name}."):  # theirs imports it
+            raise NetworkError(f"model.arch {arch!r}: importing {module_name} raised "
+                               f"{described(e)}") from None
         raise ConfigError(f"model.arch {arch!r}: cannot import {module_name} ({e}); "
                           "check the module path and the working directory") from None
+    except Exception as e:  # noqa: BLE001 - a syntax error, or anything their module raises
+        raise NetworkError(f"model.arch {arch!r}: importing {module_name} raised "
+                           f"{described(e)}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"model.arch {arch!r}: {module_name} has no callable {attr!r}")
@@ -72,7 +80,12 @@ def create_model(cfg, input_shape, classes: int, mean: float, std: float) -> nn.
     takes pixels in [0, 1]; registry models normalise inside.
     """
     if cfg.arch.startswith(PYTHON_PREFIX):
-        model = user_factory(cfg.arch)(tuple(input_shape), classes, **cfg.kwargs)
+        factory = user_factory(cfg.arch)
+        call = ", ".join([repr(tuple(input_shape)), str(classes), *(
+            f"{k}={reprlib.repr(v)}" for k, v in cfg.kwargs.items())])
+        with users_code(f"model.arch {cfg.arch!r}: {factory.__name__}({call})",
+                        fix="fix the factory or model.kwargs"):
+            model = factory(tuple(input_shape), classes, **cfg.kwargs)
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model.arch {cfg.arch!r} returned {type(model).__name__}, "
                               "not an nn.Module")
@@ -82,17 +95,33 @@ def create_model(cfg, input_shape, classes: int, mean: float, std: float) -> nn.
 
 def build_model(config, input_shape, classes: int, mean: float, std: float) -> nn.Module:
     """The gated model: a plain model with gated layers swapped in and every tensor set.
-    A registry network is first built without memory (on torch's meta device) and
-    refused if it holds more than ``MAX_WEIGHTS`` numbers."""
-    if not config.model.arch.startswith(PYTHON_PREFIX):
+    The network is first built without memory (on torch's meta device) and refused if it
+    holds more than ``MAX_WEIGHTS`` numbers; a user's factory that cannot build there is
+    counted once built, before it is gated."""
+    arch = config.model.arch
+    try:
         with torch.device("meta"):
             shell = create_model(config.model, input_shape, classes, mean, std)
-        size = sum(t.numel() for t in [*shell.parameters(), *shell.buffers()])
-        if size > MAX_WEIGHTS:
-            raise ConfigError(f"model: this {config.model.arch} holds {size:,} weights, over "
-                              f"sltc's limit of {MAX_WEIGHTS:,}; choose smaller widths, depth "
-                              "or dim")
-    return gate(create_model(config.model, input_shape, classes, mean, std), config)
+    except SltcError:
+        if not arch.startswith(PYTHON_PREFIX):
+            raise
+        shell = None  # their factory needs real tensors: count it once built
+    if shell is not None:
+        check_size(shell, arch)
+    model = create_model(config.model, input_shape, classes, mean, std)
+    if shell is None:
+        check_size(model, arch)
+    return gate(model, config)
+
+
+def check_size(model: nn.Module, arch: str) -> None:
+    """Refuse a network of more than ``MAX_WEIGHTS`` numbers (parameters and buffers)."""
+    size = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
+    if size > MAX_WEIGHTS:
+        fix = "make the network smaller" if arch.startswith(PYTHON_PREFIX) else \
+            "choose smaller widths, depth or dim"
+        raise ConfigError(f"model: this {arch} holds {size:,} weights, over sltc's limit of "
+                          f"{MAX_WEIGHTS:,}; {fix}")
 
 
 from . import convnets, resnet, swin, vit  # noqa: E402,F401  (registration)

@@ -1,0 +1,146 @@
+"""A user's own code: their network's module, factory and forward, and the loaders they
+hand to ``sltc.find_ticket``.
+
+What their code raises is reported as theirs, in one line naming the module, the
+exception and where it was raised (``NetworkError``), never as a bug in sltc. Their first
+batch is checked against their network before the first step (``check_first_batch``,
+``BatchError``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sysconfig
+import traceback
+from pathlib import Path
+
+import torch
+
+from .errors import BatchError, NetworkError, SltcError
+
+MESSAGE_CHARS = 300  # of the user's exception, in the one line
+PROBE_IMAGES = 2  # images of the first batch the network runs on before training
+_OURS = tuple(str(Path(f).parent) + os.sep for f in (torch.__file__, __file__))  # their packages
+_LIBRARIES = tuple(p + os.sep for p in {sysconfig.get_path(k) for k in ("stdlib", "purelib",
+                                                                        "platlib")} if p)
+
+
+def described(e: BaseException) -> str:
+    """``Type: message (file:line)``, one line: where is the innermost frame outside sltc,
+    torch and Python's import machinery (the line of the user's code that raised)."""
+    text = e.msg if isinstance(e, SyntaxError) and e.msg else str(e)
+    text = " ".join(text.split(" Hint: ")[0].split())  # torch's hints run long
+    text = text[:MESSAGE_CHARS] + ("..." if len(text) > MESSAGE_CHARS else "")
+    place = _where(e)
+    return f"{type(e).__name__}: {text}" + (f" ({place})" if place else "")
+
+
+def _where(e: BaseException) -> str | None:
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{_shown(e.filename)}:{e.lineno}"
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not f.filename.startswith(("<", *_OURS))]
+    frames = [f for f in frames if not f.filename.startswith(_LIBRARIES)] or frames
+    return f"{_shown(frames[-1].filename)}:{frames[-1].lineno}" if frames else None
+
+
+def _shown(filename: str) -> str:
+    try:
+        return str(Path(filename).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return filename
+
+
+@contextlib.contextmanager
+def users_code(what: str, error: type[SltcError] = NetworkError, fix: str = ""):
+    """Any exception raised inside (sltc's own errors and Ctrl-C aside) as one ``error``
+    line: ``what raised Type: message (file:line); fix``."""
+    try:
+        yield
+    except SltcError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the user's code raises is theirs
+        raise error(f"{what} raised {described(e)}" + (f"; {fix}" if fix else "")) from None
+
+
+def _shape(t) -> str:
+    return " x ".join(map(str, t.shape))
+
+
+def _kind(value) -> str:
+    """What ``value`` is, as a message says it: ``a float32 tensor of shape 64 x 1``."""
+    if isinstance(value, torch.Tensor):
+        what = f"{str(value.dtype).removeprefix('torch.')} tensor of shape {_shape(value)}"
+    elif isinstance(value, (tuple, list)):
+        what = f"{type(value).__name__} of {len(value)}"
+    else:
+        what = type(value).__name__
+    return f"{'an' if what[0] in 'aeio' else 'a'} {what}"
+
+
+def first_batch(loader, name: str, like: torch.Tensor | None = None):
+    """The first ``(x, y)`` of a user's loader, checked: a loader sltc can read once per
+    epoch (not a one-shot iterator), pairs of tensors, ``x`` float or uint8 images of
+    ``like``'s shape (the training batch's, for ``val`` and ``test``), ``y`` one integer
+    label per image. Anything else is a ``BatchError`` saying what it got."""
+    try:
+        batches = iter(loader)
+    except TypeError:
+        raise BatchError(f"{name}: expected a DataLoader or another iterable of (x, y) "
+                         f"batches, got {_kind(loader)}") from None
+    if batches is loader:
+        raise BatchError(f"{name}: {_kind(loader)} can be read only once, and sltc reads its "
+                         "loaders again (every epoch, and to score the ticket); pass a "
+                         "DataLoader, a list of batches, or an object whose __iter__ yields "
+                         "them")
+    with users_code(f"{name}: the loader", BatchError):
+        batch = next(batches, None)
+    if batch is None:
+        raise BatchError(f"{name}: the loader yields no batch; pass one with data")
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise BatchError(f"{name}: expected (x, y) batches, got {_kind(batch)}")
+    x, y = batch
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or not (
+            x.is_floating_point() or x.dtype == torch.uint8) or len(x) == 0:
+        raise BatchError(f"{name}: expected x as float or uint8 images of shape (N, ...), got "
+                         f"{_kind(x)}")
+    if like is not None and x.shape[1:] != like.shape[1:]:
+        raise BatchError(f"{name}: the images are {_shape(x[0])} but the training images "
+                         f"{_shape(like[0])}; give every loader the same image shape")
+    if not isinstance(y, torch.Tensor) or y.dtype == torch.bool or y.is_floating_point() or \
+            y.is_complex() or y.shape != x.shape[:1]:
+        raise BatchError(f"{name}: expected y as one integer class index per image (shape "
+                         f"{len(x)}), got {_kind(y)}")
+    return x, y
+
+
+def check_first_batch(model, x: torch.Tensor, y: torch.Tensor, module: str) -> int:
+    """The network against its first batch, before the first step: its forward and
+    backward run on ``PROBE_IMAGES`` images (eval mode: no statistics change), it returns
+    ``(N, classes)`` logits, and the batch's labels lie in ``[0, classes)``. Returns
+    ``classes``; anything else is a ``BatchError`` naming the user's module."""
+    sample = x[:PROBE_IMAGES]
+    model.eval()
+    with users_code(f"the network ({module}) on a batch of {_shape(sample)}", BatchError,
+                    f"make its input fit images of {_shape(sample[0])}"):
+        logits = model(sample)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or \
+            len(logits) != len(sample) or not logits.is_floating_point():
+        raise BatchError(f"the network ({module}) returns {_kind(logits)} for a batch of "
+                         f"{_shape(sample)}; return one float tensor of logits, "
+                         f"{len(sample)} x classes, from forward")
+    if logits.requires_grad:
+        with users_code(f"the backward pass through the network ({module})", BatchError,
+                        "write forward without in-place operations on the tensors autograd "
+                        "keeps (y = y * 2, not y.mul_(2))"):
+            logits.float().sum().backward()
+    for p in model.parameters():
+        p.grad = None
+    classes = logits.shape[1]
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= classes:
+        raise BatchError(f"the first batch's labels run from {low} to {high} but the network "
+                         f"({module}) gives {classes} outputs; labels are class indices in "
+                         f"[0, {classes})")
+    return classes
