@@ -10,6 +10,9 @@ from sltc.errors import SltcError
 from .engines import prepare
 from .loader import Deployable, load
 
+BATCH = 1000  # test images per call, fewer where the graph would hold more than BUDGET
+BUDGET = 1 << 30  # bytes alive at once in the graph
+
 
 def gpu_available(engine: str) -> bool:
     if engine == "ort":
@@ -31,11 +34,16 @@ def model_test_set(model: Deployable, data_root=None):
     data = model.meta.get("data")
     if data is None:
         raise SltcError(f"{model.path} does not record its dataset; use the ticket instead")
-    return recorded_test_set(data, model.meta.get("seed", 0), data_root)
+    test = recorded_test_set(data, model.meta.get("seed", 0), data_root)
+    if test.shape != tuple(model.graph.input_shape):
+        raise SltcError(f"{model.path} takes images of N x {list(model.graph.input_shape)} but "
+                        f"its recorded test set holds {list(test.shape)}; pass the matching "
+                        "model or --data")
+    return test
 
 
 def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
-             require_gpu: bool = False, allow_fallback: bool = False, batch: int = 1000,
+             require_gpu: bool = False, allow_fallback: bool = False, batch: int = BATCH,
              on_batch=lambda n: None) -> dict:
     """The model's test-set accuracy through ``engine``; ``on_batch(n)`` after each batch."""
     if require_gpu and not gpu_available(engine):
@@ -46,6 +54,7 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     model = load(path)
     test = model_test_set(model, data_root)
     predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback)
+    batch = model.graph.bounds.batch_for(BUDGET, batch)
     predictions = []
     for i in range(0, len(test), batch):
         x = test.batch(i, i + batch).astype(np.float32) / np.float32(255)
