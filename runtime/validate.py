@@ -1,6 +1,9 @@
-"""``sltc validate``: the whole test set through one runtime engine."""
+"""``sltc validate`` and ``sltc eval``: the whole test set through one runtime engine, the
+network being the file's graph (a ticket's skeleton)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -8,7 +11,7 @@ from sltc.data import recorded_test_set
 from sltc.errors import SltcError
 
 from .engines import prepare
-from .loader import Deployable, load
+from .loader import Deployable, kind_of, load
 
 BATCH = 1000  # test images per call, fewer where the graph would hold more than BUDGET
 BUDGET = 1 << 30  # bytes alive at once in the graph
@@ -65,4 +68,24 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     recorded = model.meta.get("test_accuracy")
     return {"model": str(path), "engine": engine, "provider": predictor.provider,
             "test_accuracy": acc, "recorded_accuracy": recorded,
+            "sparsity": model.meta.get("sparsity"),
             "difference": None if recorded is None else acc - recorded, "examples": len(test)}
+
+
+def evaluate(path, data_root=None, device: str = "auto", on_batch=lambda n: None) -> dict:
+    """``sltc eval``: a ticket's test-set accuracy, computed with its skeleton in
+    onnxruntime (numpy's ``dense`` engine without it); ``device`` auto, cpu or cuda."""
+    from ._ort import has_ort
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise SltcError(f"--device {device!r}: choose auto, cpu or cuda")
+    engine = "ort" if has_ort() else "dense"
+    if device == "cuda" and not gpu_available(engine):
+        raise SltcError("--device cuda: no CUDA runtime here (onnxruntime-gpu with CUDA); use "
+                        "--device cpu")
+    provider = "cuda" if device == "cuda" or device == "auto" and gpu_available(engine) else "cpu"
+    if kind_of(Path(path)) != "ticket":
+        raise SltcError(f"{path}: sltc eval reads a .slt ticket; sltc validate runs exports")
+    result = validate(path, engine, provider, data_root, on_batch=on_batch)
+    return {k: result[k] for k in ("test_accuracy", "recorded_accuracy", "sparsity", "examples",
+                                   "engine", "provider")}
