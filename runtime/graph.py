@@ -95,10 +95,12 @@ class Graph:
         constants, nodes, masked = dict(self.constants), [], set(self.masked)
         last = {name: i for i, node in enumerate(self.nodes) for name in node.inputs}
         last[self.output_name] = len(self.nodes)
+        kept = set()  # what the nodes left to run read
         with np.errstate(all="ignore"):
             for i, node in enumerate(self.nodes):
                 if not all(not name or name in constants for name in node.inputs):
                     nodes.append(node)
+                    kept.update(node.inputs)
                     continue
                 args = [constants[name] if name else None for name in node.inputs]
                 for name, value in zip(node.outputs, _as_tuple(_apply(node, None, args)),
@@ -107,7 +109,7 @@ class Graph:
                 if masked.intersection(node.inputs):  # e.g. a gated weight's Transpose
                     masked.update(node.outputs)
                 for name in node.inputs:
-                    if last.get(name, -1) <= i:
+                    if last.get(name, -1) <= i and name not in kept:
                         constants.pop(name, None)
         used = {name for node in nodes for name in node.inputs} | {self.output_name}
         return replace(self, nodes=nodes, masked=frozenset(masked & used),

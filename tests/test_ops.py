@@ -138,3 +138,25 @@ def test_constant_matches_onnxruntime(attrs):
         want = dense
     got = OPS["Constant"](Node.read(node))
     assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_folding_frees_constants_but_keeps_what_running_nodes_read():
+    """A weight read by a node that runs (a MatMul on the input) and last by one folded
+    away (its Transpose): the folded graph keeps it, frees the rest, and computes what
+    onnxruntime computes."""
+    from sltc.runtime.graph import Graph
+
+    w = numpy_helper.from_array(_f(4, 3), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"]),
+             helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+             helper.make_node("Relu", ["wt"], ["r"]),
+             helper.make_node("MatMul", ["a", "r"], ["y"])]
+    graph = helper.make_graph(nodes, "fold", [helper.make_tensor_value_info("x", 1, ["N", 4])],
+                              [helper.make_tensor_value_info("y", 1, ["N", 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = _f(2, 4)
+    want, = ort.InferenceSession(model.SerializeToString(),
+                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    folded = Graph.from_onnx(model).folded()
+    assert set(folded.constants) == {"w", "r"}
+    assert np.allclose(folded.run(x), want, atol=1e-6)
