@@ -37,7 +37,7 @@ def session(path_or_bytes, provider: str = "cpu", threads: int | None = None,
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors reach the user as SltcError lines, not as logs
     providers = [wanted, "CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [wanted]
     try:
         sess = ort.InferenceSession(path_or_bytes, sess_options=opts, providers=providers)

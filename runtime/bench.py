@@ -93,6 +93,8 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
     predictor = prepare(model, engine, provider=provider, threads=threads,
                         allow_fallback=allow_fallback)
     load_s = time.perf_counter() - tic
+    for batch in batches:  # every batch size within the graph's bounds, before any input
+        model.graph.bounds.batch(batch)
     source = input_source(model, inputs, data_root)
     records = []
     for batch in batches:

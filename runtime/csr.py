@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from onnx import helper, numpy_helper
 
-from .graph import Graph, Node
-from .ops import OPS, conv_columns, conv_geometry, conv_output
+from .graph import Graph
+from .ops import OPS, Node, conv_columns, conv_geometry, conv_output
 from .spmv import SparseLinear, SparseRows
 
 MAX_DENSITY = 0.5  # denser weights never run sparse

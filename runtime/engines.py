@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sltc.errors import SltcError
+from sltc.errors import GraphError, SltcError
 from sltc.registry import Registry
 
 from . import spmv
 from ._ort import has_ort, session
+from .check import Bounds
 from .csr import SparseEngine, sparse_kernel
 from .loader import Deployable
 from .ops import OPS
@@ -30,9 +31,21 @@ class Predictor:
     provider: str
     predict: object  # callable: float32 (N, C, H, W) in [0, 1] -> logits
     choice: object = None  # csr: batch -> {"sparse_layers", "layers"} of its calibrated plan
+    bounds: Bounds | None = None  # the graph's: each new batch size is checked first
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.predict(x)
+        """Logits of ``x``; a batch size the graph's bounds refuse, or a failure inside
+        numpy or onnxruntime, is one ``SltcError`` line."""
+        if self.bounds is not None:
+            self.bounds.batch(len(x))
+        try:
+            return self.predict(x)
+        except SltcError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the runtime refusing the graph's values
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise GraphError(f"the network fails at run time in engine {self.engine!r} "
+                             f"({type(e).__name__}: {first})") from None
 
 
 @ENGINES.register("dense")
@@ -83,31 +96,29 @@ def _cusparse_engine(model: Deployable) -> Predictor:
 @ENGINES.register("ort")
 def ort_engine(model: Deployable, provider: str = "cpu", threads: int | None = None,
                allow_fallback: bool = False, **_) -> Predictor:
-    source = str(model.path) if model.kind == "onnx" else model.graph.to_onnx().SerializeToString()
-    sess, used = session(source, provider, threads, allow_fallback)
+    # the checked graph, never the file again (its external data included), its constant
+    # subgraphs folded as the numpy engines fold them
+    sess, used = session(model.graph.folded().to_onnx().SerializeToString(), provider, threads,
+                         allow_fallback)
     name_in, name_out = model.graph.input_name, model.graph.output_name
     return Predictor("ort", used, lambda x: sess.run([name_out], {name_in: x})[0])
 
 
 def prepare(model: Deployable, engine: str, **options) -> Predictor:
-    """The engine's predictor, after one image of zeros went through the graph: a damaged
-    graph fails here, in one line, rather than halfway through a test set."""
+    """The engine's predictor, after one image of zeros went through the graph: a graph
+    that fails does so here, in one line, rather than halfway through a test set."""
     factory = ENGINES.get(engine)
     one = np.zeros((1, *model.graph.input_shape), np.float32)
     try:
-        if engine != "ort":  # the numpy engines run every op with OPS
-            model.graph.check_ops(engine)
-            model.graph.run(one)
         predictor = factory(model, **options)
-        if engine == "ort":
-            predictor(one)
-    except SltcError:
-        raise
-    except Exception as e:  # noqa: BLE001 - numpy or onnxruntime refusing the graph
+        predictor.bounds = model.graph.bounds
+        predictor(one)
+    except SltcError as e:
+        raise SltcError(f"{model.path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - an engine refusing the graph as it builds
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        raise SltcError(f"{model.path}: the network does not run in engine {engine!r} "
-                        f"({type(e).__name__}: {first}); the file is damaged or was not "
-                        "made by sltc") from None
+        raise GraphError(f"{model.path}: the network does not run in engine {engine!r} "
+                         f"({type(e).__name__}: {first})") from None
     return predictor
 
 

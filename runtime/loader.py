@@ -15,6 +15,7 @@ from sltc.limits import MAX_ONNX_BYTES, regular_size, require_regular
 from sltc.seeding import generate_normal, generate_weight
 
 from . import csrfile
+from .check import check_model
 from .csrfile import SKELETON_KEY
 from .graph import Graph
 
@@ -53,8 +54,7 @@ def _from_ticket(path: Path) -> Deployable:
     meta = {k: ticket.meta[k] for k in ("input_shape", "classes", "sparsity")}
     meta.update(test_accuracy=ticket.meta.get("test_accuracy"), data=ticket.meta["config"]["data"],
                 seed=ticket.seed)
-    graph = Graph.from_onnx(ticket.skeleton, ticket.graph_tensors(), ticket.masked_tensors())
-    return Deployable(path, "ticket", meta, graph)
+    return Deployable(path, "ticket", meta, Graph.from_ticket(ticket))
 
 
 def _csr_weight(tensors: dict, layer: dict, seed: int) -> np.ndarray:
@@ -83,6 +83,13 @@ def _csr_weight(tensors: dict, layer: dict, seed: int) -> np.ndarray:
 def _from_csr(path: Path) -> Deployable:
     try:
         manifest, tensors = csrfile.read(path)
+        entry = manifest["skeleton"]
+        model = skeleton.parse(skeleton.decode(tensors[SKELETON_KEY].tobytes(), entry["size"]))
+        sources = {layer["tensor"]: tuple(layer["shape"]) for layer in manifest["layers"]}
+        sources.update((t["name"], tuple(t["shape"])) for t in manifest["tensors"])
+        sources.update((name, tensors[name].shape) for name in manifest["extras"])
+        skeleton.check_sources(model, sources)
+        bounds = check_model(model, manifest["input_shape"], manifest["classes"])
     except SltcError as e:
         raise SltcError(f"{path}: {e}") from None
     seed = manifest["seed"]
@@ -90,14 +97,8 @@ def _from_csr(path: Path) -> Deployable:
     arrays.update((t["name"], generate_normal(seed, t["name"], tuple(t["shape"]), t["std"]))
                   for t in manifest["tensors"])
     arrays.update((name, tensors[name]) for name in manifest["extras"])
-    entry = manifest["skeleton"]
-    try:
-        model = skeleton.parse(skeleton.decode(tensors[SKELETON_KEY].tobytes(), entry["size"]))
-        skeleton.check_sources(model, {k: v.shape for k, v in arrays.items()})
-        graph = Graph.from_onnx(model, arrays, {layer["tensor"] for layer in manifest["layers"]
-                                                if layer["storage"] == "csr"})
-    except SltcError as e:
-        raise SltcError(f"{path}: {e}") from None
+    graph = Graph.from_onnx(model, arrays, {layer["tensor"] for layer in manifest["layers"]
+                                            if layer["storage"] == "csr"}, bounds)
     meta = {k: manifest[k] for k in ("input_shape", "classes", "sparsity", "test_accuracy",
                                      "data", "seed")}
     return Deployable(path, "csr", meta, graph)
@@ -122,17 +123,19 @@ def _onnx_meta(path: Path, model, graph: Graph) -> dict:
 
 
 def _from_onnx(path: Path) -> Deployable:
+    """An ONNX file, its external data (if any) read from its own folder only."""
     import onnx
 
     regular_size(path, MAX_ONNX_BYTES, "ONNX model")
     try:
-        model = onnx.load(str(path))
-        graph = Graph.from_onnx(model)
-    except SltcError as e:
-        raise SltcError(f"{path}: {e}") from None
-    except Exception as e:  # noqa: BLE001
+        model = onnx.load_model_from_string(path.read_bytes())
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
         raise SltcError(f"{path}: not a readable ONNX file ({type(e).__name__}: "
                         f"{' '.join(str(e).split())[:200]})") from None
+    try:
+        graph = Graph.from_onnx(model, bounds=check_model(model, folder=path.parent))
+    except SltcError as e:
+        raise SltcError(f"{path}: {e}") from None
     return Deployable(path, "onnx", _onnx_meta(path, model, graph), graph)
 
 
@@ -141,9 +144,5 @@ def load(path: str | Path) -> Deployable:
     require_regular(path, "model")
     tic = time.perf_counter()
     model = {"ticket": _from_ticket, "csr": _from_csr, "onnx": _from_onnx}[kind_of(path)](path)
-    try:
-        model.graph.check_classifier()
-    except SltcError as e:
-        raise SltcError(f"{path}: {e}") from None
     model.load_s = time.perf_counter() - tic
     return model

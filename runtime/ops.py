@@ -1,25 +1,142 @@
-"""The ONNX ops the numpy engines run, one short function each: ``OPS[op_type](node, *inputs)``.
+"""The ONNX ops sltc runs, one short function each: ``OPS[op_type](node, *inputs)``.
 
-This is the one list of ops in sltc. Semantics follow the ONNX operator specification
-(opset 13 and later, the forms torch's exporter writes at opset 17); ``attrs`` holds
-a node's attributes as Python values. Floating point stays float32 throughout.
+This is the one list of ops in sltc, and the allowlist of every graph it loads: a node
+whose op is not here, or that breaks its op's rules (inputs, outputs, attributes and their
+values, input ranks; ``runtime/check.py`` applies them), is refused before anything runs,
+whichever engine would run it. Semantics follow the ONNX operator specification (opsets 13
+to 21, the forms torch's exporter writes at opset 17); ``attrs`` holds a node's attributes as
+Python values. Floating point stays float32 throughout.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
-from onnx import helper
+import onnx
+from onnx import AttributeProto, TensorProto, helper, numpy_helper
 from scipy.special import erf
 
-OPS: dict = {}
+from sltc.limits import MAX_NODE_VALUES, MAX_RANK, MAX_SIDE
+
+# the element types a graph may hold: numpy's own, no strings, no 8-bit or 4-bit floats
+DTYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BOOL,
+                    TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64,
+                    TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64})
 
 
-def op(*names: str):
+@dataclass(frozen=True)
+class Attr:
+    """What one attribute of an op may be: its ONNX type and a test of its value."""
+
+    kind: int  # AttributeProto.INT, FLOAT, STRING, INTS, FLOATS, TENSOR, SPARSE_TENSOR
+    says: str  # the rule, for the error message
+    test: Callable = lambda value: True
+
+
+def integer(low: int, high: int) -> Attr:
+    return Attr(AttributeProto.INT, str(low) if low == high else f"an integer in [{low}, {high}]",
+                lambda v: low <= v <= high)
+
+
+def choice(*values: str) -> Attr:
+    return Attr(AttributeProto.STRING, " or ".join(values), lambda v: v in values)
+
+
+def integers(length: int | None, low: int, high: int) -> Attr:
+    count = "" if length is None else f"{length} "
+    return Attr(AttributeProto.INTS, f"{count}integers in [{low}, {high}]",
+                lambda v: (length is None or len(v) == length) and all(low <= x <= high for x in v))
+
+
+NUMBER = Attr(AttributeProto.FLOAT, "a finite number", math.isfinite)
+NUMBERS = Attr(AttributeProto.FLOATS, "finite numbers", lambda v: all(map(math.isfinite, v)))
+FLAG = integer(0, 1)
+AXIS = integer(-MAX_RANK, MAX_RANK)
+AXES = integers(None, -MAX_RANK, MAX_RANK)
+ANY_INT = Attr(AttributeProto.INT, "an integer")
+INTS = Attr(AttributeProto.INTS, "integers")
+TENSOR = Attr(AttributeProto.TENSOR, "a tensor")
+SCALAR = Attr(AttributeProto.TENSOR, "a tensor of one element",
+              lambda v: int(np.prod(v.dims)) == 1)
+SPARSE = Attr(AttributeProto.SPARSE_TENSOR, "a sparse tensor")
+DTYPE = Attr(AttributeProto.INT, "a numeric or bool element type", lambda v: v in DTYPES)
+WINDOW = {"auto_pad": choice("NOTSET", "VALID"), "kernel_shape": integers(2, 1, MAX_SIDE),
+          "strides": integers(2, 1, MAX_SIDE), "dilations": integers(2, 1, MAX_SIDE),
+          "pads": integers(4, 0, MAX_SIDE)}  # 2-D windows: Conv and the pools
+MANY = (1, MAX_NODE_VALUES)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One entry of the table: the numpy function and the rules a node of it must meet."""
+
+    fn: Callable
+    inputs: tuple[int, int] = (1, 1)  # fewest and most inputs (an empty name counts)
+    outputs: tuple[int, int] = (1, 1)
+    attrs: dict = field(default_factory=dict)  # name -> Attr; any other attribute is refused
+    ranks: dict = field(default_factory=dict)  # input index -> the rank it must have
+    rule: Callable | None = None  # (input dtypes, known input values or None) -> what breaks it
+
+    def __call__(self, node, *inputs):
+        return self.fn(node, *inputs)
+
+
+OPS: dict[str, Op] = {}
+
+
+@dataclass
+class Node:
+    """A node as the ops see it: its attributes as Python values."""
+
+    op: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict
+    proto: onnx.NodeProto | None = None
+
+    @classmethod
+    def make(cls, op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> Node:
+        """A new node (for graph rewrites), with its ONNX proto."""
+        proto = helper.make_node(op, inputs, outputs, name=name, **attrs)
+        return cls(op, name, inputs, outputs, attrs, proto)
+
+    @classmethod
+    def read(cls, proto: onnx.NodeProto) -> Node:
+        """A node of a checked graph (its tensors in place)."""
+        return cls(proto.op_type, proto.name, list(proto.input), list(proto.output),
+                   {a.name: attr_value(a) for a in proto.attribute}, proto)
+
+    def label(self) -> str:
+        return f"node {self.name or self.outputs[0]!r} ({self.op})"
+
+
+def sparse_to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
+    values = numpy_helper.to_array(sparse.values)
+    indices = numpy_helper.to_array(sparse.indices)
+    dense = np.zeros(int(np.prod(sparse.dims)), dtype=values.dtype)
+    if indices.ndim == 2:  # coordinates, one row per value
+        indices = np.ravel_multi_index(indices.T, tuple(sparse.dims))
+    dense[indices] = values
+    return dense.reshape(tuple(sparse.dims))
+
+
+def attr_value(a: onnx.AttributeProto):
+    if a.type == AttributeProto.TENSOR:
+        return numpy_helper.to_array(a.t)
+    if a.type == AttributeProto.SPARSE_TENSOR:
+        return sparse_to_dense(a.sparse_tensor)
+    value = helper.get_attribute_value(a)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def op(*names: str, **rules):
     def add(fn):
         for name in names:
-            OPS[name] = fn
+            OPS[name] = Op(fn, **rules)
         return fn
 
     return add
@@ -31,6 +148,14 @@ def _attr(node, key, default=None):
 
 def _axes(axes, ndim: int) -> list[int]:
     return [int(a) % ndim for a in np.asarray(axes).ravel()]
+
+
+def _integer_divisor(dtypes, values) -> str | None:
+    """Integer ``Div`` needs a constant divisor with every element positive: a zero (or -1
+    under the smallest integer) stops a C runtime with SIGFPE."""
+    if np.issubdtype(dtypes[0], np.integer) and (values[1] is None or not np.all(values[1] > 0)):
+        return "an integer Div needs a constant divisor whose every element is positive"
+    return None
 
 
 # --- elementwise ------------------------------------------------------------------------------
@@ -50,7 +175,7 @@ _UNARY = {"Sqrt": np.sqrt, "Exp": np.exp, "Log": np.log, "Neg": np.negative, "Ab
           "Reciprocal": np.reciprocal, "Erf": erf, "Identity": lambda x: x}
 
 
-@op(*_BINARY)
+@op(*_BINARY, inputs=(2, 2))
 def binary(node, a, b):
     return _BINARY[node.op](a, b)
 
@@ -60,17 +185,17 @@ def unary(node, x):
     return _UNARY[node.op](x).astype(x.dtype, copy=False)
 
 
-@op("Div")
+@op("Div", inputs=(2, 2), rule=_integer_divisor)
 def div(node, a, b):
     return _int_div(a, b) if np.issubdtype(a.dtype, np.integer) else a / b
 
 
-@op("Pow")
+@op("Pow", inputs=(2, 2))
 def pow_(node, a, b):
     return np.power(a, b.astype(a.dtype, copy=False))
 
 
-@op("Max", "Min", "Sum", "Mean")
+@op("Max", "Min", "Sum", "Mean", inputs=MANY)
 def variadic(node, *xs):
     if node.op == "Mean":
         return sum(xs[1:], xs[0]) / np.asarray(len(xs), xs[0].dtype)
@@ -81,7 +206,7 @@ def variadic(node, *xs):
     return out
 
 
-@op("Where")
+@op("Where", inputs=(3, 3))
 def where(node, cond, a, b):
     return np.where(cond, a, b)
 
@@ -91,7 +216,7 @@ def relu(node, x):
     return np.maximum(x, np.zeros((), x.dtype))
 
 
-@op("LeakyRelu")
+@op("LeakyRelu", attrs={"alpha": NUMBER})
 def leaky_relu(node, x):
     return np.where(x >= 0, x, x * np.asarray(_attr(node, "alpha", 0.01), x.dtype))
 
@@ -101,31 +226,43 @@ def sigmoid(node, x):
     return (1 / (1 + np.exp(-x))).astype(x.dtype)
 
 
-@op("Gelu")
+@op("Gelu", attrs={"approximate": choice("none", "tanh")})
 def gelu(node, x):
     if _attr(node, "approximate", "none") == "tanh":
         return (0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))).astype(x.dtype)
     return (0.5 * x * (1 + erf(x / math.sqrt(2)))).astype(x.dtype)
 
 
-@op("Clip")
+@op("Clip", inputs=(1, 3))
 def clip(node, x, low=None, high=None):
     return np.clip(x, low, high)
 
 
-@op("Softmax")
+@op("Softmax", attrs={"axis": AXIS})
 def softmax(node, x):
     axis = _attr(node, "axis", -1)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
-@op("Cast")
+@op("Cast", attrs={"to": DTYPE})
 def cast(node, x):
     return x.astype(helper.tensor_dtype_to_np_dtype(_attr(node, "to")))
 
 
-@op("Dropout")
+@op("Constant", inputs=(0, 0), attrs={
+    "value": TENSOR, "sparse_value": SPARSE, "value_float": NUMBER, "value_floats": NUMBERS,
+    "value_int": ANY_INT, "value_ints": INTS})
+def constant(node):
+    for key, dtype in (("value", None), ("sparse_value", None), ("value_float", np.float32),
+                       ("value_floats", np.float32), ("value_int", np.int64),
+                       ("value_ints", np.int64)):
+        if key in node.attrs:
+            return np.asarray(node.attrs[key], dtype=dtype)
+    raise ValueError(f"Constant {node.name!r} has none of the value attributes")
+
+
+@op("Dropout", inputs=(1, 2), outputs=(1, 2), attrs={"seed": ANY_INT})
 def dropout(node, x, *_):
     return x, np.ones(x.shape, dtype=bool)
 
@@ -133,7 +270,8 @@ def dropout(node, x, *_):
 # --- normalisation ----------------------------------------------------------------------------
 
 
-@op("BatchNormalization")
+@op("BatchNormalization", inputs=(5, 5),
+    attrs={"epsilon": NUMBER, "momentum": NUMBER, "training_mode": integer(0, 0)})
 def batch_norm(node, x, scale, bias, mean, var):
     shape = (1, -1) + (1,) * (x.ndim - 2)
     eps = np.asarray(_attr(node, "epsilon", 1e-5), x.dtype)
@@ -141,7 +279,8 @@ def batch_norm(node, x, scale, bias, mean, var):
     return (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
 
 
-@op("LayerNormalization")
+@op("LayerNormalization", inputs=(2, 3), outputs=(1, 3),
+    attrs={"axis": AXIS, "epsilon": NUMBER, "stash_type": integer(1, 1)})
 def layer_norm(node, x, scale, bias=None):
     axis = _attr(node, "axis", -1) % x.ndim
     axes = tuple(range(axis, x.ndim))
@@ -153,7 +292,8 @@ def layer_norm(node, x, scale, bias=None):
     return (y if bias is None else y + bias), mean, inv
 
 
-@op("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
+@op("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", inputs=(1, 2),
+    attrs={"axes": AXES, "keepdims": FLAG, "noop_with_empty_axes": FLAG})
 def reduce(node, x, axes=None):
     axes = axes if axes is not None else _attr(node, "axes")
     keep = bool(_attr(node, "keepdims", 1))
@@ -169,12 +309,13 @@ def reduce(node, x, axes=None):
 # --- products ---------------------------------------------------------------------------------
 
 
-@op("MatMul")
+@op("MatMul", inputs=(2, 2))
 def matmul(node, a, b):
     return np.matmul(a, b)
 
 
-@op("Gemm")
+@op("Gemm", inputs=(2, 3),
+    attrs={"transA": FLAG, "transB": FLAG, "alpha": NUMBER, "beta": NUMBER})
 def gemm(node, a, b, c=None):
     a = a.T if _attr(node, "transA", 0) else a
     b = b.T if _attr(node, "transB", 0) else b
@@ -230,7 +371,8 @@ def conv_output(y: np.ndarray, x_shape, g: dict, bias=None) -> np.ndarray:
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
 
-@op("Conv")
+@op("Conv", inputs=(2, 3), attrs={**WINDOW, "group": integer(1, MAX_SIDE)},
+    ranks={0: 4, 1: 4})
 def conv(node, x, w, b=None):
     g = conv_geometry(node, x.shape, w.shape)
     group = _attr(node, "group", 1)
@@ -260,13 +402,15 @@ def _pool_geometry(node, x):
     return g
 
 
-@op("MaxPool")
+@op("MaxPool", attrs={**WINDOW, "ceil_mode": FLAG, "storage_order": integer(0, 0)},
+    ranks={0: 4})
 def max_pool(node, x):
     g = _pool_geometry(node, x)
     return im2col(x, g, -np.inf).max(axis=(4, 5)).transpose(0, 3, 1, 2).astype(x.dtype)
 
 
-@op("AveragePool")
+@op("AveragePool", attrs={**WINDOW, "ceil_mode": FLAG, "count_include_pad": FLAG},
+    ranks={0: 4})
 def average_pool(node, x):
     g = _pool_geometry(node, x)
     total = im2col(x, g).sum(axis=(4, 5)).transpose(0, 3, 1, 2)
@@ -286,13 +430,13 @@ def global_pool(node, x):
 # --- shapes -----------------------------------------------------------------------------------
 
 
-@op("Flatten")
+@op("Flatten", attrs={"axis": AXIS})
 def flatten(node, x):
     axis = _attr(node, "axis", 1) % max(x.ndim, 1)
     return x.reshape(math.prod(x.shape[:axis]), -1)
 
 
-@op("Reshape")
+@op("Reshape", inputs=(2, 2), attrs={"allowzero": FLAG})
 def reshape(node, x, shape):
     shape = [int(v) for v in shape]
     if not _attr(node, "allowzero", 0):
@@ -300,12 +444,12 @@ def reshape(node, x, shape):
     return x.reshape(shape)
 
 
-@op("Transpose")
+@op("Transpose", attrs={"perm": integers(None, 0, MAX_RANK - 1)})
 def transpose(node, x):
     return np.transpose(x, _attr(node, "perm"))
 
 
-@op("Shape")
+@op("Shape", attrs={"start": AXIS, "end": AXIS})
 def shape(node, x):
     dims = x.shape[_attr(node, "start", 0):_attr(node, "end", None)]
     return np.array(dims, dtype=np.int64)
@@ -316,18 +460,18 @@ def size(node, x):
     return np.array(x.size, dtype=np.int64)
 
 
-@op("Gather")
+@op("Gather", inputs=(2, 2), attrs={"axis": AXIS})
 def gather(node, x, indices):
     return np.take(x, indices, axis=_attr(node, "axis", 0))
 
 
-@op("Unsqueeze")
+@op("Unsqueeze", inputs=(1, 2), attrs={"axes": AXES})
 def unsqueeze(node, x, axes=None):
     axes = axes if axes is not None else _attr(node, "axes")
     return np.expand_dims(x, tuple(_axes(axes, x.ndim + len(np.asarray(axes).ravel()))))
 
 
-@op("Squeeze")
+@op("Squeeze", inputs=(1, 2), attrs={"axes": AXES})
 def squeeze(node, x, axes=None):
     axes = axes if axes is not None else _attr(node, "axes")
     if axes is None:
@@ -335,12 +479,13 @@ def squeeze(node, x, axes=None):
     return np.squeeze(x, tuple(_axes(axes, x.ndim)))
 
 
-@op("Concat")
+@op("Concat", inputs=MANY, attrs={"axis": AXIS})
 def concat(node, *xs):
     return np.concatenate(xs, axis=_attr(node, "axis"))
 
 
-@op("Split")
+@op("Split", inputs=(1, 2), outputs=MANY,
+    attrs={"axis": AXIS, "split": INTS, "num_outputs": integer(1, MAX_NODE_VALUES)})
 def split(node, x, sizes=None):
     axis = _attr(node, "axis", 0) % x.ndim
     if sizes is None:
@@ -352,7 +497,7 @@ def split(node, x, sizes=None):
     return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
 
 
-@op("Slice")
+@op("Slice", inputs=(3, 5))
 def slice_(node, x, starts, ends, axes=None, steps=None):
     axes = range(len(starts)) if axes is None else _axes(axes, x.ndim)
     steps = [1] * len(starts) if steps is None else steps
@@ -363,29 +508,29 @@ def slice_(node, x, starts, ends, axes=None, steps=None):
     return x[tuple(index)]
 
 
-@op("Expand")
+@op("Expand", inputs=(2, 2))
 def expand(node, x, shape):
     return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(v) for v in shape)))
 
 
-@op("Tile")
+@op("Tile", inputs=(2, 2))
 def tile(node, x, repeats):
     return np.tile(x, [int(r) for r in repeats])
 
 
-@op("ConstantOfShape")
+@op("ConstantOfShape", attrs={"value": SCALAR})
 def constant_of_shape(node, shape):
     value = _attr(node, "value")
     value = np.zeros(1, np.float32) if value is None else value
     return np.full([int(v) for v in shape], value.ravel()[0], dtype=value.dtype)
 
 
-@op("Range")
+@op("Range", inputs=(3, 3))
 def range_(node, start, limit, delta):
     return np.arange(start, limit, delta, dtype=np.asarray(start).dtype)
 
 
-@op("Pad")
+@op("Pad", inputs=(2, 4), attrs={"mode": choice("constant")})
 def pad(node, x, pads, value=None, axes=None):
     if _attr(node, "mode", "constant") != "constant":
         raise ValueError(f"Pad {node.name!r}: only mode 'constant' is supported")

@@ -1,6 +1,9 @@
-"""``sltc validate``: the whole test set through one runtime engine."""
+"""``sltc validate`` and ``sltc eval``: the whole test set through one runtime engine, the
+network being the file's graph (a ticket's skeleton)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -8,7 +11,10 @@ from sltc.data import recorded_test_set
 from sltc.errors import SltcError
 
 from .engines import prepare
-from .loader import Deployable, load
+from .loader import Deployable, kind_of, load
+
+BATCH = 1000  # test images per call, fewer where the graph would hold more than BUDGET
+BUDGET = 1 << 30  # bytes alive at once in the graph
 
 
 def gpu_available(engine: str) -> bool:
@@ -32,11 +38,11 @@ def model_test_set(model: Deployable, data_root=None):
     if data is None:
         raise SltcError(f"{model.path} does not record its dataset; use the ticket instead")
     return recorded_test_set(data, model.meta.get("seed", 0), data_root,
-                             model.meta["input_shape"], model.meta["classes"])
+                             model.graph.input_shape, model.graph.classes)
 
 
 def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
-             require_gpu: bool = False, allow_fallback: bool = False, batch: int = 1000,
+             require_gpu: bool = False, allow_fallback: bool = False, batch: int = BATCH,
              on_batch=lambda n: None) -> dict:
     """The model's test-set accuracy through ``engine``; ``on_batch(n)`` after each batch."""
     if require_gpu and not gpu_available(engine):
@@ -47,6 +53,7 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     model = load(path)
     test = model_test_set(model, data_root)
     predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback)
+    batch = model.graph.bounds.batch_for(BUDGET, batch)
     predictions = []
     for i in range(0, len(test), batch):
         x = test.batch(i, i + batch).astype(np.float32) / np.float32(255)
@@ -57,4 +64,24 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     recorded = model.meta.get("test_accuracy")
     return {"model": str(path), "engine": engine, "provider": predictor.provider,
             "test_accuracy": acc, "recorded_accuracy": recorded,
+            "sparsity": model.meta.get("sparsity"),
             "difference": None if recorded is None else acc - recorded, "examples": len(test)}
+
+
+def evaluate(path, data_root=None, device: str = "auto", on_batch=lambda n: None) -> dict:
+    """``sltc eval``: a ticket's test-set accuracy, computed with its skeleton in
+    onnxruntime (numpy's ``dense`` engine without it); ``device`` auto, cpu or cuda."""
+    from ._ort import has_ort
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise SltcError(f"--device {device!r}: choose auto, cpu or cuda")
+    engine = "ort" if has_ort() else "dense"
+    if device == "cuda" and not gpu_available(engine):
+        raise SltcError("--device cuda: no CUDA runtime here (onnxruntime-gpu with CUDA); use "
+                        "--device cpu")
+    provider = "cuda" if device == "cuda" or device == "auto" and gpu_available(engine) else "cpu"
+    if kind_of(Path(path)) != "ticket":
+        raise SltcError(f"{path}: sltc eval reads a .slt ticket; sltc validate runs exports")
+    result = validate(path, engine, provider, data_root, on_batch=on_batch)
+    return {k: result[k] for k in ("test_accuracy", "recorded_accuracy", "sparsity", "examples",
+                                   "engine", "provider")}

@@ -34,9 +34,9 @@ def _config(config) -> config_mod.RunConfig:
 
 
 def _recorded(config, model) -> config_mod.RunConfig:
-    """The config the ticket records: the network's class as ``python:module:Class`` (so
-    ``sltc eval`` can rebuild it when ``Class(input_shape, classes)`` builds it) and
-    ``data.name: loaders`` (the data came from Python)."""
+    """The config the ticket records: the network's class as ``python:module:Class`` (a
+    record of how it was built: the ticket's graph is what runs) and ``data.name: loaders``
+    (the data came from Python)."""
     arch = config.model.arch
     if not arch.startswith("python:"):
         kind = type(model)

@@ -187,11 +187,14 @@ def eval_(
     device: str = typer.Option("auto", "--device"),
     as_json: bool = JSON_OPT,
 ):
-    """Rebuild the model from the ticket alone and evaluate it on the test set."""
-    from .evaluate import evaluate_ticket
+    """Run the ticket's network (its graph, never code it names) on the test set."""
+    from sltc.runtime.validate import evaluate
+
     from .progress import Progress
 
-    _emit(evaluate_ticket(ticket, data, device, Progress(not as_json)), as_json, _print_kv)
+    with Progress(not as_json).task("test set") as task:
+        result = evaluate(ticket, data, device, lambda n: task.advance(images=n))
+    _emit(result, as_json, _print_kv)
 
 
 @app.command()

@@ -43,6 +43,10 @@ class TicketError(SltcError):
     """A ticket file that is malformed, corrupted or does not match its generator."""
 
 
+class GraphError(SltcError):
+    """A network graph (a ticket's skeleton, an ONNX file) that sltc does not run."""
+
+
 class CheckFailed(SltcError):
     """A check that ran and failed (``sltc validate`` below its tolerance): exit 3."""
 

@@ -1,14 +1,11 @@
-"""Scoring torch models: devices, tensors, accuracy; ``sltc eval`` of a ticket rebuilt in torch."""
+"""Scoring torch models: devices, tensors, accuracy (a ticket is scored by its graph:
+``sltc.runtime.validate.evaluate``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from .data import recorded_test_set
 from .errors import SltcError
-from .ticket import Ticket
 
 
 def resolve_device(device: str, world=None) -> torch.device:
@@ -33,22 +30,3 @@ def accuracy(model, batches, on_batch=lambda n: None) -> float:
         total += len(y)
         on_batch(len(y))
     return correct / total if total else float("nan")
-
-
-def evaluate_ticket(path: str | Path, data_root: str | None = None, device: str = "auto",
-                    progress=None) -> dict:
-    from .loaders import evaluation_batches
-    from .progress import QUIET
-    from .rebuild import model_from_ticket
-
-    ticket = Ticket.load(path)
-    dev = resolve_device(device)
-    model = model_from_ticket(ticket).to(dev)
-    data = ticket.meta["config"]["data"]
-    test = recorded_test_set(data, ticket.meta["config"]["seed"], data_root,
-                             ticket.meta["input_shape"], ticket.meta["classes"])
-    batches = evaluation_batches(test, dev)
-    with (progress or QUIET).task("test set", len(batches)) as task:
-        acc = accuracy(model, batches, lambda n: task.advance(images=n))
-    return {"test_accuracy": acc, "recorded_accuracy":
-            ticket.meta.get("test_accuracy"), "sparsity": ticket.sparsity(), "examples": len(test)}

@@ -1,7 +1,9 @@
 """Between torch models and tickets: freeze a model into a ticket, rebuild one from it.
 
 The network's structure goes into the ticket once, as a skeleton traced by torch's
-own ONNX exporter from the plain (masked) twin of the gated model.
+own ONNX exporter from the plain (masked) twin of the gated model; that graph is what the
+ticket computes. A torch model and a skeleton that meet (at freezing, at a rebuild) are
+compared on a probe input, and a mismatch is refused.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import io
 import math
 import warnings
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -17,12 +20,13 @@ from torch import nn
 from . import config as config_mod
 from . import skeleton
 from .errors import SltcError, TicketError
-from .layers import gated_layers, tensor_rule, to_plain
-from .models import build_model
+from .layers import gate, gated_layers, tensor_rule, to_plain
+from .models import PYTHON_PREFIX, build_model
 from .seeding import NORMAL_STD
-from .ticket import Ticket
+from .ticket import Ticket, check_skeleton
 
 OPSET = 17
+PROBE_TOLERANCE = 1e-4  # of the largest logit: float32 sums in another order, nothing more
 
 
 def trace_skeleton(model: nn.Module, masks: dict, input_shape, regenerable: set[str]) -> onnx.ModelProto:
@@ -76,16 +80,48 @@ def ticket_from_model(model, masks: dict, config, data, test_accuracy: float) ->
         "sparsity": ticket.sparsity(),
         "test_accuracy": None if math.isnan(test_accuracy) else test_accuracy,  # no test set
     }
+    try:
+        ticket.bounds = check_skeleton(graph, ticket.meta)
+        check_probe(model, ticket)
+    except TicketError as e:
+        raise SltcError(f"this network cannot be a ticket: {e}") from None
     return ticket
 
 
-def model_from_ticket(ticket: Ticket) -> nn.Module:
-    """A torch model running exactly the ticket's masked network (eval mode)."""
+def check_probe(model: nn.Module, ticket: Ticket) -> None:
+    """``model`` (in eval mode, as the ticket would run) against the ticket's skeleton in
+    sltc's numpy engine, on two uniform random images: the logits must agree."""
+    from .runtime.graph import Graph
+
+    x = np.random.default_rng(0).random((2, *ticket.meta["input_shape"]), dtype=np.float32)
+    want = Graph.from_ticket(ticket).run(x)
+    device = next(model.parameters(), torch.zeros(())).device
+    with torch.no_grad():
+        got = model.eval()(torch.from_numpy(x).to(device)).float().cpu().numpy()
+    diff = float(np.abs(got - want).max()) if got.shape == want.shape else math.inf
+    if not diff <= PROBE_TOLERANCE * max(float(np.abs(want).max()), 1e-12):
+        raise TicketError(f"the torch model and the ticket's skeleton compute different logits "
+                          f"on a probe input (max difference {diff:.3g}); the ticket's graph is "
+                          "the network, and this model is not it")
+
+
+def model_from_ticket(ticket: Ticket, model: nn.Module | None = None) -> nn.Module:
+    """A torch model running exactly the ticket's masked network (eval mode), for what needs
+    torch modules. A registry network is built from ``meta.config``; a user's own
+    (``model.arch: python:...``) is never imported on a ticket's say-so: pass ``model``, the
+    plain module, which is gated here. Either is refused unless it computes what the
+    ticket's skeleton computes on a probe input."""
     meta = ticket.meta
+    arch = meta["config"]["model"]["arch"]
+    if arch.startswith(PYTHON_PREFIX) and model is None:
+        raise TicketError(f"the ticket's network is a user's own ({arch}) and sltc imports no "
+                          "code a ticket names: pass the module, model_from_ticket(ticket, "
+                          "model=MyNet(...))")
     try:
         config = config_mod.from_dict(meta["config"], "ticket")
         pre = meta["preprocessing"]
-        model = build_model(config, meta["input_shape"], meta["classes"], pre["mean"], pre["std"])
+        model = gate(model, config) if model is not None else build_model(
+            config, meta["input_shape"], meta["classes"], pre["mean"], pre["std"])
     except Exception as e:  # noqa: BLE001 - any failure here means a ticket we cannot rebuild
         raise TicketError(f"cannot rebuild the torch model from the ticket's config ({e})") from None
     state = {k: torch.from_numpy(v) for k, v in ticket.extras.items()}
@@ -101,4 +137,5 @@ def model_from_ticket(ticket: Ticket) -> nn.Module:
                           f"its layer table says {table.get(name)}; the ticket is inconsistent")
     for m in gated_layers(model):
         m.fixed_mask = torch.from_numpy(ticket.weight_mask(m.name).copy()).float()
+    check_probe(model, ticket)
     return model.eval()

@@ -25,9 +25,10 @@ import numpy as np
 import onnx
 
 from . import legacy, maskcode, skeleton
-from .errors import TicketError
+from .errors import GraphError, TicketError
 from .io import atomic_write_bytes
 from .limits import MAX_HEADER_BYTES, MAX_SIDE, MAX_TICKET_BYTES, MAX_WEIGHTS, number_in, read_limited
+from .runtime.check import Bounds, check_model
 from .seeding import (
     GENERATOR,
     INITS,
@@ -61,6 +62,7 @@ class Ticket:
     skeleton: onnx.ModelProto | None = None
     stored: list[dict] = field(default_factory=list)  # a loaded file's layer table
     version: tuple[int, int] = VERSION  # of the file it was loaded from
+    bounds: Bounds | None = None  # the skeleton's, once checked (runtime/check.py)
 
     # --- weights ---------------------------------------------------------------------------
 
@@ -352,6 +354,15 @@ def check_meta(meta, seed: int) -> None:
                           f"seed {seed}")
 
 
+def check_skeleton(graph: onnx.ModelProto, meta: dict) -> Bounds:
+    """The skeleton's graph against every graph rule and the ticket's ``input_shape`` and
+    ``classes`` (format.md section 2.6), before a weight is made or an op runs."""
+    try:
+        return check_model(graph, meta["input_shape"], meta["classes"])
+    except GraphError as e:
+        raise TicketError(f"skeleton: {e}") from None
+
+
 def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
     if header["generator"] != {"name": GENERATOR, "key": KEY_DERIVATION}:
         raise TicketError(f"generator {header['generator']} is not {GENERATOR}; upgrade sltc")
@@ -378,6 +389,7 @@ def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
     ticket = Ticket(seed, layers, masks, extras, meta, tensors, graph, header["layers"],
                     (VERSION[0], minor))
     skeleton.check_sources(graph, ticket.sources())
+    ticket.bounds = check_skeleton(graph, meta)
     if verify and ticket.weights_sha256() != header["weights_sha256"]:
         raise TicketError("regenerated weights do not match the ticket's SHA-256: the "
                           "generator differs from the one that made it")

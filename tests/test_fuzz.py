@@ -632,8 +632,6 @@ TICKET_EDITS = {
     "config-type": (lambda h: h["meta"].update(config=[1]), "export"),
     "config-data": (lambda h: h["meta"]["config"]["data"].update(synthetic_size=10**12),
                     "validate"),
-    "config-disagrees": (lambda h: h["meta"]["config"]["model"].update(widths=[16, 32]),
-                         "eval"),
     "layer-tensor": (lambda h: h["layers"][0].update(tensor="missing.weight"), "validate"),
 }
 

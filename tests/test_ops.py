@@ -5,8 +5,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sltc.runtime.graph import Graph, Node, _attr_value
-from sltc.runtime.ops import OPS
+from sltc.runtime.ops import OPS, Node
 
 ort = pytest.importorskip("onnxruntime")
 RNG = np.random.default_rng(0)
@@ -98,8 +97,7 @@ def test_op_matches_onnxruntime(op, arrays, attrs):
     wants = ort.InferenceSession(model.SerializeToString(),
                                  providers=["CPUExecutionProvider"]).run(None, {"x": arrays[0]})
     proto = model.graph.node[0]
-    node = Node(op, proto.name, list(proto.input), list(proto.output),
-                {a.name: _attr_value(a) for a in proto.attribute})
+    node = Node.read(proto)
     got = OPS[op](node, *arrays)
     for g, want in zip(got if isinstance(got, tuple) else (got,), wants, strict=False):
         assert g.shape == want.shape and g.dtype == want.dtype
@@ -107,7 +105,7 @@ def test_op_matches_onnxruntime(op, arrays, attrs):
 
 
 def test_every_op_in_the_table_is_tested():
-    tested = {c[0] for c in CASES}
+    tested = {c[0] for c in CASES} | {"Constant"}  # test_constant_matches_onnxruntime
     assumed = {"Add", "Sub", "Mul", "Identity", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
                "And", "Or", "Not", "Exp", "Log", "Neg", "Abs", "Tanh", "Floor", "Ceil",
                "Reciprocal", "Min", "Sum", "Mean", "ReduceMax", "ReduceMin", "GlobalMaxPool",
@@ -117,5 +115,48 @@ def test_every_op_in_the_table_is_tested():
 
 def test_integer_division_truncates_towards_zero():
     model = _model("Div", [_i(7, -7, 7, -7), _i(2, 2, -2, -2)], {})
-    node = Graph.from_onnx(model).nodes[0]
+    node = Node.read(model.graph.node[0])
     assert OPS["Div"](node, _i(7, -7, 7, -7), _i(2, 2, -2, -2)).tolist() == [3, -3, -3, 3]
+
+
+@pytest.mark.parametrize("attrs", [
+    {"value": numpy_helper.from_array(_f(2, 3), "v")}, {"value_float": 0.25},
+    {"value_floats": [1.5, -2.0]}, {"value_int": 7}, {"value_ints": [3, -1]},
+    {"sparse_value": helper.make_sparse_tensor(numpy_helper.from_array(_f(2), "v"),
+                                               numpy_helper.from_array(_i(1, 4), "i"), [2, 3])},
+], ids=lambda a: next(iter(a)))
+def test_constant_matches_onnxruntime(attrs):
+    node = helper.make_node("Constant", [], ["y"], name="c", **attrs)
+    graph = helper.make_graph([node], "c", [], [onnx.ValueInfoProto(name="y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    want, = ort.InferenceSession(model.SerializeToString(),
+                                 providers=["CPUExecutionProvider"]).run(None, {})
+    if "sparse_value" in attrs:  # onnxruntime hands a sparse tensor back as it is
+        want = ort.SparseTensor(want)
+        dense = np.zeros(want.dense_shape(), want.values().dtype)
+        dense.flat[want.as_coo_view().indices()] = want.values()
+        want = dense
+    got = OPS["Constant"](Node.read(node))
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_folding_frees_constants_but_keeps_what_running_nodes_read():
+    """A weight read by a node that runs (a MatMul on the input) and last by one folded
+    away (its Transpose): the folded graph keeps it, frees the rest, and computes what
+    onnxruntime computes."""
+    from sltc.runtime.graph import Graph
+
+    w = numpy_helper.from_array(_f(4, 3), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"]),
+             helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+             helper.make_node("Relu", ["wt"], ["r"]),
+             helper.make_node("MatMul", ["a", "r"], ["y"])]
+    graph = helper.make_graph(nodes, "fold", [helper.make_tensor_value_info("x", 1, ["N", 4])],
+                              [helper.make_tensor_value_info("y", 1, ["N", 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = _f(2, 4)
+    want, = ort.InferenceSession(model.SerializeToString(),
+                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    folded = Graph.from_onnx(model).folded()
+    assert set(folded.constants) == {"w", "r"}
+    assert np.allclose(folded.run(x), want, atol=1e-6)

@@ -1,0 +1,423 @@
+"""Attacks through files: tickets, CSR exports and ONNX files whose checksums and structure
+are valid but whose content is hostile (``tests/attack_files.py`` builds them).
+
+Each case is one ``sltc`` command line on one file, run through every command and engine, and
+held to the fuzz suite's contract (``tests/test_fuzz.py``): exit 2 with one line, no
+traceback, peak RSS under 1 GiB, within 60 s, every file of the user's unchanged. Besides, no
+module may be imported and no other file read because of what a file says: the user's folder
+(the working directory) holds a module that leaves a mark file when imported, and files whose
+access times show a read. The cases of one class run in one process
+(``tests/attack_driver.py``, the CLI's own ``main`` for each): a peak RSS under the limit over
+all of them is under it for each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from sltc.runtime import check as graph_check
+from tests import attack_files as af
+from tests.helpers import ROOT
+from tests.test_fuzz import MEMORY_LIMIT, TIMEOUT, Result, assert_user_error, good, snapshot
+
+pytest.importorskip("onnxruntime")
+__all__ = ["good"]  # the fuzz suite's valid ticket, CSR and ONNX exports
+
+ENGINES = ("dense", "csr", "ort")
+ZEN = "Beautiful is better than ugly"  # what importing the standard library's `this` prints
+
+
+# --- the user's folder and the files in it ----------------------------------------------------
+
+@pytest.fixture()
+def user(tmp_path):
+    """The working directory: a module that marks its import, a secret, notes, a FIFO."""
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / f"{af.MARK_MODULE}.py").write_text(
+        "import os, pathlib\n"
+        "pathlib.Path(os.environ['SLTC_ATTACK_MARK']).write_text(__name__)\n"
+        "def build(*args, **kwargs):\n    raise SystemExit('a ticket ran user code')\n")
+    (home / "secret.bin").write_bytes(af.SECRET)
+    (home / "notes.txt").write_text("mine\n")
+    os.mkfifo(home / "models" / "pipe.bin")
+    for name in ("secret.bin", "notes.txt"):
+        _age(home / name)
+    return home
+
+
+def _age(path: Path) -> None:
+    """An access time before the change time: relatime then records the next read."""
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_mtime_ns - 10**12, st.st_mtime_ns))
+
+
+def _reads_show(folder: Path) -> bool:
+    """Whether this file system records reads in access times (noatime does not)."""
+    probe = folder / "probe"
+    probe.write_text("x")
+    _age(probe)
+    before = os.stat(probe).st_atime_ns
+    probe.read_text()
+    return os.stat(probe).st_atime_ns != before
+
+
+def _onnx_file(good: Path, dest: Path, graph: onnx.ModelProto) -> Path:
+    """``graph`` as an ONNX export with the valid export's ``sltc.*`` metadata (so that
+    validate finds the test set) and no recorded accuracy."""
+    props = {p.key: p.value for p in onnx.load(str(good / "model.onnx")).metadata_props}
+    onnx.helper.set_model_props(graph, {**props, "sltc.test_accuracy": "None"})
+    return af.write_onnx(dest, graph)
+
+
+def _commands(kind: str, path: Path, user: Path, bench: bool) -> dict[str, list]:
+    """Every command and engine that reads a file of ``kind``."""
+    runs = {f"validate --engine {e}": ["validate", path, "--engine", e] for e in ENGINES}
+    if kind == "ticket":
+        out = user / "out"
+        runs.update({
+            "inspect": ["inspect", path], "eval": ["eval", path],
+            "export onnx": ["export", path, "-f", "onnx", "-o", f"{out}.onnx"],
+            "export onnx --compact": ["export", path, "-f", "onnx", "--compact", "-o",
+                                      f"{out}.c.onnx"],
+            "export csr": ["export", path, "-f", "csr", "-o", f"{out}.csr.safetensors"],
+            "export ticket": ["export", path, "-f", "ticket", "-o", f"{out}.slt"]})
+    if bench:
+        runs["bench"] = ["bench", path, *[a for e in ENGINES for a in ("--engine", e)],
+                         "--batch", "1,2", "--warmup", "1", "--repeat", "1"]
+    return runs
+
+
+def _files(good: Path, user: Path, name: str, graph: onnx.ModelProto, kinds, arch=None):
+    paths = {}
+    if "ticket" in kinds:
+        paths["ticket"] = af.write_ticket(good / "model.slt", user / "models" / f"{name}.slt",
+                                          graph, arch)
+    if "csr" in kinds:
+        paths["csr"] = af.write_csr(good / "model.csr.safetensors",
+                                    user / "models" / f"{name}.csr.safetensors", graph)
+    if "onnx" in kinds:
+        paths["onnx"] = _onnx_file(good, user / "models" / f"{name}.onnx", graph)
+    return paths
+
+
+def attack(good: Path, user: Path, graphs: dict, kinds=("ticket", "csr", "onnx"),
+           bench=(), arch=None, expect: int = 2, match: dict | None = None) -> dict:
+    """Every graph of ``graphs`` (name -> model) written as each of ``kinds``, through every
+    command; ``bench``: the graphs also run through ``sltc bench`` (a process per engine, so
+    one per class). Checks each case against the contract; returns the results by case."""
+    for old in user.glob("out*"):  # a previous call's exports
+        old.unlink()
+    cases = {}
+    for name, graph in graphs.items():
+        for kind, path in _files(good, user, name, graph, kinds, arch).items():
+            for command, args in _commands(kind, path, user, name in bench).items():
+                cases[f"{name} {kind}: {command}"] = [str(a) for a in args]
+    results = drive(user, cases)
+    failures = []
+    for case, result in results.items():
+        try:
+            check(result, expect)
+            name = case.split(" ", 1)[0]
+            needle = next((v for k, v in (match or {}).items() if name.startswith(k)), None)
+            assert needle is None or needle.lower() in result.stderr.lower(), result.stderr
+        except AssertionError as e:
+            failures.append(f"{case}: {e}")
+    assert not failures, f"{len(failures)} of {len(results)} cases:\n" + "\n".join(failures)
+    assert expect == 0 or not list(user.glob("out*")), "a refused export left a file"
+    return results
+
+
+# --- running the cases -------------------------------------------------------------------------
+
+class Outcome(Result):
+    imported: bool
+    read: list
+
+
+def drive(user: Path, cases: dict[str, list]) -> dict[str, Outcome]:
+    """Run ``cases`` (name -> sltc arguments) in one process in ``user``; the user's files
+    must come out as they went in."""
+    mark = user.parent / "imported"
+    watched = [user / "secret.bin", user / "notes.txt"] if _reads_show(user.parent) else []
+    spec = user.parent / "cases.json"
+    spec.write_text(json.dumps({"cases": [{"name": k, "args": v} for k, v in cases.items()],
+                                "watch": [str(p) for p in watched], "mark": str(mark),
+                                "timeout": TIMEOUT}))
+    out = user.parent / "results.jsonl"
+    out.unlink(missing_ok=True)
+    before = snapshot(user)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT),
+           "SLTC_ATTACK_MARK": str(mark)}
+    proc = subprocess.run([sys.executable, "-m", "tests.attack_driver", spec, out], cwd=user,
+                          env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT + 30 * len(cases))
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    finished = {r["name"]: r for r in rows if "name" in r}
+    started = [r["start"] for r in rows if "start" in r]
+    assert proc.returncode == 0 and len(finished) == len(cases), (
+        f"the driver stopped in case {started[-1] if started else None!r} "
+        f"(exit {proc.returncode}): {proc.stderr[-2000:]}{out.read_text()[-2000:]}")
+    after = snapshot(user)
+    assert {path: after.get(path) for path in before} == before, "a file of the user's changed"
+    results = {}
+    for name, r in finished.items():
+        result = Outcome(r["code"], r["stdout"], r["stderr"], r["peak_rss"], r["seconds"])
+        result.imported, result.read = r["imported"], r["read"]
+        results[name] = result
+    return results
+
+
+def check(result: Outcome, expect: int) -> None:
+    """The fuzz suite's contract (exit ``expect``: 2, or 0 for a file that must work), and
+    nothing imported or read on the file's say-so."""
+    assert not result.imported, "a module named by the file was imported"
+    assert ZEN not in result.stdout, "a standard-library module named by the file was imported"
+    assert not result.read, f"read {result.read}"
+    if expect == 2:
+        assert_user_error(result)
+    else:
+        assert result.code == expect and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert result.peak_rss < MEMORY_LIMIT and result.seconds < TIMEOUT
+
+
+# --- the classes -------------------------------------------------------------------------------
+
+def test_control_flow(good, user):
+    attack(good, user, {"loop-forever": af.loop_forever(), "loop-input": af.loop_from_input(),
+                        "if": af.if_branch(), "scan": af.scan()}, bench={"loop-forever"},
+           match={"loop-forever": "Loop", "if": "If", "scan": "Scan"})
+
+
+BOMBS = {"expand": af.expand, "constant-of-shape": af.constant_of_shape, "tile": af.tile,
+         "pad": af.pad, "resize": af.resize, "range": af.range_, "reshape": af.reshape,
+         "sparse-initializer": af.sparse_initializer, "sparse-constant": af.sparse_constant,
+         "batch-threshold": af.batch_threshold, "batch-squared": af.batch_squared,
+         "work": af.work, "many-bytes": af.many_bytes}
+
+
+def test_shape_and_size_bombs(good, user):
+    attack(good, user, {name: build() for name, build in BOMBS.items()},
+           bench={"expand", "batch-threshold"},
+           match={"work": "multiply-add", "many-bytes": "bytes", "batch-squared": "batch",
+                  "batch-threshold": "batch"})
+
+
+def test_foreign_ops_and_domains(good, user):
+    attack(good, user, {"selu": af.selu(), "nonzero": af.nonzero(),
+                        "custom-domain": af.custom_domain(), "function": af.local_function(),
+                        "opset-9": af.old_opset(), "string": af.string_cast(),
+                        "integer-division": af.integer_division_by_zero()},
+           bench={"selu"}, match={"selu": "Selu", "custom-domain": "com.microsoft",
+                                  "opset-9": "opset", "integer-division": "divisor"})
+
+
+def test_external_data_in_a_skeleton(good, user):
+    """External data is refused in skeletons, wherever it points."""
+    attack(good, user, {
+        "cwd-constant": af.external_constant("secret.bin"),
+        "cwd-initializer": af.external_initializer("secret.bin"),
+        "beside": af.external_initializer("../secret.bin"),
+        "absolute": af.external_initializer(str(user / "secret.bin")),
+        "etc": af.external_constant("/etc/hostname")}, kinds=("ticket", "csr"),
+        bench={"cwd-constant"}, match={"cwd": "external data", "absolute": "external data"})
+
+
+def test_external_data_of_onnx_files(good, user):
+    """Only beside the file, inside its folder, of the declared length; never a FIFO."""
+    models = user / "models"
+    (models / "short.bin").write_bytes(b"\0" * 16)
+    (models / "link.bin").symlink_to(user / "secret.bin")
+    attack(good, user, {
+        "dotdot": af.external_initializer("../secret.bin"),
+        "absolute": af.external_initializer(str(user / "secret.bin")),
+        "symlink-out": af.external_initializer("link.bin"),
+        "fifo": af.external_initializer("pipe.bin"),
+        "short-file": af.external_initializer("short.bin"),
+        "past-the-end": af.external_initializer("short.bin", length=None, offset=64),
+        "wrong-length": af.external_initializer("short.bin", length=8),
+        "missing": af.external_initializer("nothing.bin")}, kinds=("onnx",),
+        bench={"symlink-out"}, match={"dotdot": "folder", "absolute": "folder",
+                                      "symlink-out": "folder", "fifo": "regular"})
+
+
+def test_external_data_beside_an_onnx_file_is_read(good, user):
+    """The one place external data may live: a regular file in the model's folder."""
+    from sltc.runtime.loader import load
+
+    (user / "models" / "weights.bin").write_bytes(np.arange(8, dtype=np.float32).tobytes())
+    graph = af.external_initializer("weights.bin")
+    attack(good, user, {"beside": graph}, kinds=("onnx",), bench={"beside"}, expect=0)
+    logits = load(user / "models" / "beside.onnx").graph.run(np.zeros((1, 1, 28, 28),
+                                                                      np.float32))
+    assert np.array_equal(logits, np.full((1, 10), 28, np.float32))  # 0 + ... + 7, read
+
+
+def test_imports_named_in_a_config(good, user):
+    """A ticket naming a module (beside the user, or in the standard library) imports it
+    under no command; the graph is the network."""
+    for arch in (f"python:{af.MARK_MODULE}:build", "python:this:build"):
+        attack(good, user, {"valid": onnx.load(str(good / "model.onnx"))}, kinds=("ticket",),
+               bench={"valid"}, arch=arch, expect=0)
+        attack(good, user, {"hostile": af.loop_forever()}, kinds=("ticket",), arch=arch)
+
+
+def test_interface_mismatches(good, user):
+    """The graph's input and output against the ticket's meta (CSR: its manifest) and, for
+    every file, against what the graph computes."""
+    attack(good, user, {"input-784": af.input_784(), "five-classes": af.five_classes()},
+           kinds=("ticket", "csr"), match={"input-784": "input", "five-classes": "classes"})
+    attack(good, user, {"declared-ten-computes-five": af.declared_ten_computes_five(),
+                        "unread-input": af.unread_input(), "double-input": af.double_input(),
+                        "rank3-output": af.rank3_output(), "fixed-batch": af.fixed_batch()},
+           bench={"fixed-batch"}, match={"unread-input": "never read", "fixed-batch": "batch"})
+    attack(good, user, {"flat-input": af.input_784()}, kinds=("onnx",), match={"flat": "784"})
+
+
+def test_node_count_bombs(good, user):
+    attack(good, user, {"200k-nodes": af.many_nodes(), "100k-inputs": af.wide_node()},
+           bench={"200k-nodes"}, match={"200k": "nodes", "100k": "inputs"})
+
+
+def test_failures_at_run_time_name_the_node(good, user):
+    """A graph that passes every check and fails inside numpy or onnxruntime (an index past
+    the end): one line naming the node, from every command that runs it."""
+    graph = af.gather_out_of_range()
+    paths = _files(good, user, "gather", graph, ("ticket", "csr", "onnx"))
+    cases = {f"{kind}: validate {e}": ["validate", p, "--engine", e]
+             for kind, p in paths.items() for e in ENGINES}
+    cases["ticket: eval"] = ["eval", paths["ticket"]]
+    cases["ticket: export onnx"] = ["export", paths["ticket"], "-f", "onnx", "-o",
+                                    user / "out.onnx"]
+    cases["onnx: bench"] = ["bench", paths["onnx"], "--batch", "1", "--repeat", "1"]
+    results = drive(user, {k: [str(a) for a in v] for k, v in cases.items()})
+    for case, result in results.items():
+        check(result, 2)
+        assert "'pick'" in result.stderr, (case, result.stderr)
+    assert not (user / "out.onnx").exists()
+
+
+# --- in process: the rules against the spec, the torch rebuild, the batch bounds ---------------
+
+def _count(text: str) -> tuple[int, int]:
+    low, _, high = text.strip().partition(" to ")
+    return int(low), int(high or low)
+
+
+def test_the_spec_lists_the_op_table():
+    """docs/format.md section 2.6 lists every op of the table with its counts and
+    attributes, and no other."""
+    from sltc.runtime.ops import OPS
+
+    text = (ROOT / "docs/format.md").read_text().split("### 2.6 Graph rules")[1]
+    text = text.split("### 2.5")[0]
+    listed = {}
+    for line in text.splitlines():
+        if line.startswith("| `"):
+            ops, ins, outs, attrs = line.split("|")[1:5]
+            for name in re.findall(r"`(\w+)`", ops):
+                listed[name] = (_count(ins), _count(outs),
+                                set(re.findall(r"`(\w+)`", attrs)) - set(OPS))
+    assert listed.keys() == OPS.keys()
+    for name, op in OPS.items():
+        assert listed[name] == (op.inputs, op.outputs, set(op.attrs)), name
+
+
+def test_the_spec_states_the_graph_limits():
+    from sltc import limits
+
+    def power(value: int) -> str:
+        return f"2**{value.bit_length() - 1}"
+
+    text = (ROOT / "docs/format.md").read_text()
+    row = next(line for line in text.split("## 5. Load limits")[1].splitlines()
+               if line.startswith("| a graph"))
+    for value in (limits.MAX_GRAPH_NODES, limits.MAX_NODE_VALUES, limits.MAX_VALUE_ELEMENTS,
+                  limits.MAX_GRAPH_BYTES, limits.MAX_GRAPH_WORK, limits.MAX_BATCH_BYTES):
+        assert power(value) in row, value
+    assert f"{limits.MAX_RANK} dimensions" in row
+    rules = text.split("### 2.6 Graph rules")[1].split("### 2.5")[0]
+    assert f"{limits.MAX_GRAPH_NODES:,} nodes" in rules and f"{graph_check.SMALL:,}" in rules
+    assert "version {} to {}".format(*graph_check.OPSETS) in rules
+
+
+def test_a_torch_rebuild_must_compute_the_skeleton(good):
+    """model_from_ticket (for what needs torch modules) refuses a config that builds other
+    layers and a skeleton that computes other logits; a user's network it never imports."""
+    import torch
+
+    from sltc.errors import TicketError
+    from sltc.rebuild import model_from_ticket
+    from sltc.ticket import Ticket
+
+    ticket = Ticket.load(good / "model.slt")
+    model_from_ticket(ticket)  # the valid one
+    wider = Ticket.load(good / "model.slt")
+    wider.meta["config"]["model"]["widths"] = [16, 32]
+    with pytest.raises(TicketError, match="builds layer"):
+        model_from_ticket(wider)
+    negated = Ticket.load(good / "model.slt")
+    graph = negated.skeleton.graph
+    graph.node[-1].output[0] = "scores"
+    graph.node.append(onnx.helper.make_node("Neg", ["scores"], ["logits"], name="negate"))
+    with pytest.raises(TicketError, match="different logits"):
+        model_from_ticket(negated)
+    own = Ticket.load(good / "model.slt")
+    own.meta["config"]["model"]["arch"] = f"python:{af.MARK_MODULE}:build"
+    with pytest.raises(TicketError, match="pass the module"):
+        model_from_ticket(own)
+    assert af.MARK_MODULE not in sys.modules
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64, bias=False),
+                                torch.nn.ReLU(), torch.nn.Linear(64, 32, bias=False),
+                                torch.nn.ReLU(), torch.nn.Linear(32, 10, bias=False))
+    with pytest.raises(TicketError):  # its layer names are not the ticket's
+        model_from_ticket(own, plain)
+
+
+def test_every_command_computes_with_the_skeleton(good, tmp_path):
+    """A skeleton with negated logits: eval, validate (every engine) and the export agree
+    on what it computes, and score it far below the ticket's recorded accuracy."""
+    from sltc.exporters import export
+    from sltc.runtime.validate import evaluate, validate
+    from sltc.ticket import Ticket
+
+    ticket = Ticket.load(good / "model.slt")
+    graph = ticket.skeleton.graph
+    graph.node[-1].output[0] = "scores"
+    graph.node.append(onnx.helper.make_node("Neg", ["scores"], ["logits"], name="negate"))
+    path = tmp_path / "negated.slt"
+    ticket.save(path)
+    scores = {engine: validate(path, engine)["test_accuracy"] for engine in ENGINES}
+    scores["eval"] = evaluate(path)["test_accuracy"]
+    export(path, "onnx", tmp_path / "negated.onnx")  # the parity check passes
+    scores["onnx"] = validate(tmp_path / "negated.onnx", "ort")["test_accuracy"]
+    assert len(set(scores.values())) == 1, scores
+    assert scores["eval"] < ticket.meta["test_accuracy"] - 0.5
+
+
+def test_batch_bounds(good):
+    """Each batch size is checked before it runs; validate's batch keeps the values alive at
+    once under its budget."""
+    from sltc.errors import GraphError
+    from sltc.runtime.loader import load
+
+    model = load(good / "model.slt")
+    bounds = model.graph.bounds
+    one = bounds.peak[1]
+    bounds.batch(1000)
+    assert bounds.peak[1000] > bounds.peak[2] > one
+    per_image = bounds.peak[2] - one
+    assert bounds.batch_for(one + 10 * per_image, 1000) in (9, 10, 11)
+    assert bounds.batch_for(1 << 40, 1000) == 1000 and bounds.batch_for(1, 1000) == 1
+    huge = graph_check.MAX_BATCH_BYTES // per_image + 1
+    with pytest.raises(GraphError, match="smaller batch"):
+        bounds.batch(huge)
