@@ -104,18 +104,22 @@ def test_ramped_target_rises_from_zero_to_the_target(shape, halfway):
     ({"model": {"arch": "resnet20"}, "train": {"lr": 0.01}}, 0.01, 0.25),  # a value given wins
     ({"model": {"arch": "wrn"}, "gates": {"mu_margin": None}}, 0.05, None),  # null is given
     ({"model": {"arch": "resnet20"}, "gates": {"method": "edge_popup"}}, 0.02, None),
-    ({"model": {"arch": "vit"}}, 0.02, None),
+    ({"model": {"arch": "vit"}}, 0.05, 0.25),  # a transformer: the same recipe
+    ({"model": {"arch": "swin_tiny"}, "gates": {"method": "crbg_st"}}, 0.05, 0.25),
+    ({"model": {"arch": "mlp", "widths": [64]}}, 0.02, None),
+    ({"model": {"arch": "python:mypkg.nets:build"}}, 0.02, None),  # a user's: no family
 ])
-def test_a_conv_net_trains_crbg_gates_with_its_familys_recipe(data, lr, margin):
+def test_deep_nets_train_crbg_gates_with_their_familys_recipe(data, lr, margin):
     cfg = from_dict(data)
     assert (cfg.train.lr, cfg.gates.mu_margin, cfg.gates.sigma_final) == (lr, margin, 0.1)
     assert from_dict(cfg.to_dict()) == cfg  # the recorded config holds the values used
 
 
-def test_the_conv_family_names_registry_networks():
-    from sltc.config import CONV_ARCHS
+def test_the_families_name_registry_networks():
+    from sltc.config import CONV_ARCHS, TRANSFORMER_ARCHS
     from sltc.models import MODELS
 
-    assert set(CONV_ARCHS) <= set(MODELS.names())
+    assert set(CONV_ARCHS) | set(TRANSFORMER_ARCHS) <= set(MODELS.names())
     assert {"conv4", "resnet20", "wrn"} <= set(CONV_ARCHS)
-    assert not {"mlp", "vit", "swin"} & set(CONV_ARCHS)
+    assert {"vit", "swin"} <= set(TRANSFORMER_ARCHS)
+    assert not {"mlp"} & set(CONV_ARCHS + TRANSFORMER_ARCHS)
