@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -35,6 +36,14 @@ def _print_kv(result: dict) -> None:
         print(f"{key:>20}: {shown}")
 
 
+def resume_command(out: Path, device: str) -> str:
+    """The command that continues the run in ``out``: its own ``config.yaml`` records every
+    ``--set`` override, so the command needs none."""
+    return (f"sltc discover {shlex.quote(str(out / 'config.yaml'))} --out "
+            f"{shlex.quote(str(out))} --resume" + ("" if device == "auto" else
+                                                   f" --device {shlex.quote(device)}"))
+
+
 @app.command()
 def discover(
     config: Path = typer.Argument(..., help="model.yaml"),
@@ -60,8 +69,8 @@ def discover(
             "kept")) from None
     except KeyboardInterrupt:
         kept = (out / "checkpoint.safetensors").exists()
-        raise Interrupted(f"interrupted; continue from the last finished epoch with: sltc "
-                          f"discover {config} --out {out} --resume" if kept else
+        raise Interrupted("interrupted; continue from the last finished epoch with: "
+                          f"{resume_command(out, device)}" if kept else
                           "interrupted before the first epoch ended; nothing was kept: "
                           "rerun the same command to start again") from None
     if summary is not None:  # torchrun's other ranks print nothing
