@@ -99,6 +99,9 @@ def freeze(
 
     if scope is not None and scope not in SCOPES:
         raise SltcError(f"--scope {scope!r}: choose one of {', '.join(SCOPES)}")
+    if scope is not None and target_sparsity is None:
+        raise SltcError("--scope applies only with --target-sparsity (without it the run's "
+                        "own rule freezes); add --target-sparsity, or drop --scope")
     trainer = load_run(run_dir, device)
     path = output or Path(run_dir) / "ticket.slt"
     check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)])
@@ -211,22 +214,28 @@ def export(
     ticket: Path = typer.Argument(..., help="A .slt ticket."),
     fmt: str = typer.Option(..., "--format", "-f", help="onnx, csr or ticket."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file."),
-    weights: str = typer.Option("dense", "--weights",
-                                help="onnx: dense or sparse initializers, or auto: the smaller file."),
+    weights: str = typer.Option(None, "--weights", help="onnx: dense (the default) or "
+                                "sparse initializers, or auto: the smaller file."),
     compact: bool = typer.Option(False, "--compact", help="onnx: drop pruned units/channels."),
-    values: str = typer.Option("implied", "--values", help="csr: implied (by the seed) or stored."),
+    values: str = typer.Option(None, "--values", help="csr: implied (by the seed; the "
+                               "default) or stored."),
     no_check: bool = typer.Option(False, "--no-check", help="onnx: skip the onnxruntime parity check."),
-    data: str = typer.Option(None, "--data", help="Dataset folder for the parity check."),
+    data: str = typer.Option(None, "--data", help="onnx: dataset folder for the parity check."),
     as_json: bool = JSON_OPT,
 ):
-    """Export a ticket as ONNX, CSR sparse weights, or a ticket again."""
+    """Export a ticket as ONNX, CSR sparse weights, or a ticket again; an option the format
+    does not take is refused."""
     from sltc.exporters import export as run
+    from sltc.exporters import options_of
 
     from .progress import Progress
 
-    with Progress(not as_json).task(f"export {fmt}" + ("" if no_check else ", parity check")):
-        report = run(ticket, fmt, output, weights=weights, compact_units=compact, values=values,
-                     check=not no_check, data_root=data)
+    given = {"weights": weights, "compact_units": compact or None, "values": values,
+             "check": False if no_check else None, "data_root": data}
+    options = {k: v for k, v in given.items() if v is not None}
+    checks = "check" in options_of(fmt) and not no_check
+    with Progress(not as_json).task(f"export {fmt}" + (", parity check" if checks else "")):
+        report = run(ticket, fmt, output, **options)
     _emit(report, as_json, _print_kv)
 
 
@@ -269,6 +278,9 @@ def bench(
     from .progress import Progress
 
     batches = _ints(batch, "--batch")
+    if data is not None and inputs != "test":
+        raise SltcError("--data is read only with --inputs test; add --inputs test, or drop "
+                        "--data")
     if plot:  # the models; the test images of --inputs test are read by the workers
         check_output(plot, models)
     with Progress(not as_json).task("benchmark", unit="model x engine") as task:
