@@ -59,6 +59,15 @@ def cifar_folder(name: str, root: str | None) -> Path:
                     f"{HOW_TO_GET.format(ARCHIVES[name])}")
 
 
+def cifar_in(root: str) -> str | None:
+    """The CIFAR whose batch files all lie in ``root`` (or its usual sub-folder), if any."""
+    for name, (folder, train, test, _) in LAYOUT.items():
+        for d in (Path(root) / folder, Path(root)):
+            if all((d / f).is_file() for f in train + test):
+                return name
+    return None
+
+
 def load_cifar(name: str, which: str, root: str | None = None) -> Split:
     folder = cifar_folder(name, root)
     _, train, test, label_bytes = LAYOUT[name]

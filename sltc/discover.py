@@ -504,9 +504,11 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
     """Validation (where due), the metrics line and the checkpoint (rank 0)."""
     if _validates(trainer.config, row["epoch"]):
         row.update(trainer.evaluate_val())
-        trainer.progress.say(f"epoch {row['epoch']}: validation accuracy "
-                             f"{row['frozen_accuracy']:.4f} frozen, {row['relaxed_accuracy']:.4f} "
-                             f"relaxed; sparsity {row['sparsity']:.4f}")
+        scores = "no validation split (find_ticket's val=, or data.val_size)" \
+            if math.isnan(row["frozen_accuracy"]) else \
+            f"validation accuracy {row['frozen_accuracy']:.4f} frozen, " \
+            f"{row['relaxed_accuracy']:.4f} relaxed"
+        trainer.progress.say(f"epoch {row['epoch']}: {scores}; sparsity {row['sparsity']:.4f}")
     row.update({"lambda": trainer.lam, "seconds": seconds})
     rows.append(row)
     with open(out / "metrics.jsonl", "a") as f:
