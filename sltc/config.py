@@ -84,7 +84,8 @@ class DataConfig(_Strict):
                                   "in Python (sltc.find_ticket)")
     root: str | None = _f(None, "folder searched first, then the system and user data folders")
     val_size: int = _f(5000, "validation images carved from the training set, never the "
-                       "test set", ge=0, le=MAX_IMAGES)
+                       "test set; at most half of it (a warning says when it is cut)", ge=0,
+                       le=MAX_IMAGES)
     train_size: int | None = _f(None, "train on the first N images of the (shuffled) "
                                 "training split, for quick trials (null: all)", ge=1,
                                 le=MAX_IMAGES)

@@ -9,6 +9,7 @@ and normalise inside. A split hands out ``batch(start, stop)`` of uint8 images.
 from __future__ import annotations
 
 import gzip
+import logging
 import math
 import zlib
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from .limits import MAX_DATA_BYTES, require_regular
 from .seeding import permutation, uniform01, valid_seed
 from .splits import Split, candidate_dirs
 
+log = logging.getLogger(__name__)
 HOW_TO_GET = {
     "fashion_mnist": "apt-get install dataset-fashion-mnist, or put the four IDX files in data.root",
     "mnist": "put the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...) in data.root",
@@ -199,6 +201,10 @@ def load_dataset(cfg, seed: int) -> Dataset:
                         "count")
     classes = _classes(cfg.name, full, test)
     val_size = min(cfg.val_size, len(full) // 2)
+    if val_size < cfg.val_size:
+        log.warning("warning: data.val_size %d is more than half the %d training images of "
+                    "%s; validating on %d of them; set data.val_size to at most %d",
+                    cfg.val_size, len(full), cfg.name, val_size, val_size)
     order = permutation(0, f"{cfg.name}/val_split", len(full))
     rest = order[val_size:] if cfg.train_size is None else order[val_size:val_size + cfg.train_size]
     train, val = full.take(np.sort(rest)), full.take(np.sort(order[:val_size]))

@@ -9,6 +9,7 @@ import pytest
 from sltc.config import from_dict
 from sltc.data import load_dataset, load_split, read_idx
 from sltc.errors import DataError
+from tests.helpers import sltc
 
 
 def write_idx(path, array, compress):
@@ -122,6 +123,22 @@ def test_image_folder_streams_from_disk(tmp_path):
     assert sum(len(y) for y in seen) == len(data.train) == 10
     x, _ = next(iter(batches.test))
     assert x.dtype.is_floating_point and float(x.max()) <= 1.0
+
+
+def test_image_folder_run_warns_only_of_its_capped_val_size(tmp_path):
+    """A run on an image folder through its DataLoader workers raises no torch or numpy
+    warning (torch takes each image's array as it is), and the one warning it gives says
+    that data.val_size was cut to half the training images."""
+    _image_tree(tmp_path / "tree")
+    proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "run", "--json",
+                "--set", "data.name=folder", "--set", f"data.root={tmp_path / 'tree'}",
+                "--set", "data.workers=2", "--set", "train.epochs=2", "--set",
+                "gates.target_sparsity=null", env={"PYTHONWARNINGS": "default"}, check=True)
+    said = proc.stderr.strip().splitlines()
+    assert said == ["warning: data.val_size 256 is more than half the 12 training images of "
+                    "folder; validating on 6 of them; set data.val_size to at most 6"], said
+    rows = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2
 
 
 def test_image_folder_errors_are_one_line(tmp_path):
