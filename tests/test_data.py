@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sltc.config import from_dict
-from sltc.data import load_dataset, load_split, read_idx
+from sltc.data import load_dataset, load_named_split, load_split, read_idx
 from sltc.errors import DataError
 from tests.helpers import sltc
 
@@ -75,6 +75,38 @@ def test_cifar_binary_round_trip(tmp_path, name):
                                                                           test_labels)
     assert len(data.train) + len(data.val) == sum(7 + i for i in range(len(train_files)))
     assert data.input_shape == (3, 32, 32) and data.classes == (10 if name == "cifar10" else 100)
+
+
+class _Hostile:
+    """A pickle whose loading runs a shell command (writes ``marker``)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_cifar_python_version_is_named_and_never_unpickled(tmp_path):
+    """CIFAR's pickled python version is recognised, the binary version asked for, and its
+    files (here hostile pickles) are never loaded."""
+    import pickle
+
+    folder, marker = tmp_path / "cifar-10-batches-py", tmp_path / "ran"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / name).write_bytes(pickle.dumps(_Hostile(marker)))
+    proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "run",
+                "--set", "data.name=cifar10", "--set", f"data.root={tmp_path}")
+    line, = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and f"{folder} holds the python version of cifar10" in line
+    assert "cifar-10-binary.tar.gz" in line and "cifar-10-batches-bin" in line, line
+    assert not marker.exists()
+    with pytest.raises(DataError, match="python version of cifar10"):  # validate --data DIR
+        load_named_split(from_dict({"data": {"name": "loaders"}}).data, 0, "test", str(folder))
+    assert not marker.exists()
 
 
 def test_cifar_errors_say_where_and_how(tmp_path):
