@@ -26,6 +26,7 @@ def test_run_directory_and_summary(synthetic_run):
     assert all(k in summary for k in SUMMARY_KEYS)
     assert abs(summary["sparsity"] - 0.8) <= 0.01
     assert summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+    assert summary["warnings"] == []  # the first example run warns of nothing
     rows = [json.loads(line) for line in (synthetic_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for key in ("train_loss", "l0", "sparsity", "relaxed_accuracy", "frozen_accuracy", "seconds",
