@@ -1,6 +1,6 @@
 """A ticket for your own network, from Python: define it, hand sltc your DataLoaders, ship it.
 
-    python examples/custom_model.py            # under ten seconds on two CPU cores
+    python examples/custom_model.py    # 10 s on two CPU cores busy with other jobs (load 2)
 
 The network needs only ``nn.Linear`` / ``nn.Conv2d`` layers for sltc to gate; everything
 else (the residual add, the biases, the pooling) is traced into the ticket's skeleton.
