@@ -190,18 +190,48 @@ def print_table(records: list[dict]) -> None:
     Console(width=200).print(table)
 
 
+def _series(r: dict) -> str:
+    """A bar's legend entry: the file and the engine that ran it."""
+    return f"{r['model'].rsplit('/', 1)[-1]} on {r['engine']}"
+
+
 def plot_latency(records: list[dict], path) -> None:
-    from sltc.plotting import pyplot, save
+    from sltc.plotting import save
+
+    save(latency_figure(records), path, dpi=120)
+
+
+def latency_figure(records: list[dict]):
+    """p50 latency, one panel per batch size (each its own scale), one colour per file and
+    engine (the same in every panel); each bar carries its speed-up against dense
+    onnxruntime, whose latency is the dashed line."""
+    from sltc.plotting import pyplot
 
     plt = pyplot()
-    labels = [f"{r['model'].rsplit('/', 1)[-1]}\n{r['engine']} b{r['batch']}" for r in records]
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(records)), 3.5))
-    ax.bar(range(len(records)), [r["p50_ms"] for r in records], color="tab:green")
-    ax.set_xticks(range(len(records)), labels, fontsize=7)
-    ax.set_ylabel("p50 latency (ms)")
-    ax.set_yscale("log")
-    fig.tight_layout()
-    save(fig, path, dpi=120)
+    series = list(dict.fromkeys(_series(r) for r in records))
+    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(series)}
+    batches = sorted({r["batch"] for r in records})
+    fig, axes = plt.subplots(1, len(batches), squeeze=False,
+                             figsize=(max(4.5, 0.7 * len(series) + 1.5) * len(batches), 4.2))
+    for ax, batch in zip(axes[0], batches, strict=True):
+        rows = [r for r in records if r["batch"] == batch]
+        bars = ax.bar(range(len(rows)), [r["p50_ms"] for r in rows],
+                      color=[colours[_series(r)] for r in rows])
+        ax.bar_label(bars, ["" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+                            for r in rows], fontsize=8, padding=2)
+        base = [r["p50_ms"] / r["speedup"] for r in rows if r["speedup"]]
+        if base:
+            ax.axhline(base[0], color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"batch {batch}")
+        ax.set_xticks([])
+        ax.set_ylabel("p50 latency (ms)")
+        ax.set_ylim(0, 1.15 * max(r["p50_ms"] for r in rows))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in series]
+    handles.append(plt.Line2D([], [], color="grey", linestyle="--", linewidth=1))
+    fig.legend(handles, [*series, "dense onnxruntime (speed-up 1x)"], loc="lower center",
+               ncol=min(3, len(handles)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(handles) - 1) // 3), 1, 1))
+    return fig
 
 
 if __name__ == "__main__":  # the worker: one (model, engine) in this process

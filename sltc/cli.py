@@ -267,7 +267,8 @@ def bench(
                                help="random, or test: the run's test images (speed of csr "
                                     "depends on how many activations are zero)."),
     data: str = typer.Option(None, "--data", help="Dataset folder, for --inputs test."),
-    plot: Path = typer.Option(None, "--plot", help="Draw latency per engine to this PNG."),
+    plot: Path = typer.Option(None, "--plot", help="Draw p50 latency to this PNG: a panel per "
+                              "batch size, a colour per file and engine, speed-ups marked."),
     as_json: bool = typer.Option(False, "--json", help="Quiet; stdout is a JSON list of records."),
 ):
     """Benchmark inference of sparse models on this device, each engine in its own process."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sltc.exporters import export
+from sltc.plotting import pyplot
 from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
 from tests.helpers import ROOT, sltc
@@ -89,6 +90,33 @@ def test_require_gpu_fails_clearly_without_one(exports):
     assert "--require-gpu" in line
     proc = sltc("validate", exports["onnx"], "--provider", "cuda")
     assert proc.returncode == 2 and "CUDAExecutionProvider" in proc.stderr
+
+
+def test_bench_plot_has_a_panel_per_batch_and_a_colour_per_file_and_engine():
+    from sltc.runtime.bench import latency_figure
+
+    def record(model, engine, batch, p50, speedup):
+        return {"model": f"/x/{model}", "engine": engine, "batch": batch, "p50_ms": p50,
+                "speedup": speedup}
+
+    records = [record("m.onnx", "ort", 1, 0.1, 1.0), record("m.onnx", "csr", 1, 0.05, 2.0),
+               record("m.csr.safetensors", "csr", 1, 0.2, 0.5),
+               record("m.onnx", "ort", 64, 4.0, 1.0), record("m.onnx", "csr", 64, 8.0, 0.5),
+               record("m.csr.safetensors", "csr", 64, 2.0, 2.0)]
+    fig = latency_figure(records)
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["batch 1", "batch 64"]
+    colours = [[tuple(p.get_facecolor()) for p in ax.patches] for ax in axes]
+    assert colours[0] == colours[1] and len(set(colours[0])) == 3
+    for ax, batch in zip(axes, (1, 64), strict=True):
+        labels = [t.get_text() for t in ax.texts]
+        assert labels == [f"{r['speedup']:.2f}x" for r in records if r["batch"] == batch]
+        dashed, = ax.get_lines()  # dense onnxruntime's latency
+        assert dashed.get_ydata()[0] == (0.1 if batch == 1 else 4.0)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["m.onnx on ort", "m.onnx on csr", "m.csr.safetensors on csr",
+                      "dense onnxruntime (speed-up 1x)"]
+    pyplot().close(fig)
 
 
 def test_bench_json_records(exports, tmp_path):
