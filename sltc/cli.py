@@ -261,7 +261,8 @@ def bench(
     repeat: int = typer.Option(200, "--repeat", min=1),
     rounds: int = typer.Option(1, "--rounds", min=1,
                                help="Run every model and engine this many times, taking turns; "
-                                    "keep each one's best p50 (evens out the machine's drift)."),
+                                    "keep each one's best p50 (evens out the machine's drift) "
+                                    "and mark speed-ups whose rounds straddle 1x with ~."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback"),
     inputs: str = typer.Option("random", "--inputs",
                                help="random, or test: the run's test images (speed of csr "

@@ -115,8 +115,30 @@ def test_bench_plot_has_a_panel_per_batch_and_a_colour_per_file_and_engine():
         assert dashed.get_ydata()[0] == (0.1 if batch == 1 else 4.0)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["m.onnx on ort", "m.onnx on csr", "m.csr.safetensors on csr",
-                      "dense onnxruntime (speed-up 1x)"]
+                      "dense onnxruntime (speed-up 1x; ~: within the rounds' spread)"]
     pyplot().close(fig)
+
+
+def test_bench_marks_speed_ups_inside_the_rounds_spread():
+    """Each round times the engines in turn; a speed-up whose per-round ratios straddle 1x
+    is marked as no difference, one whose every round agrees is not."""
+    from sltc.runtime.bench import _add_speedups, speedup_text
+
+    def record(engine, p50s):
+        return {"model": "m", "engine": engine, "batch": 1, "p50_ms": min(p50s), "p50s": p50s}
+
+    base, noise, real = (record("ort", [1.0, 1.3, 1.1]), record("csr", [1.2, 1.0, 1.1]),
+                         record("dense", [0.5, 0.6, 0.55]))
+    _add_speedups([base, noise, real])
+    assert noise["speedup"] == 1.0 and noise["within_noise"] is True
+    assert noise["speedup_range"] == pytest.approx([1.0 / 1.2, 1.3])
+    assert real["speedup"] == 2.0 and real["within_noise"] is False
+    assert real["speedup_range"] == pytest.approx([2.0, 1.3 / 0.6 * 1.0])
+    assert speedup_text(noise) == "~1.00x [0.83-1.30]" and speedup_text(real).startswith("2.00x")
+    single = [record("ort", [1.0]), record("csr", [0.5])]
+    _add_speedups(single)  # one round: no spread to judge by
+    assert single[1]["speedup"] == 2.0 and single[1]["within_noise"] is None
+    assert speedup_text(single[1]) == "2.00x"
 
 
 def test_bench_json_records(exports, tmp_path):
