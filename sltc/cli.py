@@ -20,6 +20,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Find strong lottery tickets and ship them as seed + mask.")
 log = logging.getLogger("sltc")
 
+# OpenMP threads that sleep while they wait, rather than spin: on a machine whose cores
+# are busy with other work a spinning thread holds a core its partner needs, and a
+# LeNet-300-100 epoch took 2.3x as long (docs/results.md, threads); set it to override
+WAIT_POLICY = "PASSIVE"
 JSON_OPT = typer.Option(False, "--json", help="Quiet; print the result as JSON on the last line.")
 
 
@@ -341,6 +345,7 @@ def main() -> None:
     from typer.exceptions import Abort
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)  # before torch starts OpenMP
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as e:  # bare `sltc` or `sltc COMMAND`: the help it asked for
