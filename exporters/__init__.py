@@ -4,6 +4,6 @@
 """
 
 from . import csr, onnx, ticket  # noqa: F401  (registration)
-from ._registry import EXPORTERS, export
+from ._registry import EXPORTERS, export, options_of
 
-__all__ = ["EXPORTERS", "export"]
+__all__ = ["EXPORTERS", "export", "options_of"]

@@ -49,7 +49,7 @@ def _layer(ticket, spec: dict, values: str, tensors: dict) -> dict:
 
 
 @EXPORTERS.register("csr")
-def export_csr(ticket, source, output, *, values: str = "implied", **_) -> dict:
+def export_csr(ticket, source, output, *, values: str = "implied") -> dict:
     if values not in ("implied", "stored"):
         raise SltcError(f"--values {values!r}: choose implied or stored")
     tensors: dict[str, np.ndarray] = {}

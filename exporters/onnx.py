@@ -68,9 +68,12 @@ def ticket_sha256(path) -> str:
 
 @EXPORTERS.register("onnx")
 def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units: bool = False,
-                check: bool = True, data_root=None, tolerance: float = 1e-4, **_) -> dict:
+                check: bool = True, data_root=None, tolerance: float = 1e-4) -> dict:
     if weights not in WEIGHTS:
         raise SltcError(f"--weights {weights!r}: choose {', '.join(WEIGHTS)}")
+    if data_root is not None and not check:
+        raise SltcError("--data is read only by the parity check, which --no-check skips; "
+                        "drop one of them")
     meta = ticket.meta
     reference = graph = Graph.from_ticket(ticket)
     if compact_units:

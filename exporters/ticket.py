@@ -8,6 +8,6 @@ from ._registry import EXPORTERS
 
 
 @EXPORTERS.register("ticket")
-def export_ticket(ticket, source, output, **_) -> dict:
+def export_ticket(ticket, source, output) -> dict:
     ticket.save(output)
     return {"format": "ticket", "output": str(output), "file_bytes": Path(output).stat().st_size}

@@ -40,6 +40,9 @@ class Record:
     sparse_layers: list[str] | None = None  # csr: the layers its plan for this batch runs sparse
     layers: int | None = None  # csr: the layers that could run sparse
     speedup: float | None = None
+    p50s: list[float] | None = None  # every round's p50; these three, like speedup, by bench
+    speedup_range: list[float] | None = None
+    within_noise: bool | None = None
 
 
 def _limit_threads(threads: int) -> None:
@@ -148,34 +151,56 @@ def bench(paths: list[str], engines: list[str] | None, batches: list[int], threa
                  inputs=inputs, data_root=data_root)
             for path in paths for engine in engines or ENGINES.names()]
     best: dict[tuple, dict] = {}
+    p50s: dict[tuple, list[float]] = {}  # every round's, in order
     for _ in range(rounds):
         for job in jobs:
             for r in _worker(job):
                 key = (r["model"], r["engine"], r["batch"])
+                p50s.setdefault(key, []).append(r["p50_ms"])
                 if key not in best or r["p50_ms"] < best[key]["p50_ms"]:
                     best[key] = r
             if on_progress:
                 on_progress(len(jobs) * rounds)
     records = list(best.values())
+    for r in records:
+        r["p50s"] = p50s[(r["model"], r["engine"], r["batch"])]
     _add_speedups(records)
     return records
 
 
 def _add_speedups(records: list[dict]) -> None:
-    """Speed-up against the first model on ``ort`` (dense ORT) at the same batch."""
+    """Speed-up against the first model on ``ort`` (dense ORT) at the same batch, of the
+    best p50s; with several rounds, ``speedup_range``, the lowest and highest of the
+    rounds' own ratios (each round timed both in turn), and ``within_noise``: whether that
+    range holds 1x, so that the two cannot be told apart on this machine."""
     base = {}
     for r in records:
         if r["engine"] == "ort":
-            base.setdefault(r["batch"], r["p50_ms"])
+            base.setdefault(r["batch"], r)
     for r in records:
-        r["speedup"] = base[r["batch"]] / r["p50_ms"] if r["batch"] in base else None
+        b = base.get(r["batch"])
+        r["speedup"] = b["p50_ms"] / r["p50_ms"] if b else None
+        ratios = [x / y for x, y in zip(b["p50s"], r["p50s"], strict=True)] if b else []
+        r["speedup_range"] = [min(ratios), max(ratios)] if len(ratios) > 1 else None
+        r["within_noise"] = min(ratios) <= 1 <= max(ratios) \
+            if r["speedup_range"] and r is not b else None
+
+
+def speedup_text(r: dict) -> str:
+    """``1.32x``, with the rounds' range and ``~`` where it holds 1x: ``~1.02x [0.97-1.08]``."""
+    if r["speedup"] is None:
+        return "-"
+    span = f" [{r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f}]" \
+        if r["speedup_range"] else ""
+    return f"{'~' if r['within_noise'] else ''}{r['speedup']:.2f}x{span}"
 
 
 def print_table(records: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="sltc bench (p50 latency; speed-up against dense ORT)")
+    table = Table(title="sltc bench (p50 latency; speed-up against dense ORT, with --rounds "
+                  "its range over the rounds, ~ where that range holds 1x: no difference)")
     left = ("model", "engine", "provider", "inputs")
     for col in (*left, "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "items/s", "load s",
                 "RSS MB", "file B", "sparse", "speed-up"):
@@ -186,22 +211,54 @@ def print_table(records: list[dict]) -> None:
                       f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['throughput']:.0f}",
                       f"{r['load_s']:.3f}", f"{r['peak_rss_mb']:.0f}", str(r["file_bytes"]),
                       "-" if r["layers"] is None else f"{len(r['sparse_layers'])}/{r['layers']}",
-                      "-" if r["speedup"] is None else f"{r['speedup']:.2f}x")
+                      speedup_text(r))
     Console(width=200).print(table)
 
 
+def _series(r: dict) -> str:
+    """A bar's legend entry: the file and the engine that ran it."""
+    return f"{r['model'].rsplit('/', 1)[-1]} on {r['engine']}"
+
+
 def plot_latency(records: list[dict], path) -> None:
-    from sltc.plotting import pyplot, save
+    from sltc.plotting import save
+
+    save(latency_figure(records), path, dpi=120)
+
+
+def latency_figure(records: list[dict]):
+    """p50 latency, one panel per batch size (each its own scale), one colour per file and
+    engine (the same in every panel); each bar carries its speed-up against dense
+    onnxruntime, whose latency is the dashed line."""
+    from sltc.plotting import pyplot
 
     plt = pyplot()
-    labels = [f"{r['model'].rsplit('/', 1)[-1]}\n{r['engine']} b{r['batch']}" for r in records]
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(records)), 3.5))
-    ax.bar(range(len(records)), [r["p50_ms"] for r in records], color="tab:green")
-    ax.set_xticks(range(len(records)), labels, fontsize=7)
-    ax.set_ylabel("p50 latency (ms)")
-    ax.set_yscale("log")
-    fig.tight_layout()
-    save(fig, path, dpi=120)
+    series = list(dict.fromkeys(_series(r) for r in records))
+    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(series)}
+    batches = sorted({r["batch"] for r in records})
+    fig, axes = plt.subplots(1, len(batches), squeeze=False,
+                             figsize=(max(4.5, 0.7 * len(series) + 1.5) * len(batches), 4.2))
+    for ax, batch in zip(axes[0], batches, strict=True):
+        rows = [r for r in records if r["batch"] == batch]
+        bars = ax.bar(range(len(rows)), [r["p50_ms"] for r in rows],
+                      color=[colours[_series(r)] for r in rows])
+        ax.bar_label(bars, ["" if r["speedup"] is None else
+                            f"{'~' if r.get('within_noise') else ''}{r['speedup']:.2f}x"
+                            for r in rows], fontsize=8, padding=2)
+        base = [r["p50_ms"] / r["speedup"] for r in rows if r["speedup"]]
+        if base:
+            ax.axhline(base[0], color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"batch {batch}")
+        ax.set_xticks([])
+        ax.set_ylabel("p50 latency (ms)")
+        ax.set_ylim(0, 1.15 * max(r["p50_ms"] for r in rows))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in series]
+    handles.append(plt.Line2D([], [], color="grey", linestyle="--", linewidth=1))
+    fig.legend(handles, [*series, "dense onnxruntime (speed-up 1x; ~: within the rounds' "
+                              "spread)"], loc="lower center",
+               ncol=min(3, len(handles)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(handles) - 1) // 3), 1, 1))
+    return fig
 
 
 if __name__ == "__main__":  # the worker: one (model, engine) in this process

@@ -1,4 +1,5 @@
-"""CIFAR-10 and CIFAR-100 from their official *binary* distributions (never the pickles).
+"""CIFAR-10 and CIFAR-100 from their official *binary* distributions (never the pickles:
+a folder of the pickled "python version" is named, and the binary one asked for).
 
 ``cifar-10-batches-bin``: ``data_batch_1..5.bin`` and ``test_batch.bin``, records of one
 label byte and 3,072 pixel bytes (red, green, blue planes of 32x32). ``cifar-100-binary``:
@@ -25,6 +26,10 @@ LAYOUT = {  # name: (folder, training files, test files, label bytes)
 HOW_TO_GET = ("download the binary version ({}.tar.gz) from "
               "https://www.cs.toronto.edu/~kriz/cifar.html and extract it into data.root")
 ARCHIVES = {"cifar10": "cifar-10-binary", "cifar100": "cifar-100-binary"}
+PYTHON_LAYOUT = {  # name: (folder, some of its files) of the pickled "python version"
+    "cifar10": ("cifar-10-batches-py", ["data_batch_1", "test_batch", "batches.meta"]),
+    "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
+}
 
 
 def read_batch(path: Path, label_bytes: int) -> Split:
@@ -55,8 +60,34 @@ def cifar_folder(name: str, root: str | None) -> Path:
             tried.append(str(d))
             if all((d / f).is_file() for f in train + test):
                 return d
+    for base in candidate_dirs(name, root):
+        refuse_python_version(base)
     raise DataError(f"{name} not found in {', '.join(dict.fromkeys(tried))}; "
                     f"{HOW_TO_GET.format(ARCHIVES[name])}")
+
+
+def refuse_python_version(base: Path) -> None:
+    """A ``DataError`` naming CIFAR's pickled "python version" where ``base`` (or its usual
+    sub-folder) holds it: unpickling a file can run any code, so sltc reads only the binary
+    version, which holds the same images."""
+    for name, (folder, files) in PYTHON_LAYOUT.items():
+        for d in (base / folder, base):
+            if all((d / f).is_file() for f in files):
+                raise DataError(
+                    f"{d} holds the python version of {name} (pickled batches, which sltc "
+                    f"never unpickles: a pickle can run code); "
+                    f"{HOW_TO_GET.format(ARCHIVES[name])} (it extracts to "
+                    f"{LAYOUT[name][0]})")
+
+
+def cifar_in(root: str) -> str | None:
+    """The CIFAR whose batch files all lie in ``root`` (or its usual sub-folder), if any."""
+    for name, (folder, train, test, _) in LAYOUT.items():
+        for d in (Path(root) / folder, Path(root)):
+            if all((d / f).is_file() for f in train + test):
+                return name
+    refuse_python_version(Path(root))
+    return None
 
 
 def load_cifar(name: str, which: str, root: str | None = None) -> Split:

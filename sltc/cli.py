@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Find strong lottery tickets and ship them as seed + mask.")
 log = logging.getLogger("sltc")
 
+# OpenMP threads that sleep while they wait, rather than spin: on a machine whose cores
+# are busy with other work a spinning thread holds a core its partner needs, and a
+# LeNet-300-100 epoch took 2.3x as long (docs/results.md, threads); set it to override
+WAIT_POLICY = "PASSIVE"
 JSON_OPT = typer.Option(False, "--json", help="Quiet; print the result as JSON on the last line.")
 
 
@@ -33,6 +38,14 @@ def _print_kv(result: dict) -> None:
     for key, value in result.items():
         shown = f"{value:.4f}" if isinstance(value, float) else value
         print(f"{key:>20}: {shown}")
+
+
+def resume_command(out: Path, device: str) -> str:
+    """The command that continues the run in ``out``: its own ``config.yaml`` records every
+    ``--set`` override, so the command needs none."""
+    return (f"sltc discover {shlex.quote(str(out / 'config.yaml'))} --out "
+            f"{shlex.quote(str(out))} --resume" + ("" if device == "auto" else
+                                                   f" --device {shlex.quote(device)}"))
 
 
 @app.command()
@@ -60,8 +73,8 @@ def discover(
             "kept")) from None
     except KeyboardInterrupt:
         kept = (out / "checkpoint.safetensors").exists()
-        raise Interrupted(f"interrupted; continue from the last finished epoch with: sltc "
-                          f"discover {config} --out {out} --resume" if kept else
+        raise Interrupted("interrupted; continue from the last finished epoch with: "
+                          f"{resume_command(out, device)}" if kept else
                           "interrupted before the first epoch ended; nothing was kept: "
                           "rerun the same command to start again") from None
     if summary is not None:  # torchrun's other ranks print nothing
@@ -90,6 +103,9 @@ def freeze(
 
     if scope is not None and scope not in SCOPES:
         raise SltcError(f"--scope {scope!r}: choose one of {', '.join(SCOPES)}")
+    if scope is not None and target_sparsity is None:
+        raise SltcError("--scope applies only with --target-sparsity (without it the run's "
+                        "own rule freezes); add --target-sparsity, or drop --scope")
     trainer = load_run(run_dir, device)
     path = output or Path(run_dir) / "ticket.slt"
     check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)])
@@ -202,22 +218,28 @@ def export(
     ticket: Path = typer.Argument(..., help="A .slt ticket."),
     fmt: str = typer.Option(..., "--format", "-f", help="onnx, csr or ticket."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file."),
-    weights: str = typer.Option("dense", "--weights",
-                                help="onnx: dense or sparse initializers, or auto: the smaller file."),
+    weights: str = typer.Option(None, "--weights", help="onnx: dense (the default) or "
+                                "sparse initializers, or auto: the smaller file."),
     compact: bool = typer.Option(False, "--compact", help="onnx: drop pruned units/channels."),
-    values: str = typer.Option("implied", "--values", help="csr: implied (by the seed) or stored."),
+    values: str = typer.Option(None, "--values", help="csr: implied (by the seed; the "
+                               "default) or stored."),
     no_check: bool = typer.Option(False, "--no-check", help="onnx: skip the onnxruntime parity check."),
-    data: str = typer.Option(None, "--data", help="Dataset folder for the parity check."),
+    data: str = typer.Option(None, "--data", help="onnx: dataset folder for the parity check."),
     as_json: bool = JSON_OPT,
 ):
-    """Export a ticket as ONNX, CSR sparse weights, or a ticket again."""
+    """Export a ticket as ONNX, CSR sparse weights, or a ticket again; an option the format
+    does not take is refused."""
     from sltc.exporters import export as run
+    from sltc.exporters import options_of
 
     from .progress import Progress
 
-    with Progress(not as_json).task(f"export {fmt}" + ("" if no_check else ", parity check")):
-        report = run(ticket, fmt, output, weights=weights, compact_units=compact, values=values,
-                     check=not no_check, data_root=data)
+    given = {"weights": weights, "compact_units": compact or None, "values": values,
+             "check": False if no_check else None, "data_root": data}
+    options = {k: v for k, v in given.items() if v is not None}
+    checks = "check" in options_of(fmt) and not no_check
+    with Progress(not as_json).task(f"export {fmt}" + (", parity check" if checks else "")):
+        report = run(ticket, fmt, output, **options)
     _emit(report, as_json, _print_kv)
 
 
@@ -243,13 +265,15 @@ def bench(
     repeat: int = typer.Option(200, "--repeat", min=1),
     rounds: int = typer.Option(1, "--rounds", min=1,
                                help="Run every model and engine this many times, taking turns; "
-                                    "keep each one's best p50 (evens out the machine's drift)."),
+                                    "keep each one's best p50 (evens out the machine's drift) "
+                                    "and mark speed-ups whose rounds straddle 1x with ~."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback"),
     inputs: str = typer.Option("random", "--inputs",
                                help="random, or test: the run's test images (speed of csr "
                                     "depends on how many activations are zero)."),
     data: str = typer.Option(None, "--data", help="Dataset folder, for --inputs test."),
-    plot: Path = typer.Option(None, "--plot", help="Draw latency per engine to this PNG."),
+    plot: Path = typer.Option(None, "--plot", help="Draw p50 latency to this PNG: a panel per "
+                              "batch size, a colour per file and engine, speed-ups marked."),
     as_json: bool = typer.Option(False, "--json", help="Quiet; stdout is a JSON list of records."),
 ):
     """Benchmark inference of sparse models on this device, each engine in its own process."""
@@ -260,6 +284,9 @@ def bench(
     from .progress import Progress
 
     batches = _ints(batch, "--batch")
+    if data is not None and inputs != "test":
+        raise SltcError("--data is read only with --inputs test; add --inputs test, or drop "
+                        "--data")
     if plot:  # the models; the test images of --inputs test are read by the workers
         check_output(plot, models)
     with Progress(not as_json).task("benchmark", unit="model x engine") as task:
@@ -318,6 +345,7 @@ def main() -> None:
     from typer.exceptions import Abort
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)  # before torch starts OpenMP
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as e:  # bare `sltc` or `sltc COMMAND`: the help it asked for

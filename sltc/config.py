@@ -28,6 +28,8 @@ MAX_CONFIG_BYTES = 1 << 20  # a config file; real ones are a few hundred bytes
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb's billions)
 MAX_CONFIG_DEPTH = 64
 DENSE_START_BELOW = 0.85  # CRBG target sparsity under which training starts dense
+DENSE_START = (0.75, 0.3)  # gates.mu_init, gates.lambda: training starts dense
+THRESHOLD_START = (0.5, 1.0)  # mu at the freezing threshold
 CRBG_METHODS = ("crbg", "crbg_st")
 CONV_ARCHS = ("conv2", "conv4", "conv6", "resnet20", "resnet32", "resnet56", "resnet18",
               "resnet50", "wrn")
@@ -85,7 +87,8 @@ class DataConfig(_Strict):
                                   "in Python (sltc.find_ticket)")
     root: str | None = _f(None, "folder searched first, then the system and user data folders")
     val_size: int = _f(5000, "validation images carved from the training set, never the "
-                       "test set", ge=0, le=MAX_IMAGES)
+                       "test set; at most half of it (a warning says when it is cut)", ge=0,
+                       le=MAX_IMAGES)
     train_size: int | None = _f(None, "train on the first N images of the (shuffled) "
                                 "training split, for quick trials (null: all)", ge=1,
                                 le=MAX_IMAGES)
@@ -212,7 +215,7 @@ def start(method: Any, target: Any) -> tuple[float, float]:
     0.8575 to 0.8722 at 80%; at 90% and 95% the same start stops short of the target and
     loses 5.6 and 21 points, so from 0.85 it starts at the threshold (results.md section 9)."""
     low = number_in(target) and target < DENSE_START_BELOW
-    return (0.75, 0.3) if method == "crbg" and low else (0.5, 1.0)
+    return DENSE_START if method == "crbg" and low else THRESHOLD_START
 
 
 class TrainConfig(_Strict):

@@ -9,6 +9,7 @@ and normalise inside. A split hands out ``batch(start, stop)`` of uint8 images.
 from __future__ import annotations
 
 import gzip
+import logging
 import math
 import zlib
 from dataclasses import dataclass
@@ -16,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .cifar import cifar_files, cifar_folder, load_cifar
+from .cifar import cifar_files, cifar_folder, cifar_in, load_cifar
 from .errors import DataError
 from .folder import load_folder
 from .limits import MAX_DATA_BYTES, require_regular
 from .seeding import permutation, uniform01, valid_seed
 from .splits import Split, candidate_dirs
 
+log = logging.getLogger(__name__)
 HOW_TO_GET = {
     "fashion_mnist": "apt-get install dataset-fashion-mnist, or put the four IDX files in data.root",
     "mnist": "put the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...) in data.root",
@@ -33,6 +35,8 @@ FILES = {
 }
 _IDX_DTYPES = {0x08: np.uint8}
 CIFAR = {"cifar10": 10, "cifar100": 100}  # name -> classes
+FOUND_IN_A_FOLDER = ("MNIST-style IDX files (t10k-images-idx3-ubyte[.gz], ...), CIFAR's "
+                     "binary batches, or train/ and test/ image folders")
 STATS_SAMPLE = 1 << 62  # training images for the mean and std (all; a folder samples)
 
 
@@ -119,8 +123,10 @@ def load_named_split(cfg, seed: int, which: str, root: str | None = None):
     """The ``train`` or ``test`` split of the configured dataset."""
     root = root or cfg.root
     if cfg.name == "loaders":
-        raise DataError("this run's data came from Python DataLoaders (sltc.find_ticket); score "
-                        "the ticket on your own loader with sltc.runtime or sltc.rebuild")
+        if root is None:
+            raise DataError("this run's data came from Python DataLoaders (sltc.find_ticket); "
+                            f"pass --data DIR, a folder holding {FOUND_IN_A_FOLDER}")
+        return split_in(root, which)
     if cfg.name == "synthetic":
         size = cfg.synthetic_size if which == "train" else max(16, cfg.synthetic_size // 4)
         return synthetic_split(seed, which, size, shape=tuple(cfg.synthetic_shape))
@@ -129,6 +135,20 @@ def load_named_split(cfg, seed: int, which: str, root: str | None = None):
     if cfg.name == "folder":
         return load_folder(root, which, cfg.image_size)
     return load_split(cfg.name, which, root)
+
+
+def split_in(root: str, which: str):
+    """The ``train`` or ``test`` split of whatever dataset the folder ``root`` holds (the
+    data of a run whose loaders came from Python): MNIST-style IDX files, a CIFAR binary
+    folder, or an image folder."""
+    here = Path(root)
+    if all(_find(stem, [here]) for stem in FILES[which]):
+        return load_split("mnist", which, root)  # Fashion-MNIST's files have MNIST's names
+    if (name := cifar_in(root)) is not None:
+        return load_cifar(name, which, root)
+    if (here / "train").is_dir() and (here / which).is_dir():
+        return load_folder(root, which)
+    raise DataError(f"{root}: no dataset found; pass a folder holding {FOUND_IN_A_FOLDER}")
 
 
 def dataset_files(cfg, root: str | None = None) -> list[Path]:
@@ -181,6 +201,10 @@ def load_dataset(cfg, seed: int) -> Dataset:
                         "count")
     classes = _classes(cfg.name, full, test)
     val_size = min(cfg.val_size, len(full) // 2)
+    if val_size < cfg.val_size:
+        log.warning("warning: data.val_size %d is more than half the %d training images of "
+                    "%s; validating on %d of them; set data.val_size to at most %d",
+                    cfg.val_size, len(full), cfg.name, val_size, val_size)
     order = permutation(0, f"{cfg.name}/val_split", len(full))
     rest = order[val_size:] if cfg.train_size is None else order[val_size:val_size + cfg.train_size]
     train, val = full.take(np.sort(rest)), full.take(np.sort(order[:val_size]))

@@ -504,9 +504,11 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
     """Validation (where due), the metrics line and the checkpoint (rank 0)."""
     if _validates(trainer.config, row["epoch"]):
         row.update(trainer.evaluate_val())
-        trainer.progress.say(f"epoch {row['epoch']}: validation accuracy "
-                             f"{row['frozen_accuracy']:.4f} frozen, {row['relaxed_accuracy']:.4f} "
-                             f"relaxed; sparsity {row['sparsity']:.4f}")
+        scores = "no validation split (find_ticket's val=, or data.val_size)" \
+            if math.isnan(row["frozen_accuracy"]) else \
+            f"validation accuracy {row['frozen_accuracy']:.4f} frozen, " \
+            f"{row['relaxed_accuracy']:.4f} relaxed"
+        trainer.progress.say(f"epoch {row['epoch']}: {scores}; sparsity {row['sparsity']:.4f}")
     row.update({"lambda": trainer.lam, "seconds": seconds})
     rows.append(row)
     with open(out / "metrics.jsonl", "a") as f:
@@ -540,20 +542,33 @@ def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: fl
                     "val_accuracy": val_acc}
 
 
-def freeze_warnings(summary: dict) -> dict[str, str]:
+def _denser_fix(gates) -> str:
+    """What brings a run that ended denser than its target down to it: the threshold start
+    where the run started dense (README, CRBG's start), else a harder push."""
+    push = "a larger gates.lambda or more epochs"
+    if gates is not None and gates.method != "edge_popup" and \
+            (gates.mu_init, gates.lambda_) != config_mod.THRESHOLD_START:
+        mu, lam = config_mod.THRESHOLD_START
+        return (f"at short budgets the threshold start comes down sooner: --set "
+                f"gates.mu_init={mu} --set gates.lambda={lam}; or {push}")
+    return f"try {push}, or a larger train.lr"
+
+
+def freeze_warnings(summary: dict, gates=None) -> dict[str, str]:
     """When the ticket is worse than the training looked: the freezer had to move the
     sparsity far from where the gates' threshold rule put it, the ticket misses its target,
-    or it scores well below the relaxed gates on the validation split. Kind -> message."""
+    or it scores well below the relaxed gates on the validation split. Kind -> message;
+    ``gates``: the run's gates config, for the fix of a run that ended too dense."""
     found = {}
     target, s = summary["target_sparsity"], summary["sparsity"]
     threshold_s = summary["threshold_sparsity"]
     if target is not None and abs(threshold_s - s) > WARN_GAP:
-        side = "denser" if threshold_s < s else "sparser"
+        denser = threshold_s < s
+        fix = _denser_fix(gates) if denser else "try a smaller gates.lambda or train.lr"
         found["freeze_moved"] = (
-            f"training ended {side} than the target: the threshold rule gives sparsity "
-            f"{threshold_s:.3f}, and the freezer forced {s:.3f} by keeping the top-ranked "
-            "gates; try more epochs, a different gates.lambda or train.lr, or a target the "
-            "run can reach")
+            f"training ended {'denser' if denser else 'sparser'} than the target: the "
+            f"threshold rule gives sparsity {threshold_s:.3f}, and the freezer forced "
+            f"{s:.3f} by keeping the top-ranked gates; {fix}")
     if target is not None and not target - 1e-4 <= s <= target + FREEZE_TOLERANCE + 1e-4:
         why = (": at neuron granularity one unit holds many weights, and a ticket is never "
                "denser than asked" if summary["granularity"] == "neuron" else "")
@@ -599,7 +614,7 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
         "ticket_bytes": (out / "ticket.slt").stat().st_size,
         "device": str(trainer.device),
     })
-    for kind, message in freeze_warnings(summary).items():
+    for kind, message in freeze_warnings(summary, g).items():
         trainer.warn(kind, message)
     summary["warnings"] = list(trainer.warnings.values())
     atomic_write_json(out / "summary.json", summary)

@@ -82,6 +82,8 @@ def plot_curves(runs: list[tuple[str, list[dict]]], path: str | Path,
 
 def _draw_curves(plt, fig, axes, runs: list[tuple[str, list[dict]]],
                  target: float | None) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (title, scale, series) in zip(axes.flat, PANELS, strict=True):
         drawn = False
@@ -107,6 +109,7 @@ def _draw_curves(plt, fig, axes, runs: list[tuple[str, list[dict]]],
             ax.legend(fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25
     fig.suptitle(", ".join(f"{name} ({len(rows)} epochs)" for name, rows in runs), fontsize=10)
     fig.tight_layout()
 

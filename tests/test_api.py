@@ -6,12 +6,14 @@ import sys
 
 import numpy as np
 import torch
+from torch import nn
 
 import sltc
-from sltc.data import synthetic_split
+from sltc.data import load_split, synthetic_split
 from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
-from tests.helpers import ROOT
+from tests.helpers import FASHION, ROOT, requires_fashion
+from tests.helpers import sltc as sltc_cli
 from tests.models import mixed
 
 
@@ -46,20 +48,47 @@ def test_find_ticket_writes_a_run_like_discover(tmp_path):
     assert np.array_equal(want.argmax(1).numpy(), hits["dense"]) and 0 <= accuracy <= 1
 
 
-def test_find_ticket_without_validation_data(tmp_path):
+def test_find_ticket_without_validation_data(tmp_path, capfd):
     train = synthetic_split(2, "train", 256)
     summary, _ = sltc.find_ticket(mixed((1, 28, 28), 10), _loader(train), _loader(train),
-                                  {"train": {"epochs": 1, "max_steps": 2}}, out=tmp_path / "r",
-                                  progress=False)
+                                  {"train": {"epochs": 1, "max_steps": 2}}, out=tmp_path / "r")
+    said = capfd.readouterr().err
+    assert "epoch 1: no validation split" in said and "nan" not in said, said
     assert summary["val_accuracy"] is None
     rows = [json.loads(r) for r in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
     assert rows[0]["frozen_accuracy"] is None and 0.0 <= rows[0]["sparsity"] <= 1.0
 
 
+@requires_fashion
+def test_validate_data_scores_a_find_ticket_ticket(tmp_path):
+    """A ticket whose data came from Python runs on any dataset folder of its input shape
+    and classes, to the accuracy find_ticket recorded on the same images."""
+    train, test = (load_split("fashion_mnist", which) for which in ("train", "test"))
+    def batches(split, n, size):
+        return [(torch.from_numpy(split.images[i:i + size] / np.float32(255)),
+                 torch.from_numpy(split.labels[i:i + size])) for i in range(0, n, size)]
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    summary, _ = sltc.find_ticket(net, batches(train, 8192, 128), batches(test, len(test), 500),
+                                  {"gates": {"target_sparsity": 0.5, "mu_init": 0.5},
+                                   "train": {"epochs": 1}},
+                                  out=tmp_path / "run", progress=False)
+    ticket = tmp_path / "run/ticket.slt"
+    proc = sltc_cli("validate", ticket, "--data", FASHION, "--engine", "dense", "--json",
+                    check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["examples"] == len(test) and result["difference"] == 0.0, result
+    assert result["test_accuracy"] == summary["test_accuracy"] > 0.3  # chance is 0.1
+    for args, problem in ((["--data", tmp_path], "no dataset found"), ([], "pass --data DIR")):
+        proc = sltc_cli("validate", ticket, *args)
+        line, = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and problem in line, line
+
+
 def test_custom_model_example_runs(tmp_path):
     proc = subprocess.run([sys.executable, "examples/custom_model.py", "--out", tmp_path / "c"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0 and "warning" not in proc.stderr.lower(), proc.stderr
     lines = proc.stdout.strip().splitlines()
     accuracy = float(lines[0].rsplit(" ", 1)[1])
     assert accuracy > 0.9 and lines[-1].endswith(f"{accuracy:.4f}")

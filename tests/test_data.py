@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from sltc.config import from_dict
-from sltc.data import load_dataset, load_split, read_idx
+from sltc.data import load_dataset, load_named_split, load_split, read_idx
 from sltc.errors import DataError
+from tests.helpers import sltc
 
 
 def write_idx(path, array, compress):
@@ -76,6 +77,38 @@ def test_cifar_binary_round_trip(tmp_path, name):
     assert data.input_shape == (3, 32, 32) and data.classes == (10 if name == "cifar10" else 100)
 
 
+class _Hostile:
+    """A pickle whose loading runs a shell command (writes ``marker``)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_cifar_python_version_is_named_and_never_unpickled(tmp_path):
+    """CIFAR's pickled python version is recognised, the binary version asked for, and its
+    files (here hostile pickles) are never loaded."""
+    import pickle
+
+    folder, marker = tmp_path / "cifar-10-batches-py", tmp_path / "ran"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / name).write_bytes(pickle.dumps(_Hostile(marker)))
+    proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "run",
+                "--set", "data.name=cifar10", "--set", f"data.root={tmp_path}")
+    line, = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and f"{folder} holds the python version of cifar10" in line
+    assert "cifar-10-binary.tar.gz" in line and "cifar-10-batches-bin" in line, line
+    assert not marker.exists()
+    with pytest.raises(DataError, match="python version of cifar10"):  # validate --data DIR
+        load_named_split(from_dict({"data": {"name": "loaders"}}).data, 0, "test", str(folder))
+    assert not marker.exists()
+
+
 def test_cifar_errors_say_where_and_how(tmp_path):
     cfg = from_dict({"data": {"name": "cifar10", "root": str(tmp_path)}})
     with pytest.raises(DataError, match=f"cifar10 not found in {tmp_path}.*cifar-10-binary.tar.gz"):
@@ -122,6 +155,22 @@ def test_image_folder_streams_from_disk(tmp_path):
     assert sum(len(y) for y in seen) == len(data.train) == 10
     x, _ = next(iter(batches.test))
     assert x.dtype.is_floating_point and float(x.max()) <= 1.0
+
+
+def test_image_folder_run_warns_only_of_its_capped_val_size(tmp_path):
+    """A run on an image folder through its DataLoader workers raises no torch or numpy
+    warning (torch takes each image's array as it is), and the one warning it gives says
+    that data.val_size was cut to half the training images."""
+    _image_tree(tmp_path / "tree")
+    proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "run", "--json",
+                "--set", "data.name=folder", "--set", f"data.root={tmp_path / 'tree'}",
+                "--set", "data.workers=2", "--set", "train.epochs=2", "--set",
+                "gates.target_sparsity=null", env={"PYTHONWARNINGS": "default"}, check=True)
+    said = proc.stderr.strip().splitlines()
+    assert said == ["warning: data.val_size 256 is more than half the 12 training images of "
+                    "folder; validating on 6 of them; set data.val_size to at most 6"], said
+    rows = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2
 
 
 def test_image_folder_errors_are_one_line(tmp_path):

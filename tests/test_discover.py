@@ -1,12 +1,17 @@
 """End-to-end discover runs through the real CLI: files, determinism, resume, failures."""
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from sltc.ticket import Ticket
-from tests.helpers import kill_after_epochs, requires_fashion, sltc
+from tests.helpers import ROOT, kill_after_epochs, requires_fashion, sltc
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
              "summary.json")
@@ -21,6 +26,7 @@ def test_run_directory_and_summary(synthetic_run):
     assert all(k in summary for k in SUMMARY_KEYS)
     assert abs(summary["sparsity"] - 0.8) <= 0.01
     assert summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+    assert summary["warnings"] == []  # the first example run warns of nothing
     rows = [json.loads(line) for line in (synthetic_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for key in ("train_loss", "l0", "sparsity", "relaxed_accuracy", "frozen_accuracy", "seconds",
@@ -62,6 +68,34 @@ def test_resume_after_sigkill_gives_the_same_mask(synthetic_run, tmp_path):
     whole = [json.loads(x) for x in (tmp_path / "whole/metrics.jsonl").read_text().splitlines()]
     searched = [(r["flip_rate"], r["live_fraction"], r["task_loss"]) for r in rows]
     assert searched == [(r["flip_rate"], r["live_fraction"], r["task_loss"]) for r in whole]
+
+
+def test_resume_hint_runs_verbatim_and_gives_the_same_ticket(tmp_path):
+    """Ctrl-C prints a command that, pasted into a shell as it is, continues the run, whose
+    --set overrides it need not repeat, to the ticket of a run never stopped."""
+    out, overrides = tmp_path / "stopped", ["--set", "train.epochs=12", "--set", "train.lr=0.04"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "sltc.cli", "discover",
+                             "examples/synthetic.yaml", "--out", str(out), *overrides],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 300
+    while not (out / "checkpoint.safetensors").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and not (out / "summary.json").exists(), err[-1000:]
+    hint = err.strip().splitlines()[-1].partition("continue from the last finished epoch "
+                                                  "with: ")[2]
+    assert hint.startswith("sltc discover "), err[-1000:]
+    resumed = subprocess.run(hint, shell=True, cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-1000:]
+    sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "whole", *overrides,
+         "--json", check=True)
+    assert (out / "ticket.slt").read_bytes() == (tmp_path / "whole/ticket.slt").read_bytes()
 
 
 def test_non_finite_loss_stops_cleanly_and_keeps_checkpoint(synthetic_run, tmp_path):

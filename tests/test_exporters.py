@@ -169,6 +169,46 @@ def test_registry_and_cli_errors(synthetic_run, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fmt, options, named", [
+    ("csr", ["--weights", "sparse"], "--weights"),
+    ("csr", ["--compact"], "--compact"),
+    ("csr", ["--no-check"], "--no-check"),
+    ("ticket", ["--values", "stored"], "--values"),
+    ("onnx", ["--values", "stored"], "--values"),
+    ("onnx", ["--no-check", "--data", "."], "--data"),
+])
+def test_options_a_format_ignores_are_refused(synthetic_run, tmp_path, fmt, options, named):
+    """An option the format would not read is one line naming it and the fix; nothing is
+    written."""
+    out = tmp_path / "out"
+    proc = sltc("export", synthetic_run / "ticket.slt", "--format", fmt, "-o", out, *options)
+    assert proc.returncode == 2, proc.stderr
+    line, = proc.stderr.strip().splitlines()
+    assert line.startswith(f"sltc: error: {named} ") and "drop" in line, line
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_other_options_that_would_do_nothing_are_refused(synthetic_run, tmp_path):
+    freeze = sltc("freeze", synthetic_run, "-o", tmp_path / "t.slt", "--scope", "layer")
+    bench = sltc("bench", synthetic_run / "ticket.slt", "--data", tmp_path)
+    for proc, named, fix in ((freeze, "--scope", "--target-sparsity"),
+                             (bench, "--data", "--inputs test")):
+        assert proc.returncode == 2, proc.stderr
+        line, = proc.stderr.strip().splitlines()
+        assert line.startswith(f"sltc: error: {named} ") and fix in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_each_format_takes_what_it_reads(synthetic_run, tmp_path):
+    """The options left to each format still change what it writes."""
+    ticket = synthetic_run / "ticket.slt"
+    for fmt, options in (("csr", ["--values", "stored"]), ("onnx", ["--weights", "sparse"])):
+        plain, chosen = tmp_path / f"plain.{fmt}", tmp_path / f"chosen.{fmt}"
+        sltc("export", ticket, "--format", fmt, "-o", plain, check=True)
+        sltc("export", ticket, "--format", fmt, "-o", chosen, *options, check=True)
+        assert plain.read_bytes() != chosen.read_bytes()
+
+
 @requires_fashion
 @pytest.mark.parametrize("arch,sets", [
     ("lenet300", ["--set", "train.epochs=1"]),

@@ -72,6 +72,17 @@ def _summary(**changes):
             **changes}
 
 
+def test_a_run_that_ended_too_dense_is_told_the_threshold_start():
+    dense = from_dict({"gates": {"target_sparsity": 0.5}}).gates  # the dense start
+    told = freeze_warnings(_summary(threshold_sparsity=0.85), dense)["freeze_moved"]
+    assert "denser" in told and "--set gates.mu_init=0.5 --set gates.lambda=1.0" in told
+    at_threshold = from_dict({"gates": {"target_sparsity": 0.9}}).gates
+    told = freeze_warnings(_summary(threshold_sparsity=0.85), at_threshold)["freeze_moved"]
+    assert "mu_init" not in told and "a larger gates.lambda" in told
+    told = freeze_warnings(_summary(threshold_sparsity=0.95), dense)["freeze_moved"]
+    assert "sparser" in told and "smaller gates.lambda" in told
+
+
 def test_freeze_warnings_fire_on_their_own_gap_only():
     assert freeze_warnings(_summary(threshold_sparsity=0.885, val_accuracy=0.835)) == {}
     assert set(freeze_warnings(_summary(threshold_sparsity=0.85))) == {"freeze_moved"}

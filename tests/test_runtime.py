@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sltc.exporters import export
+from sltc.plotting import pyplot
 from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
 from tests.helpers import ROOT, sltc
@@ -89,6 +90,55 @@ def test_require_gpu_fails_clearly_without_one(exports):
     assert "--require-gpu" in line
     proc = sltc("validate", exports["onnx"], "--provider", "cuda")
     assert proc.returncode == 2 and "CUDAExecutionProvider" in proc.stderr
+
+
+def test_bench_plot_has_a_panel_per_batch_and_a_colour_per_file_and_engine():
+    from sltc.runtime.bench import latency_figure
+
+    def record(model, engine, batch, p50, speedup):
+        return {"model": f"/x/{model}", "engine": engine, "batch": batch, "p50_ms": p50,
+                "speedup": speedup}
+
+    records = [record("m.onnx", "ort", 1, 0.1, 1.0), record("m.onnx", "csr", 1, 0.05, 2.0),
+               record("m.csr.safetensors", "csr", 1, 0.2, 0.5),
+               record("m.onnx", "ort", 64, 4.0, 1.0), record("m.onnx", "csr", 64, 8.0, 0.5),
+               record("m.csr.safetensors", "csr", 64, 2.0, 2.0)]
+    fig = latency_figure(records)
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["batch 1", "batch 64"]
+    colours = [[tuple(p.get_facecolor()) for p in ax.patches] for ax in axes]
+    assert colours[0] == colours[1] and len(set(colours[0])) == 3
+    for ax, batch in zip(axes, (1, 64), strict=True):
+        labels = [t.get_text() for t in ax.texts]
+        assert labels == [f"{r['speedup']:.2f}x" for r in records if r["batch"] == batch]
+        dashed, = ax.get_lines()  # dense onnxruntime's latency
+        assert dashed.get_ydata()[0] == (0.1 if batch == 1 else 4.0)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["m.onnx on ort", "m.onnx on csr", "m.csr.safetensors on csr",
+                      "dense onnxruntime (speed-up 1x; ~: within the rounds' spread)"]
+    pyplot().close(fig)
+
+
+def test_bench_marks_speed_ups_inside_the_rounds_spread():
+    """Each round times the engines in turn; a speed-up whose per-round ratios straddle 1x
+    is marked as no difference, one whose every round agrees is not."""
+    from sltc.runtime.bench import _add_speedups, speedup_text
+
+    def record(engine, p50s):
+        return {"model": "m", "engine": engine, "batch": 1, "p50_ms": min(p50s), "p50s": p50s}
+
+    base, noise, real = (record("ort", [1.0, 1.3, 1.1]), record("csr", [1.2, 1.0, 1.1]),
+                         record("dense", [0.5, 0.6, 0.55]))
+    _add_speedups([base, noise, real])
+    assert noise["speedup"] == 1.0 and noise["within_noise"] is True
+    assert noise["speedup_range"] == pytest.approx([1.0 / 1.2, 1.3])
+    assert real["speedup"] == 2.0 and real["within_noise"] is False
+    assert real["speedup_range"] == pytest.approx([2.0, 1.3 / 0.6 * 1.0])
+    assert speedup_text(noise) == "~1.00x [0.83-1.30]" and speedup_text(real).startswith("2.00x")
+    single = [record("ort", [1.0]), record("csr", [0.5])]
+    _add_speedups(single)  # one round: no spread to judge by
+    assert single[1]["speedup"] == 2.0 and single[1]["within_noise"] is None
+    assert speedup_text(single[1]) == "2.00x"
 
 
 def test_bench_json_records(exports, tmp_path):
