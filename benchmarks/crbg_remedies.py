@@ -55,6 +55,8 @@ VARIANTS = {  # name: (method, overrides)
     # (d) CRBG held to edge-popup's uniform per-layer density: a lambda controller per layer
     "crbg_layer": ("crbg", ["gates.scope=layer"]),
     "crbg_layer_projection": ("crbg", ["gates.budget=projection", "gates.scope=layer"]),
+    "margin025_lr005_anneal_layer": ("crbg", ["gates.mu_margin=0.25", "train.lr=0.05",
+                                              "gates.sigma_final=0.1", "gates.scope=layer"]),
     "sigma025": ("crbg", ["gates.sigma=0.25"]),
     # straight-through across the clamp: a separate method, never CRBG itself
     "crbg_st": ("crbg_st", []),
