@@ -133,12 +133,12 @@ class GatesConfig(_Strict):
                                    gt=0, le=100, allow_inf_nan=False)
     mu_margin: float | None = _f(None, "CRBG: after every step mu is kept within [-margin, "
                                  "1 + margin], where the noise still reaches the clamp's "
-                                 "inside and the gate still learns; null: unbounded; a "
-                                 "convolutional network's default is 0.25 (results.md "
+                                 "inside and the gate still learns; null: unbounded; conv "
+                                 "nets' and transformers' default is 0.25 (results.md "
                                  "section 10)", ge=0, le=100, allow_inf_nan=False)
     spare_dead: bool = _f(False, "CRBG: no L0 push on closed gates whose samples no longer "
                           "reach the clamp's inside, so that they stay within reach instead of "
-                          "sinking (results.md section 5)")
+                          "sinking (results.md section 10)")
     budget: Literal["penalty", "projection"] = _f(
         "penalty", "gate methods: penalty: lambda * expected L0, lambda steered by the "
         "controller; projection: no penalty, the gates are shifted after every step so that "
@@ -222,8 +222,8 @@ class TrainConfig(_Strict):
     epochs: int = _f(60, "LeNet-300-100's validation accuracy rises up to about 60", ge=1,
                      le=MAX_EPOCHS)
     optimizer: Literal["adam", "sgd"] = _f("adam", "optimizer of the gate parameters")
-    lr: float = _f(0.02, "gate learning rate (tuned on the validation split); a "
-                   "convolutional network's CRBG default is 0.05 (results.md section 10)",
+    lr: float = _f(0.02, "gate learning rate (tuned on the validation split); conv nets' "
+                   "and transformers' CRBG default is 0.05 (results.md section 10)",
                    gt=0, le=100, allow_inf_nan=False)
     momentum: float = _f(0.9, "sgd only", ge=0, lt=1, allow_inf_nan=False)
     weight_decay: float = _f(0.0, "on the gate parameters", ge=0, le=100, allow_inf_nan=False)
