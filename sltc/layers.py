@@ -245,6 +245,7 @@ def gate(
             if isinstance(module, kinds):
                 raise NetworkError(f"{name or 'the network'}: nn.{type(module).__name__} {why}")
     swaps = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    _check_layer_names(config.gates.layer_sparsity, [n for n, _ in swaps])
     for i, (name, module) in enumerate(swaps):
         last = i == len(swaps) - 1
         # a neuron gate on the classifier would delete a class: it stays ungated
@@ -260,6 +261,16 @@ def gate(
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
     _apply_rule(model, config.seed)
     return model
+
+
+def _check_layer_names(layer_sparsity: dict[str, float], names: list[str]) -> None:
+    """``gates.layer_sparsity`` names layers of this network (a typo would train the layer
+    at the overall target, silently)."""
+    unknown = sorted(set(layer_sparsity) - set(names))
+    if unknown:
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        raise ConfigError(f"gates.layer_sparsity names {', '.join(map(repr, unknown[:3]))}, not "
+                          f"a layer of this network; name one of its layers: {shown}")
 
 
 def to_plain(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:

@@ -212,3 +212,15 @@ def test_edge_popup_holds_each_layer_at_its_own_sparsity_through_the_freezer():
     expected = sum((1 - own.get(m.name, 0.9)) * m.numel for m in gated_layers(model))
     assert 1 - sparsity(model, masks) == pytest.approx(expected / sum(
         m.numel for m in gated_layers(model)), abs=1e-3)
+
+
+def test_layer_sparsity_must_name_layers_of_the_network():
+    from sltc.errors import ConfigError
+    from sltc.layers import gate
+    from sltc.models import create_model
+
+    cfg = from_dict({"model": {"widths": [64, 32]},
+                     "gates": {"method": "edge_popup", "layer_sparsity": {"fc9": 0.5}}})
+    with pytest.raises(ConfigError, match="'fc9', not a layer of this network; name one of its "
+                                          "layers: fc1"):
+        gate(create_model(cfg.model, (1, 8, 8), 10, 0.5, 0.25), cfg)
