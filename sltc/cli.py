@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -20,10 +21,31 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Find strong lottery tickets and ship them as seed + mask.")
 log = logging.getLogger("sltc")
 
-# OpenMP threads that sleep while they wait, rather than spin: on a machine whose cores
-# are busy with other work a spinning thread holds a core its partner needs, and a
-# LeNet-300-100 epoch took 2.3x as long (docs/results.md, threads); set it to override
-WAIT_POLICY = "PASSIVE"
+
+def busy_cores(samples: int = 5) -> float:
+    """Cores that other tasks keep busy now: the runnable tasks other than this one, averaged
+    over a few milliseconds (Linux's /proc/stat; elsewhere the 1-minute load average)."""
+    try:
+        counts = []
+        for _ in range(samples):
+            with open("/proc/stat") as f:
+                counts.append(next(int(line.split()[1]) for line in f
+                                   if line.startswith("procs_running")) - 1)
+            time.sleep(0.002)
+        return sum(counts) / samples
+    except (OSError, StopIteration, ValueError):
+        return os.getloadavg()[0]
+
+
+def openmp_env(busy: float, cores: int) -> dict[str, str]:
+    """How torch's OpenMP threads wait at a barrier, from how busy the machine is when the
+    command starts. Idle: they spin for about 0.1 ms, then sleep (threads that sleep at once
+    wake too late: a LeNet-300-100 epoch took 1.4-1.8x as long). Busy (half the cores or
+    more): they sleep at once (a spinning thread holds the core its partner needs: up to 4x).
+    docs/results.md, section 7. The thread count, and so every result, stays the same."""
+    return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000" if busy < cores / 2 else "0"}
+
+
 JSON_OPT = typer.Option(False, "--json", help="Quiet; print the result as JSON on the last line.")
 
 
@@ -59,10 +81,11 @@ def discover(
 ):
     """Train gates over frozen random weights and freeze them to a ticket."""
     from .config import check_applicable, load_config
+
+    cfg = load_config(config, set_)  # a config's mistakes are told before torch loads
+    check_applicable(cfg, str(config))
     from .discover import discover as run
 
-    cfg = load_config(config, set_)
-    check_applicable(cfg, str(config))
     try:
         summary = run(cfg, out, resume=resume, device=device, progress=not as_json)
     except NonFiniteLoss as e:
@@ -345,7 +368,8 @@ def main() -> None:
     from typer.exceptions import Abort
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)  # before torch starts OpenMP
+    if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & os.environ.keys():  # theirs win
+        os.environ.update(openmp_env(busy_cores(), os.cpu_count() or 1))  # before torch
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as e:  # bare `sltc` or `sltc COMMAND`: the help it asked for

@@ -468,6 +468,8 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
     Python API share. Rank 0 writes the run directory and returns the summary; other
     torchrun ranks train alongside and return None. Call it inside ``claim(out, ...)``."""
     config, world = trainer.config, trainer.world
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
     trainer.progress = Progress(progress and world.main)
     start, rows = 0, []
     if resume:  # checked before the run's files are touched
@@ -613,6 +615,7 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
         "ticket": str(out / "ticket.slt"),
         "ticket_bytes": (out / "ticket.slt").stat().st_size,
         "device": str(trainer.device),
+        "threads": torch.get_num_threads(),
     })
     for kind, message in freeze_warnings(summary, g).items():
         trainer.warn(kind, message)
