@@ -31,11 +31,12 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# one pytest worker per core (-n auto): most tests are one CPU-bound process each
 test: setup lint
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n auto --durations=15
 
 test-fast: setup
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n auto -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -1,6 +1,11 @@
+import os
+
 import pytest
 
-from tests.helpers import ROOT, sltc
+if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker per core (make test): one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from tests.helpers import ROOT, sltc  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
 """Shared test helpers: the real CLI in a subprocess, data availability."""
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -27,6 +29,27 @@ def sltc(*args, check=False, timeout=600, env=None):
     if check and proc.returncode != 0:
         raise AssertionError(f"sltc {args} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def sltc_here(*args) -> subprocess.CompletedProcess:
+    """The CLI's ``main`` in this process, for cases that end before any work (argument
+    parsing, config checks, the one-line errors): what ``sltc`` shows, without starting an
+    interpreter. The exit code, stdout and stderr as ``sltc`` returns them."""
+    out, err, argv, env, cwd = io.StringIO(), io.StringIO(), sys.argv, dict(os.environ), os.getcwd()
+    sys.argv, code = ["sltc", *map(str, args)], 0
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            from sltc.cli import main
+            main()
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 requires_fashion = pytest.mark.skipif(not FASHION.is_dir(),

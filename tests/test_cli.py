@@ -1,12 +1,15 @@
 """freeze, inspect and eval through the real CLI on a finished run."""
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
 from sltc.maskcode import entropy_bits
 from sltc.ticket import Ticket
-from tests.helpers import sltc
+from tests.helpers import sltc, sltc_here
 
 
 def _last_json(proc):
@@ -52,5 +55,30 @@ def test_inspect_reports_layers_and_totals(synthetic_run, tmp_path):
 def test_bad_paths_are_one_line_errors(tmp_path):
     for args in (("inspect", tmp_path / "missing.slt"), ("freeze", tmp_path),
                  ("discover", tmp_path / "missing.yaml")):
-        proc = sltc(*args)
+        proc = sltc_here(*args)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_train_threads_sets_the_runs_threads(tmp_path):
+    """train.threads is the run's torch thread count (recorded in the summary), over the
+    environment's OMP_NUM_THREADS."""
+    proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "r", "--json",
+                "--set", "train.epochs=1", "--set", "train.max_steps=2",
+                "--set", "train.threads=2", env={"OMP_NUM_THREADS": "1"}, check=True)
+    assert _last_json(proc)["threads"] == 2
+
+
+def test_openmp_threads_sleep_at_once_only_on_a_busy_machine():
+    from sltc.cli import busy_cores, openmp_env
+
+    idle, busy = openmp_env(0.3, 2), openmp_env(1.5, 2)
+    assert int(idle["GOMP_SPINCOUNT"]) > 0 and busy["GOMP_SPINCOUNT"] == "0"
+    assert idle["OMP_WAIT_POLICY"] == busy["OMP_WAIT_POLICY"] == "PASSIVE"
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        assert busy_cores() >= 1.5  # two processes that never wait, whatever else runs
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()

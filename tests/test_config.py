@@ -4,7 +4,7 @@ import pytest
 
 from sltc.config import RunConfig, apply_override, from_dict, load_config
 from sltc.errors import ConfigError
-from tests.helpers import sltc
+from tests.helpers import sltc_here
 
 
 def test_defaults_and_keys_scripts_rely_on():
@@ -74,7 +74,8 @@ def test_resolved_config_round_trips(tmp_path):
     ("model.arch=vgg", "model.arch"),
 ])
 def test_cli_config_errors_are_one_line_exit_2(tmp_path, override, fragment):
-    proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "r", "--set", override)
+    proc = sltc_here("discover", "examples/synthetic.yaml", "--out", tmp_path / "r", "--set",
+                     override)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in proc.stderr
@@ -84,8 +85,8 @@ def test_cli_config_errors_are_one_line_exit_2(tmp_path, override, fragment):
 def test_cli_missing_dataset_is_one_line_exit_2(tmp_path):
     empty = tmp_path / "nodata"
     empty.mkdir()
-    proc = sltc("discover", "examples/lenet300-fashion.yaml", "--out", tmp_path / "r",
-                "--set", "data.name=mnist", "--set", f"data.root={empty}")
+    proc = sltc_here("discover", "examples/lenet300-fashion.yaml", "--out", tmp_path / "r",
+                     "--set", "data.name=mnist", "--set", f"data.root={empty}")
     assert proc.returncode == 2
     line, = proc.stderr.strip().splitlines()
     assert "not found" in line and str(empty) in line and "IDX" in line

@@ -18,9 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,36 +50,49 @@ class Result:
     seconds: float
 
 
-# Runs the CLI and writes its peak RSS (kB) to $RSS_FILE. A child forked straight from
-# pytest would count pytest's own pages in its peak (ru_maxrss includes the time before
-# exec); one forked from this small process does not.
-MEASURE = """
-import os, resource, subprocess, sys
-code = subprocess.call([sys.executable, "-m", "sltc.cli", *sys.argv[1:]])
-with open(os.environ["RSS_FILE"], "w") as f:
-    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
-sys.exit(code if code >= 0 else 128 - code)
+# Starts every case of a batch, two at a time, and reads each one's peak RSS (kB) from
+# wait4: one interpreter for the batch, one per case. A case forked straight from pytest
+# would count pytest's own pages in its peak (the peak survives exec); one forked from this
+# small process does not.
+SPAWNER = """
+import json, os, signal, subprocess, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+
+def run(job):
+    tic = time.perf_counter()
+    with open(job["out"], "wb") as out, open(job["err"], "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sltc.cli", *job["args"]], cwd=job["cwd"],
+                                env=job["env"], stdout=out, stderr=err, start_new_session=True)
+    timer = threading.Timer(job["timeout"], os.killpg, (proc.pid, signal.SIGKILL))
+    timer.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"code": proc.returncode, "rss": usage.ru_maxrss, "seconds": time.perf_counter() - tic}
+
+with ThreadPoolExecutor(2) as pool:
+    print(json.dumps(list(pool.map(run, json.load(sys.stdin)))))
 """
+
+
+def run_clis(cases: list[tuple[list, Path]], timeout: float = TIMEOUT, env=None) -> list[Result]:
+    """The real CLI in a subprocess per ``(args, cwd)``, two at a time (each is mostly one
+    CPU-bound start-up), with its peak RSS and a hard timeout."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT), **(env or {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [{"args": list(map(str, args)), "cwd": str(cwd), "env": env, "timeout": timeout,
+                 "out": f"{tmp}/{i}.out", "err": f"{tmp}/{i}.err"}
+                for i, (args, cwd) in enumerate(cases)]
+        done = subprocess.run([sys.executable, "-c", SPAWNER], input=json.dumps(jobs), text=True,
+                              capture_output=True, check=True, env=env)
+        return [Result(row["code"], Path(job["out"]).read_text(errors="replace"),
+                       Path(job["err"]).read_text(errors="replace"), row["rss"] * 1024,
+                       row["seconds"]) for job, row in zip(jobs, json.loads(done.stdout), strict=True)]
 
 
 def run_cli(*args, cwd=ROOT, timeout: float = TIMEOUT, env=None) -> Result:
     """The real CLI in a subprocess, with its peak RSS and a hard timeout."""
-    with tempfile.TemporaryDirectory() as tmp:
-        rss = Path(tmp) / "rss"
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT),
-               "RSS_FILE": str(rss), **(env or {})}
-        tic = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", MEASURE, *map(str, args)], cwd=cwd,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                start_new_session=True)
-        timer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL))
-        timer.start()
-        out, err = proc.communicate()
-        timer.cancel()
-        seconds = time.perf_counter() - tic
-        peak = int(rss.read_text()) * 1024 if rss.exists() else MEMORY_LIMIT
-        return Result(proc.returncode, out.decode(errors="replace"),
-                      err.decode(errors="replace"), peak, seconds)
+    return run_clis([(list(args), cwd)], timeout, env)[0]
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
@@ -114,12 +125,10 @@ class Case:
 
 
 def check_cases(cases: dict[str, Case]) -> None:
-    """Run every case (two at a time: each is mostly one CPU-bound start-up) and check each
-    against the contract; one failure report names every case that broke it."""
+    """Run every case and check each against the contract; one failure report names every
+    case that broke it."""
     before = {name: snapshot(*case.watch) for name, case in cases.items()}
-    with ThreadPoolExecutor(2) as pool:
-        results = dict(zip(cases, pool.map(lambda c: run_cli(*c.args, cwd=c.cwd),
-                                           cases.values()), strict=True))
+    results = dict(zip(cases, run_clis([(c.args, c.cwd) for c in cases.values()]), strict=True))
     failures = []
     for name, case in cases.items():
         try:

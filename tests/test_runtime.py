@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,7 +150,7 @@ def test_bench_json_records(exports, tmp_path):
     assert {(r["engine"], r["batch"]) for r in records} >= {("ort", 1), ("csr", 1), ("dense", 4)}
     for r in records:
         assert all(k in r for k in BENCH_KEYS)
-        assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["threads"] == 1
+        assert r["file_bytes"] == Path(r["model"]).stat().st_size and r["threads"] == 1
     assert any(r["speedup"] == 1.0 for r in records)
     for r in records:  # the csr engine says which layers it runs sparse
         assert (r["layers"] is None) == (r["engine"] != "csr")
