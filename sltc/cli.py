@@ -10,40 +10,16 @@ import logging
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import typer
 
 from .errors import CheckFailed, Interrupted, NonFiniteLoss, SltcError
+from .openmp import choose_wait_policy
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Find strong lottery tickets and ship them as seed + mask.")
 log = logging.getLogger("sltc")
-
-
-def busy_cores(samples: int = 5) -> float:
-    """Cores that other tasks keep busy now: the runnable tasks other than this one, averaged
-    over a few milliseconds (Linux's /proc/stat; elsewhere the 1-minute load average)."""
-    try:
-        counts = []
-        for _ in range(samples):
-            with open("/proc/stat") as f:
-                counts.append(next(int(line.split()[1]) for line in f
-                                   if line.startswith("procs_running")) - 1)
-            time.sleep(0.002)
-        return sum(counts) / samples
-    except (OSError, StopIteration, ValueError):
-        return os.getloadavg()[0]
-
-
-def openmp_env(busy: float, cores: int) -> dict[str, str]:
-    """How torch's OpenMP threads wait at a barrier, from how busy the machine is when the
-    command starts. Idle: they spin for about 0.1 ms, then sleep (threads that sleep at once
-    wake too late: a LeNet-300-100 epoch took 1.4-1.8x as long). Busy (half the cores or
-    more): they sleep at once (a spinning thread holds the core its partner needs: up to 4x).
-    docs/results.md, section 7. The thread count, and so every result, stays the same."""
-    return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000" if busy < cores / 2 else "0"}
 
 
 JSON_OPT = typer.Option(False, "--json", help="Quiet; print the result as JSON on the last line.")
@@ -368,8 +344,7 @@ def main() -> None:
     from typer.exceptions import Abort
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & os.environ.keys():  # theirs win
-        os.environ.update(openmp_env(busy_cores(), os.cpu_count() or 1))  # before torch
+    choose_wait_policy()  # before torch starts OpenMP
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as e:  # bare `sltc` or `sltc COMMAND`: the help it asked for

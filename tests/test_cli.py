@@ -69,7 +69,7 @@ def test_train_threads_sets_the_runs_threads(tmp_path):
 
 
 def test_openmp_threads_sleep_at_once_only_on_a_busy_machine():
-    from sltc.cli import busy_cores, openmp_env
+    from sltc.openmp import busy_cores, openmp_env
 
     idle, busy = openmp_env(0.3, 2), openmp_env(1.5, 2)
     assert int(idle["GOMP_SPINCOUNT"]) > 0 and busy["GOMP_SPINCOUNT"] == "0"
