@@ -97,7 +97,7 @@ def freeze(
     from .data import dataset_files
     from .discover import FREEZE_TOLERANCE, freeze_run, load_run
     from .freeze import SCOPES
-    from .io import check_output
+    from .outputs import check_output
     from .progress import Progress
     from .rundir import own_files
 
@@ -133,7 +133,7 @@ def plot(
     flip rate, live gates, lambda; several runs (a CRBG and an edge-popup run, say) share
     one figure, a colour each."""
     from .config import load_config
-    from .io import check_output
+    from .outputs import check_output
     from .plotting import plot_curves, read_metrics
     from .rundir import own_files
 
@@ -185,8 +185,8 @@ def inspect(
     as_json: bool = JSON_OPT,
 ):
     """Per-layer table of a ticket: density, encoding, bits against the entropy floor."""
-    from .inspect import inspect_ticket, plot_sparsity, print_report
-    from .io import check_output
+    from .inspection import inspect_ticket, plot_sparsity, print_report
+    from .outputs import check_output
 
     if plot:
         check_output(plot, [ticket])
@@ -280,7 +280,7 @@ def bench(
     from sltc.runtime.bench import bench as run
     from sltc.runtime.bench import plot_latency, print_table
 
-    from .io import check_output
+    from .outputs import check_output
     from .progress import Progress
 
     batches = _ints(batch, "--batch")

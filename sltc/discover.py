@@ -29,11 +29,11 @@ from .distributed import World
 from .errors import BatchError, NetworkError, NonFiniteLoss, SltcError, TrainingError
 from .evaluate import accuracy, resolve_device
 from .freeze import as_ticket, batch_norms, default_scope, freeze, sparsity, threshold_masks
-from .io import atomic_write_json, atomic_write_text
 from .layers import gated_layers
 from .limits import number_in
 from .loaders import Data, data_for
 from .models import PYTHON_PREFIX, build_model
+from .outputs import atomic_write_json, atomic_write_text
 from .progress import QUIET, Progress
 from .rebuild import ticket_from_model
 from .seeding import random_words
