@@ -16,7 +16,7 @@ import typer
 
 from .errors import CheckFailed, Interrupted, NonFiniteLoss, SltcError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Find strong lottery tickets and ship them as seed + mask.")
 log = logging.getLogger("sltc")
 
@@ -25,6 +25,13 @@ log = logging.getLogger("sltc")
 # LeNet-300-100 epoch took 2.3x as long (docs/results.md, threads); set it to override
 WAIT_POLICY = "PASSIVE"
 JSON_OPT = typer.Option(False, "--json", help="Quiet; print the result as JSON on the last line.")
+
+
+@app.callback(invoke_without_command=True)
+def _bare(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:  # bare `sltc`: the help
+        print(ctx.get_help())
+        raise typer.Exit()
 
 
 def _emit(result, as_json: bool, human) -> None:
@@ -294,8 +301,10 @@ def bench(
             task.total = total
             task.advance()
 
-        records = run([str(m) for m in models], engine or None, batches, threads, provider,
-                      warmup, repeat, allow_fallback, advance, inputs, data, rounds)
+        records = run([str(m) for m in models], engines=engine or None, batches=batches,
+                      threads=threads, provider=provider, warmup=warmup, repeat=repeat,
+                      allow_fallback=allow_fallback, on_progress=advance, inputs=inputs,
+                      data_root=data, rounds=rounds)
     if plot:
         plot_latency(records, plot)
     _emit(records, as_json, print_table)
@@ -341,23 +350,17 @@ def _usage_line(e) -> str:
 def main() -> None:
     """Exit codes: 0 done, 1 an internal error (a bug: report it), 2 a user mistake
     (one line naming it and the fix), 3 a check that failed, 130 interrupted."""
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-    from typer.exceptions import Abort
-
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)  # before torch starts OpenMP
     try:
         code = app(standalone_mode=False)
-    except NoArgsIsHelpError as e:  # bare `sltc` or `sltc COMMAND`: the help it asked for
-        print(e.ctx.get_help())
-        code = 0
-    except ClickException as e:
+    except typer.TyperException as e:  # the command line itself: click's usage errors
         print(f"sltc: error: {_usage_line(e)}", file=sys.stderr)
         code = 2
     except SltcError as e:  # its one line says it all (an interrupted discover: how to resume)
         print(f"sltc: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, Abort):
+    except (KeyboardInterrupt, typer.Abort):
         code = 130
     except Exception as e:  # noqa: BLE001 - anything else is a bug, said as one
         if os.environ.get("SLTC_DEBUG"):

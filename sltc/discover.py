@@ -249,12 +249,11 @@ class Trainer:
             loss.backward()
         if world.size > 1:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            flat = torch._utils._flatten_dense_tensors(grads)
+            flat = torch.cat([g.reshape(-1) for g in grads])  # one all-reduce for them all
             stats = torch.stack([v.detach().float().cpu() for v in (loss, l0, task)])
             world.sum_([flat, stats])
-            for g, reduced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads),
-                                  strict=True):
-                g.copy_(reduced)
+            for g, reduced in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+                g.copy_(reduced.view_as(g))
             return stats[0].item(), stats[1].item() / world.size, stats[2].item()
         return loss.item(), l0.item(), task.item()
 
