@@ -29,7 +29,7 @@ from .distributed import World
 from .errors import BatchError, NetworkError, NonFiniteLoss, SltcError, TrainingError
 from .evaluate import accuracy, resolve_device
 from .freeze import as_ticket, batch_norms, default_scope, freeze, sparsity, threshold_masks
-from .layers import gated_layers
+from .layers import STATISTICS, gated_layers
 from .limits import number_in
 from .loaders import Data, data_for
 from .models import PYTHON_PREFIX, build_model
@@ -311,8 +311,7 @@ class Trainer:
             totals += (loss, l0, task, 1)
             on_step(images=len(y) * self.world.size, loss=totals[0] / totals[3],
                     sparsity=current, **{"lambda": self.lam})
-        self.world.broadcast_([b for n, b in self.model.named_buffers()
-                               if n.endswith(("running_mean", "running_var"))])
+        self.world.broadcast_([b for n, b in self.model.named_buffers() if n.endswith(STATISTICS)])
         return {"train_loss": totals[0] / totals[3], "task_loss": totals[2] / totals[3],
                 "l0": totals[1] / totals[3], **self.search_stats(),
                 "gate_seconds": self.gate_clock.seconds}

@@ -18,8 +18,6 @@ from torch import nn
 
 from .layers import _Gated, gated_layers
 
-STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
-
 SCOPES = ("layer", "global")
 
 
@@ -149,15 +147,14 @@ def as_ticket(model, masks: dict[str, torch.Tensor], batches, images: int,
     """Inside, ``model`` is the ticket: ``masks`` in place of its gates and its BatchNorm
     statistics recalibrated on ``images`` images of ``batches``; on exit the gates and the
     training statistics come back."""
-    saved = {n: b.clone() for n, b in model.named_buffers() if n.endswith(STATISTICS)}
+    saved = [(b, b.clone()) for m in batch_norms(model) for b in m.buffers(recurse=False)]
     try:
         with frozen_masks(model, masks):
             recalibrate(model, batches, images, on_batch)
             yield
     finally:
-        buffers = dict(model.named_buffers())
-        for name, value in saved.items():
-            buffers[name].copy_(value)
+        for buffer, value in saved:  # what recalibrate changed
+            buffer.copy_(value)
 
 
 @contextlib.contextmanager
