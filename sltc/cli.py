@@ -102,7 +102,7 @@ def freeze(
 ):
     """Threshold a run's gates into a deterministic ticket file."""
     from .data import dataset_files
-    from .discover import FREEZE_TOLERANCE, freeze_run, load_run
+    from .discover import freeze_run, load_run
     from .freeze import SCOPES
     from .outputs import check_output
     from .progress import Progress
@@ -117,11 +117,7 @@ def freeze(
     path = output or Path(run_dir) / "ticket.slt"
     check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)])
     trainer.progress = Progress(not as_json)
-    if target_sparsity is None:  # the rule discover used: the run's target, within 0.01
-        target, scope_, tolerance = trainer.config.gates.target_sparsity, None, FREEZE_TOLERANCE
-    else:  # exactly this sparsity
-        target, scope_, tolerance = target_sparsity, scope, 0.0
-    ticket, scores = freeze_run(trainer, target, scope_, tolerance)
+    ticket, scores = freeze_run(trainer, target_sparsity, scope)  # discover's rule, or this target
     ticket.save(path)
     result = {"ticket": str(path), "sparsity": ticket.meta["sparsity"],
               "test_accuracy": ticket.meta["test_accuracy"], **scores,

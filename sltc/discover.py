@@ -28,7 +28,15 @@ from .data import load_dataset
 from .distributed import World
 from .errors import BatchError, NetworkError, NonFiniteLoss, SltcError, TrainingError
 from .evaluate import accuracy, resolve_device
-from .freeze import as_ticket, batch_norms, default_scope, freeze, sparsity, threshold_masks
+from .freeze import (
+    FREEZE_TOLERANCE,
+    as_ticket,
+    batch_norms,
+    freeze,
+    freeze_rule,
+    sparsity,
+    threshold_masks,
+)
 from .layers import STATISTICS, gated_layers
 from .limits import number_in
 from .loaders import Data, data_for
@@ -40,7 +48,6 @@ from .seeding import random_words
 from .usercode import check_first_batch, users_code
 
 log = logging.getLogger(__name__)
-FREEZE_TOLERANCE = 0.01  # discover's ticket meets gates.target_sparsity within this
 WARN_GAP = 0.02  # warn when freezing moves the sparsity or costs accuracy by more than this
 EXPLODED = 10.0  # warn when a step's task loss exceeds this many times its early mean
 EARLY_STEPS = 20
@@ -516,9 +523,9 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
                     {"epoch": row["epoch"], **controller_state(trainer.controllers)})
 
 
-def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: float = 0.0,
+def freeze_run(trainer: Trainer, target_sparsity: float | None = None, scope: str | None = None,
                relaxed_val: float | None = None):
-    """Freeze the run's gates and evaluate the ticket.
+    """Freeze the run's gates by ``freeze_rule`` and evaluate the ticket.
 
     Returns the ticket and its scores: ``relaxed_accuracy`` (deterministic gates, test set),
     ``relaxed_val_accuracy`` and ``val_accuracy`` (the gates and the ticket on the
@@ -527,8 +534,8 @@ def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: fl
     """
     model, config, data = trainer.model, trainer.config, trainer.data
     g = config.gates
-    masks = freeze(model, g.threshold, target_sparsity, scope or default_scope(g),
-                   tolerance, g.layer_sparsity)
+    masks = freeze(model, g.threshold, *freeze_rule(g, target_sparsity, scope),
+                   g.layer_sparsity)
     relaxed = trainer.accuracy(data.test, "test set, relaxed gates")
     if relaxed_val is None:
         relaxed_val = trainer.accuracy(data.val, "validation, relaxed gates")
@@ -587,8 +594,7 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
     config, model = trainer.config, trainer.model
     g = config.gates
     last = rows[-1].get("relaxed_accuracy") if rows else None  # the same gates, measured
-    ticket, scores = freeze_run(trainer, g.target_sparsity, tolerance=FREEZE_TOLERANCE,
-                                relaxed_val=last)
+    ticket, scores = freeze_run(trainer, relaxed_val=last)
     ticket.save(out / "ticket.slt")
     s = ticket.meta["sparsity"]
     summary = _json_safe({

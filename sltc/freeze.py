@@ -19,6 +19,7 @@ from torch import nn
 from .layers import _Gated, gated_layers
 
 SCOPES = ("layer", "global")
+FREEZE_TOLERANCE = 0.01  # a run's ticket meets its gates.target_sparsity within this
 
 
 def threshold_masks(model, threshold: float) -> dict[str, torch.Tensor]:
@@ -79,6 +80,18 @@ def default_scope(gates) -> str:
     if gates.scope is not None:
         return gates.scope
     return "layer" if gates.method == "edge_popup" else "global"
+
+
+def freeze_rule(gates, target_sparsity: float | None = None,
+                scope: str | None = None) -> tuple[float | None, str, float]:
+    """The target sparsity, scope and tolerance a run's gates freeze by, for ``discover``
+    and ``sltc freeze`` alike: with no target named, the run's own (``gates.target_sparsity``
+    within ``FREEZE_TOLERANCE``); a named one exactly. The scope: ``scope``, else the
+    run's default (``default_scope``)."""
+    scope = scope or default_scope(gates)
+    if target_sparsity is None:
+        return gates.target_sparsity, scope, FREEZE_TOLERANCE
+    return target_sparsity, scope, 0.0
 
 
 def freeze(model, threshold: float, target_sparsity: float | None = None,
