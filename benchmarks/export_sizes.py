@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # noqa: E402
 
 from sltc.exporters import export  # noqa: E402
-from sltc.inspect import inspect_ticket  # noqa: E402
+from sltc.inspection import inspect_ticket  # noqa: E402
 
 VARIANTS = [
     ("onnx, dense weights", "onnx", "m.onnx", {"weights": "dense", "check": False}),

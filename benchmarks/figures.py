@@ -34,7 +34,7 @@ WIDTHS = [0.1, 0.25, 0.5, 0.75, 1.0]
 
 def resnet_layers(ticket: Path, out: Path) -> None:
     """The paper's figure 2 for a ResNet ticket: per-layer sparsity in network order."""
-    from sltc.inspect import inspect_ticket, plot_sparsity
+    from sltc.inspection import inspect_ticket, plot_sparsity
 
     report = inspect_ticket(ticket)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,7 @@ def resnet_layers(ticket: Path, out: Path) -> None:
 
 
 def main() -> None:
-    from sltc.inspect import inspect_ticket
+    from sltc.inspection import inspect_ticket
     from sltc.plotting import pyplot
 
     plt = pyplot()

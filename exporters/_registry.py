@@ -32,7 +32,7 @@ def export(ticket_path, fmt: str, output, **options) -> dict:
     """Write ``ticket_path`` as ``fmt`` to ``output`` (atomically); returns a report.
     ``options`` are the exporter's keyword arguments; one it does not take is refused."""
     from sltc.data import recorded_files
-    from sltc.io import check_output
+    from sltc.outputs import check_output
     from sltc.ticket import Ticket
 
     exporter = EXPORTERS.get(fmt)

@@ -16,7 +16,7 @@ from safetensors.numpy import save_file
 
 from sltc import skeleton
 from sltc.errors import SltcError
-from sltc.io import atomic_write
+from sltc.outputs import atomic_write
 from sltc.runtime.csrfile import CSR_VERSION, SKELETON_KEY
 from sltc.seeding import GENERATOR, KEY_DERIVATION
 

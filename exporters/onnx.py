@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from sltc.errors import SltcError
-from sltc.io import atomic_write, temp_dir
+from sltc.outputs import atomic_write, temp_dir
 from sltc.runtime.compact import compact
 from sltc.runtime.graph import Graph
 

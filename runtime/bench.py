@@ -17,9 +17,6 @@ import numpy as np
 
 from sltc.errors import SltcError
 
-RECORD_KEYS = ("engine", "provider", "batch", "threads", "p50_ms", "p90_ms", "p99_ms",
-               "throughput", "load_s", "peak_rss_mb", "file_bytes")
-
 
 @dataclass
 class Record:
@@ -130,7 +127,7 @@ def _worker(args: dict) -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench(paths: list[str], engines: list[str] | None, batches: list[int], threads: int,
+def bench(paths: list[str], *, engines: list[str] | None, batches: list[int], threads: int,
           provider: str, warmup: int, repeat: int, allow_fallback: bool = False,
           on_progress=None, inputs: str = "random", data_root: str | None = None,
           rounds: int = 1) -> list[dict]:

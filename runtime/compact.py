@@ -14,8 +14,8 @@ import numpy as np
 from sltc.errors import SltcError
 
 from .graph import Graph
+from .ops import LAYERS, layer_inputs
 
-LAYERS = ("MatMul", "Gemm", "Conv")
 PASS_THROUGH = ("Relu", "MaxPool", "Identity")
 REFUSE = "--compact works on chains of linear/conv layers, ReLU, max-pooling and flatten"
 
@@ -31,28 +31,28 @@ def _chain_input(graph: Graph, node) -> str:
 def _layer(graph: Graph, node, keep, last: bool) -> tuple[dict, np.ndarray]:
     """New constants for one layer reading channels ``keep``; returns them and its kept outputs."""
     c = graph.constants
-    if node.op == "MatMul":
-        w = c[node.inputs[1]]  # (in, out)
+    weight, bias_name = layer_inputs(node)
+    w = c[weight]
+    if node.op == "MatMul":  # w: (in, out)
         rows = w[keep] if keep is not None else w
         out = np.arange(w.shape[1]) if last else np.flatnonzero(np.abs(rows).sum(0))
         out = out if len(out) else np.arange(1)  # one (all-zero) unit keeps the graph valid
-        return {node.inputs[1]: np.ascontiguousarray(rows[:, out])}, out
+        return {weight: np.ascontiguousarray(rows[:, out])}, out
     if node.op == "Gemm" and (node.attrs.get("transA", 0) or not node.attrs.get("transB", 0)):
         raise SltcError(f"{REFUSE}; Gemm {node.name!r} is not x @ W.T; export without --compact")
     if node.op == "Conv" and node.attrs.get("group", 1) != 1:
         raise SltcError(f"{REFUSE}; Conv {node.name!r} is grouped; export without --compact")
-    w = c[node.inputs[1]]  # (out, in, ...)
-    cols = w[:, keep] if keep is not None else w
+    cols = w[:, keep] if keep is not None else w  # w: (out, in, ...)
     out = np.arange(w.shape[0]) if last else np.flatnonzero(
         np.abs(cols.reshape(len(w), -1)).sum(1))
     out = out if len(out) else np.arange(1)
-    new = {node.inputs[1]: np.ascontiguousarray(cols[out])}
-    if len(node.inputs) > 2 and node.inputs[2]:
-        bias = c[node.inputs[2]]
+    new = {weight: np.ascontiguousarray(cols[out])}
+    if bias_name is not None:
+        bias = c[bias_name]
         if not last and np.any(bias[np.setdiff1d(np.arange(len(bias)), out)]):
             raise SltcError(f"{REFUSE}; layer {node.name!r} has a non-zero bias on a pruned unit; "
                             "export without --compact")
-        new[node.inputs[2]] = bias[out]
+        new[bias_name] = bias[out]
     return new, out
 
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from onnx import helper, numpy_helper
 
-from .graph import Graph
-from .ops import OPS, Node, conv_columns, conv_geometry, conv_output
+from .graph import Graph, execute, last_reads, node_runner
+from .ops import Node, conv_columns, conv_geometry, conv_output, layer_inputs
 from .spmv import SparseLinear, SparseRows
 
 MAX_DENSITY = 0.5  # denser weights never run sparse
@@ -39,26 +39,23 @@ PROBE_BYTES = 256 << 20  # recorded layer inputs held at once while calibrating
 
 def _weight_2d(node: Node, constants: dict):
     """(2-D weight as (out, in), bias or None) when ``node`` is a product by a constant."""
-    get = constants.get
+    weight, c = layer_inputs(node)
+    w = constants.get(weight)
+    if w is None:
+        return None, None
     if node.op == "MatMul":
-        b = get(node.inputs[1])
-        return (None, None) if b is None or b.ndim != 2 else (b.T, None)
+        return (None, None) if w.ndim != 2 else (w.T, None)
     if node.op == "Gemm":
-        b, a = get(node.inputs[1]), node.attrs
-        if b is None or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0:
+        a = node.attrs
+        if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0:
             return None, None
-        c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
         if c is not None and c not in constants:
             return None, None
         bias = None if c is None else constants[c] * np.float32(a.get("beta", 1.0))
-        return (b if a.get("transB", 0) else b.T), bias
-    if node.op == "Conv":
-        w = get(node.inputs[1])
-        if w is None or node.attrs.get("group", 1) != 1 or w.ndim != 4:
-            return None, None
-        b = get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
-        return w.reshape(len(w), -1), b
-    return None, None
+        return (w if a.get("transB", 0) else w.T), bias
+    if node.attrs.get("group", 1) != 1 or w.ndim != 4:  # Conv
+        return None, None
+    return w.reshape(len(w), -1), constants.get(c)
 
 
 def _scipy_product(w2: np.ndarray, mask: np.ndarray, by_rows: bool):
@@ -74,7 +71,7 @@ def sparse_kernel(node: Node, constants: dict, product=_scipy_product,
         return None
     mask = w2 != 0
     if node.op == "Conv":
-        rows, w_shape = product(w2, mask, True), constants[node.inputs[1]].shape
+        rows, w_shape = product(w2, mask, True), constants[layer_inputs(node)[0]].shape
 
         def conv(x, *_):
             g = conv_geometry(node, x.shape, w_shape)
@@ -171,13 +168,10 @@ def _ort_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: li
 def _numpy_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: list[str]):
     """A function running ``nodes`` with ``OPS``."""
     constants = {n: graph.constants[n] for node in nodes for n in node.inputs if n in graph.constants}
+    run_node = node_runner()
 
     def run(*args):
-        env = {**constants, **dict(zip(inputs, args, strict=True))}
-        for node in nodes:
-            result = OPS[node.op](node, *[env[n] if n else None for n in node.inputs])
-            env.update(zip(node.outputs, result if isinstance(result, tuple) else (result,),
-                           strict=False))
+        env = execute(nodes, {**constants, **dict(zip(inputs, args, strict=True))}, run_node)
         return [env[name] for name in outputs]
 
     return run
@@ -202,13 +196,7 @@ class Plan:
     steps: list[Step]
 
     def __post_init__(self):
-        last: dict[str, int] = {}
-        for i, step in enumerate(self.steps):
-            last.update((name, i) for name in step.inputs)
-        last.pop(self.graph.output_name, None)
-        self.frees: list[list[str]] = [[] for _ in self.steps]
-        for name, i in last.items():
-            self.frees[i].append(name)
+        self.frees = last_reads([s.inputs for s in self.steps], {self.graph.output_name})
         self.single = self.steps[0].fn if len(self.steps) == 1 else None
 
     @property
@@ -219,14 +207,13 @@ class Plan:
         x = np.asarray(x, dtype=np.float32)
         if self.single is not None and record is None:
             return self.single(x)[0]
-        env = {self.graph.input_name: x}
-        for i, (step, frees) in enumerate(zip(self.steps, self.frees, strict=True)):
-            args = [env[name] for name in step.inputs]
+
+        def call(i, step, args):
             if record is not None:
                 record[i] = args
-            env.update(zip(step.outputs, step.fn(*args), strict=True))
-            for name in frees:
-                env.pop(name, None)
+            return step.fn(*args)
+
+        env = execute(self.steps, {self.graph.input_name: x}, call, self.frees)
         return np.asarray(env[self.graph.output_name], dtype=np.float32)
 
 

@@ -123,37 +123,25 @@ class Graph:
         receive the shape and dtype of every value computed. A node that fails is a
         ``GraphError`` naming it."""
         self.bounds.batch(len(x))
-        overrides = overrides or {}
         env = dict(self.constants)
         env[self.input_name] = np.asarray(x, dtype=np.float32)
-        last = self._last_use()
-        with np.errstate(all="ignore"):
-            for i, node in enumerate(self.nodes):
-                args = [env[name] if name else None for name in node.inputs]
-                result = _apply(node, overrides.get(node.name), args)
-                for name, value in zip(node.outputs, _as_tuple(result), strict=False):
-                    if name:
-                        env[name] = value
-                        if shapes is not None:
-                            shapes[name] = np.shape(value)
-                        if dtypes is not None:
-                            dtypes[name] = np.asarray(value).dtype
-                for name in last.get(i, ()):
-                    env.pop(name, None)
-        return np.asarray(env[self.output_name], dtype=np.float32)
+        run_node = node_runner(overrides)
 
-    def _last_use(self) -> dict[int, list[str]]:
-        if getattr(self, "_last", None) is None:
-            last: dict[str, int] = {}
-            for i, node in enumerate(self.nodes):
-                for name in node.inputs:
-                    if name and name not in self.constants:
-                        last[name] = i
-            last.pop(self.output_name, None)
-            self._last = {}
-            for name, i in last.items():
-                self._last.setdefault(i, []).append(name)
-        return self._last
+        def call(i, node, args):
+            result = run_node(i, node, args)
+            for name, value in zip(node.outputs, result, strict=False):
+                if name and shapes is not None:
+                    shapes[name] = np.shape(value)
+                if name and dtypes is not None:
+                    dtypes[name] = np.asarray(value).dtype
+            return result
+
+        if getattr(self, "_frees", None) is None:
+            self._frees = last_reads([n.inputs for n in self.nodes],
+                                     {*self.constants, self.output_name})
+        with np.errstate(all="ignore"):
+            execute(self.nodes, env, call, self._frees)
+        return np.asarray(env[self.output_name], dtype=np.float32)
 
     # --- ONNX out ---------------------------------------------------------------------------
 
@@ -184,6 +172,41 @@ class Graph:
         model.ir_version = IR_VERSION
         helper.set_model_props(model, {k: str(v) for k, v in (metadata or {}).items()})
         return model
+
+
+def execute(steps, env: dict, call, frees: list[list[str]] | None = None) -> dict:
+    """The one executor of graphs, segments and plans. Each step in order (anything with
+    ``inputs`` and ``outputs``, lists of value names) reads its inputs' values from ``env``
+    (an empty name: None); ``call(i, step, args)`` returns its outputs, stored in ``env`` by
+    name (an empty name: dropped); after step ``i``, the values named in ``frees[i]`` go."""
+    for i, step in enumerate(steps):
+        args = [env[name] if name else None for name in step.inputs]
+        for name, value in zip(step.outputs, call(i, step, args), strict=False):
+            if name:
+                env[name] = value
+        for name in frees[i] if frees else ():
+            env.pop(name, None)
+    return env
+
+
+def last_reads(reads: list[list[str]], keep=frozenset()) -> list[list[str]]:
+    """For each step (the value names it reads, in order), the values it is the last to
+    read, less those in ``keep``: what ``execute`` frees after it."""
+    last: dict[str, int] = {}
+    for i, names in enumerate(reads):
+        last.update((name, i) for name in names if name and name not in keep)
+    frees: list[list[str]] = [[] for _ in reads]
+    for name, i in last.items():
+        frees[i].append(name)
+    return frees
+
+
+def node_runner(overrides: dict | None = None):
+    """``execute``'s ``call`` for ONNX nodes: the op table's function, or the one
+    ``overrides`` names for the node; its outputs as a tuple, any failure a ``GraphError``
+    naming the node."""
+    overrides = overrides or {}
+    return lambda i, node, args: _as_tuple(_apply(node, overrides.get(node.name), args))
 
 
 def _apply(node: Node, fn, args: list):

@@ -114,6 +114,19 @@ class Node:
         return f"node {self.name or self.outputs[0]!r} ({self.op})"
 
 
+LAYERS = ("MatMul", "Gemm", "Conv")  # the products by a weight: a network's layers
+
+
+def layer_inputs(node: Node) -> tuple[str | None, str | None]:
+    """The value names of a layer's weight and bias: its second input (MatMul's (in, out),
+    Gemm's (out, in) under ``transB`` else (in, out), Conv's (out, in, kh, kw)) and its third
+    where named (Gemm's C, Conv's B; else None); (None, None) for a node of another op."""
+    if node.op not in LAYERS:
+        return None, None
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    return node.inputs[1], bias
+
+
 def sparse_to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
     values = numpy_helper.to_array(sparse.values)
     indices = numpy_helper.to_array(sparse.indices)

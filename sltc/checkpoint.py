@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from .config import run_difference
 from .errors import TrainingError
-from .io import atomic_write
 from .layers import gated_layers
 from .limits import MAX_CHECKPOINT_BYTES, number_in, regular_size
+from .outputs import atomic_write
 
 
 def save_checkpoint(path: Path, model, config, optimizer, state: dict) -> None:

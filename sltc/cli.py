@@ -17,12 +17,19 @@ import typer
 from .errors import CheckFailed, Interrupted, NonFiniteLoss, SltcError
 from .openmp import choose_wait_policy
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Find strong lottery tickets and ship them as seed + mask.")
 log = logging.getLogger("sltc")
 
 
 JSON_OPT = typer.Option(False, "--json", help="Quiet; print the result as JSON on the last line.")
+
+
+@app.callback(invoke_without_command=True)
+def _bare(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:  # bare `sltc`: the help
+        print(ctx.get_help())
+        raise typer.Exit()
 
 
 def _emit(result, as_json: bool, human) -> None:
@@ -94,9 +101,9 @@ def freeze(
 ):
     """Threshold a run's gates into a deterministic ticket file."""
     from .data import dataset_files
-    from .discover import FREEZE_TOLERANCE, freeze_run, load_run
+    from .discover import freeze_run, load_run
     from .freeze import SCOPES
-    from .io import check_output
+    from .outputs import check_output
     from .progress import Progress
     from .rundir import own_files
 
@@ -109,11 +116,7 @@ def freeze(
     path = output or Path(run_dir) / "ticket.slt"
     check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)])
     trainer.progress = Progress(not as_json)
-    if target_sparsity is None:  # the rule discover used: the run's target, within 0.01
-        target, scope_, tolerance = trainer.config.gates.target_sparsity, None, FREEZE_TOLERANCE
-    else:  # exactly this sparsity
-        target, scope_, tolerance = target_sparsity, scope, 0.0
-    ticket, scores = freeze_run(trainer, target, scope_, tolerance)
+    ticket, scores = freeze_run(trainer, target_sparsity, scope)  # discover's rule, or this target
     ticket.save(path)
     result = {"ticket": str(path), "sparsity": ticket.meta["sparsity"],
               "test_accuracy": ticket.meta["test_accuracy"], **scores,
@@ -132,7 +135,7 @@ def plot(
     flip rate, live gates, lambda; several runs (a CRBG and an edge-popup run, say) share
     one figure, a colour each."""
     from .config import load_config
-    from .io import check_output
+    from .outputs import check_output
     from .plotting import plot_curves, read_metrics
     from .rundir import own_files
 
@@ -184,8 +187,8 @@ def inspect(
     as_json: bool = JSON_OPT,
 ):
     """Per-layer table of a ticket: density, encoding, bits against the entropy floor."""
-    from .inspect import inspect_ticket, plot_sparsity, print_report
-    from .io import check_output
+    from .inspection import inspect_ticket, plot_sparsity, print_report
+    from .outputs import check_output
 
     if plot:
         check_output(plot, [ticket])
@@ -279,7 +282,7 @@ def bench(
     from sltc.runtime.bench import bench as run
     from sltc.runtime.bench import plot_latency, print_table
 
-    from .io import check_output
+    from .outputs import check_output
     from .progress import Progress
 
     batches = _ints(batch, "--batch")
@@ -293,8 +296,10 @@ def bench(
             task.total = total
             task.advance()
 
-        records = run([str(m) for m in models], engine or None, batches, threads, provider,
-                      warmup, repeat, allow_fallback, advance, inputs, data, rounds)
+        records = run([str(m) for m in models], engines=engine or None, batches=batches,
+                      threads=threads, provider=provider, warmup=warmup, repeat=repeat,
+                      allow_fallback=allow_fallback, on_progress=advance, inputs=inputs,
+                      data_root=data, rounds=rounds)
     if plot:
         plot_latency(records, plot)
     _emit(records, as_json, print_table)
@@ -340,23 +345,17 @@ def _usage_line(e) -> str:
 def main() -> None:
     """Exit codes: 0 done, 1 an internal error (a bug: report it), 2 a user mistake
     (one line naming it and the fix), 3 a check that failed, 130 interrupted."""
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-    from typer.exceptions import Abort
-
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     choose_wait_policy()  # before torch starts OpenMP
     try:
         code = app(standalone_mode=False)
-    except NoArgsIsHelpError as e:  # bare `sltc` or `sltc COMMAND`: the help it asked for
-        print(e.ctx.get_help())
-        code = 0
-    except ClickException as e:
+    except typer.TyperException as e:  # the command line itself: click's usage errors
         print(f"sltc: error: {_usage_line(e)}", file=sys.stderr)
         code = 2
     except SltcError as e:  # its one line says it all (an interrupted discover: how to resume)
         print(f"sltc: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, Abort):
+    except (KeyboardInterrupt, typer.Abort):
         code = 130
     except Exception as e:  # noqa: BLE001 - anything else is a bug, said as one
         if os.environ.get("SLTC_DEBUG"):

@@ -548,6 +548,6 @@ def run_difference(a: dict, b: dict) -> str | None:
 
 
 def save_config(config: RunConfig, path: Path) -> None:
-    from .io import atomic_write_text
+    from .outputs import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -154,7 +154,7 @@ def split_in(root: str, which: str):
 def dataset_files(cfg, root: str | None = None) -> list[Path]:
     """What the configured dataset reads (``root`` overrides its folder): its IDX or CIFAR
     files where they are found, an image folder's ``train`` and ``test`` trees; no command
-    writes over them (``io.check_output``)."""
+    writes over them (``outputs.check_output``)."""
     root = root or cfg.root
     if cfg.name in CIFAR:
         try:

@@ -28,19 +28,26 @@ from .data import load_dataset
 from .distributed import World
 from .errors import BatchError, NetworkError, NonFiniteLoss, SltcError, TrainingError
 from .evaluate import accuracy, resolve_device
-from .freeze import as_ticket, batch_norms, default_scope, freeze, sparsity, threshold_masks
-from .io import atomic_write_json, atomic_write_text
-from .layers import gated_layers
+from .freeze import (
+    FREEZE_TOLERANCE,
+    as_ticket,
+    batch_norms,
+    freeze,
+    freeze_rule,
+    sparsity,
+    threshold_masks,
+)
+from .layers import STATISTICS, gated_layers
 from .limits import number_in
 from .loaders import Data, data_for
 from .models import PYTHON_PREFIX, build_model
+from .outputs import atomic_write_json, atomic_write_text
 from .progress import QUIET, Progress
 from .rebuild import ticket_from_model
 from .seeding import random_words
 from .usercode import check_first_batch, users_code
 
 log = logging.getLogger(__name__)
-FREEZE_TOLERANCE = 0.01  # discover's ticket meets gates.target_sparsity within this
 WARN_GAP = 0.02  # warn when freezing moves the sparsity or costs accuracy by more than this
 EXPLODED = 10.0  # warn when a step's task loss exceeds this many times its early mean
 EARLY_STEPS = 20
@@ -249,12 +256,11 @@ class Trainer:
             loss.backward()
         if world.size > 1:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            flat = torch._utils._flatten_dense_tensors(grads)
+            flat = torch.cat([g.reshape(-1) for g in grads])  # one all-reduce for them all
             stats = torch.stack([v.detach().float().cpu() for v in (loss, l0, task)])
             world.sum_([flat, stats])
-            for g, reduced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads),
-                                  strict=True):
-                g.copy_(reduced)
+            for g, reduced in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+                g.copy_(reduced.view_as(g))
             return stats[0].item(), stats[1].item() / world.size, stats[2].item()
         return loss.item(), l0.item(), task.item()
 
@@ -312,8 +318,7 @@ class Trainer:
             totals += (loss, l0, task, 1)
             on_step(images=len(y) * self.world.size, loss=totals[0] / totals[3],
                     sparsity=current, **{"lambda": self.lam})
-        self.world.broadcast_([b for n, b in self.model.named_buffers()
-                               if n.endswith(("running_mean", "running_var"))])
+        self.world.broadcast_([b for n, b in self.model.named_buffers() if n.endswith(STATISTICS)])
         return {"train_loss": totals[0] / totals[3], "task_loss": totals[2] / totals[3],
                 "l0": totals[1] / totals[3], **self.search_stats(),
                 "gate_seconds": self.gate_clock.seconds}
@@ -520,9 +525,9 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
                     {"epoch": row["epoch"], **controller_state(trainer.controllers)})
 
 
-def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: float = 0.0,
+def freeze_run(trainer: Trainer, target_sparsity: float | None = None, scope: str | None = None,
                relaxed_val: float | None = None):
-    """Freeze the run's gates and evaluate the ticket.
+    """Freeze the run's gates by ``freeze_rule`` and evaluate the ticket.
 
     Returns the ticket and its scores: ``relaxed_accuracy`` (deterministic gates, test set),
     ``relaxed_val_accuracy`` and ``val_accuracy`` (the gates and the ticket on the
@@ -531,8 +536,8 @@ def freeze_run(trainer: Trainer, target_sparsity=None, scope=None, tolerance: fl
     """
     model, config, data = trainer.model, trainer.config, trainer.data
     g = config.gates
-    masks = freeze(model, g.threshold, target_sparsity, scope or default_scope(g),
-                   tolerance, g.layer_sparsity)
+    masks = freeze(model, g.threshold, *freeze_rule(g, target_sparsity, scope),
+                   g.layer_sparsity)
     relaxed = trainer.accuracy(data.test, "test set, relaxed gates")
     if relaxed_val is None:
         relaxed_val = trainer.accuracy(data.val, "validation, relaxed gates")
@@ -591,8 +596,7 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
     config, model = trainer.config, trainer.model
     g = config.gates
     last = rows[-1].get("relaxed_accuracy") if rows else None  # the same gates, measured
-    ticket, scores = freeze_run(trainer, g.target_sparsity, tolerance=FREEZE_TOLERANCE,
-                                relaxed_val=last)
+    ticket, scores = freeze_run(trainer, relaxed_val=last)
     ticket.save(out / "ticket.slt")
     s = ticket.meta["sparsity"]
     summary = _json_safe({

@@ -18,9 +18,8 @@ from torch import nn
 
 from .layers import _Gated, gated_layers
 
-STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
-
 SCOPES = ("layer", "global")
+FREEZE_TOLERANCE = 0.01  # a run's ticket meets its gates.target_sparsity within this
 
 
 def threshold_masks(model, threshold: float) -> dict[str, torch.Tensor]:
@@ -81,6 +80,18 @@ def default_scope(gates) -> str:
     if gates.scope is not None:
         return gates.scope
     return "layer" if gates.method == "edge_popup" else "global"
+
+
+def freeze_rule(gates, target_sparsity: float | None = None,
+                scope: str | None = None) -> tuple[float | None, str, float]:
+    """The target sparsity, scope and tolerance a run's gates freeze by, for ``discover``
+    and ``sltc freeze`` alike: with no target named, the run's own (``gates.target_sparsity``
+    within ``FREEZE_TOLERANCE``); a named one exactly. The scope: ``scope``, else the
+    run's default (``default_scope``)."""
+    scope = scope or default_scope(gates)
+    if target_sparsity is None:
+        return gates.target_sparsity, scope, FREEZE_TOLERANCE
+    return target_sparsity, scope, 0.0
 
 
 def freeze(model, threshold: float, target_sparsity: float | None = None,
@@ -149,15 +160,14 @@ def as_ticket(model, masks: dict[str, torch.Tensor], batches, images: int,
     """Inside, ``model`` is the ticket: ``masks`` in place of its gates and its BatchNorm
     statistics recalibrated on ``images`` images of ``batches``; on exit the gates and the
     training statistics come back."""
-    saved = {n: b.clone() for n, b in model.named_buffers() if n.endswith(STATISTICS)}
+    saved = [(b, b.clone()) for m in batch_norms(model) for b in m.buffers(recurse=False)]
     try:
         with frozen_masks(model, masks):
             recalibrate(model, batches, images, on_batch)
             yield
     finally:
-        buffers = dict(model.named_buffers())
-        for name, value in saved.items():
-            buffers[name].copy_(value)
+        for buffer, value in saved:  # what recalibrate changed
+            buffer.copy_(value)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ import numpy as np
 
 from .errors import TicketError
 
-ENCODINGS = ("constant", "bitmap", "rans")
 SCALE_BITS = 16
 M = 1 << SCALE_BITS
 RANS_LOW = 1 << 16  # states live in [2^16, 2^32); 16-bit words are shifted in and out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import rundir
 from .errors import SltcError
-from .io import atomic_write
+from .outputs import atomic_write
 
 
 def pyplot():

@@ -23,7 +23,7 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.s
 
 
 def own_files(run: Path, ticket: bool = True) -> list[Path]:
-    """The run's files, which no other command writes over (``io.check_output``); its
+    """The run's files, which no other command writes over (``outputs.check_output``); its
     ticket too unless ``ticket`` is false (``freeze`` writes it)."""
     return [Path(run) / name for name in RUN_FILES if ticket or name != "ticket.slt"]
 

@@ -26,8 +26,8 @@ import onnx
 
 from . import legacy, maskcode, skeleton
 from .errors import GraphError, TicketError
-from .io import atomic_write_bytes
 from .limits import MAX_HEADER_BYTES, MAX_SIDE, MAX_TICKET_BYTES, MAX_WEIGHTS, number_in, read_limited
+from .outputs import atomic_write_bytes
 from .runtime.check import Bounds, check_model
 from .seeding import (
     GENERATOR,

@@ -52,6 +52,12 @@ def test_inspect_reports_layers_and_totals(synthetic_run, tmp_path):
     assert total["file_bytes"] == (synthetic_run / "ticket.slt").stat().st_size
 
 
+def test_bare_sltc_prints_its_help_once():
+    proc = sltc()
+    assert proc.returncode == 0 and proc.stdout.count("Usage:") == 1, proc.stdout
+    assert not proc.stderr.strip(), proc.stderr
+
+
 def test_bad_paths_are_one_line_errors(tmp_path):
     for args in (("inspect", tmp_path / "missing.slt"), ("freeze", tmp_path),
                  ("discover", tmp_path / "missing.yaml")):

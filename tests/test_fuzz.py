@@ -808,7 +808,7 @@ def test_no_command_writes_over_its_inputs(good, synthetic_run, user):
 def test_output_checks_in_process(good, tmp_path):
     """The one helper behind every command that writes: what it refuses, what it allows."""
     from sltc.data import dataset_files
-    from sltc.io import check_output
+    from sltc.outputs import check_output
     from sltc.rundir import own_files
 
     folder = tmp_path / "images"

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file beside the target, then ``os.replace``.
+"""What a command writes: never over a file it reads (``check_output``), and whole or not
+at all (``atomic_write``: a temp file beside the target, then ``os.replace``).
 
 The temp file is ``.NAME.PID.RANDOM.tmp``; one that a killed process left behind is
 removed by the next write of the same file.
