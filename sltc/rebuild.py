@@ -21,6 +21,7 @@ from . import config as config_mod
 from . import skeleton
 from .errors import SltcError, TicketError
 from .layers import gate, gated_layers, tensor_rule, to_plain
+from .limits import MAX_SKELETON_BYTES
 from .models import PYTHON_PREFIX, build_model
 from .seeding import NORMAL_STD
 from .ticket import Ticket, check_skeleton
@@ -69,6 +70,11 @@ def ticket_from_model(model, masks: dict, config, data, test_accuracy: float) ->
               if r.kind == "statistic"}
     regenerable = {s["tensor"] for s in layers} | {t["name"] for t in tensors} | set(extras)
     graph = trace_skeleton(model, masks, data.input_shape, regenerable)
+    size = len(skeleton.serialize(graph))
+    if size > MAX_SKELETON_BYTES:
+        raise SltcError(f"this network cannot be a ticket: its graph and the tensors it keeps "
+                        f"(its own parameters and buffers) take {size:,} bytes, over the "
+                        f"{MAX_SKELETON_BYTES:,} a ticket's skeleton may hold; make them smaller")
     ticket = Ticket(config.seed, layers, gate_masks, extras, tensors=tensors, skeleton=graph)
     ticket.meta = {
         "config": config.to_dict(),
@@ -86,6 +92,19 @@ def ticket_from_model(model, masks: dict, config, data, test_accuracy: float) ->
     except TicketError as e:
         raise SltcError(f"this network cannot be a ticket: {e}") from None
     return ticket
+
+
+def _restore_fixed(model: nn.Module, graph: onnx.ModelProto) -> None:
+    """The network's own parameters (``fixed`` by ``tensor_rule``: a layer scale, a position
+    embedding it built) as the ticket stored them in its skeleton, not as this build of the
+    network made them (a constructor that draws from torch's generator differs each time)."""
+    stored = {t.name: t for t in graph.graph.initializer if not skeleton.is_placeholder(t)}
+    with torch.no_grad():
+        for rule, tensor in tensor_rule(model):
+            if rule.kind == "fixed" and isinstance(tensor, nn.Parameter) and rule.name in stored:
+                value = onnx.numpy_helper.to_array(stored[rule.name])
+                if value.shape == tuple(tensor.shape):
+                    tensor.copy_(torch.from_numpy(value.copy()))
 
 
 def check_probe(model: nn.Module, ticket: Ticket) -> None:
@@ -128,6 +147,7 @@ def model_from_ticket(ticket: Ticket, model: nn.Module | None = None) -> nn.Modu
     for name, buf in model.named_buffers():
         if name in state:
             buf.copy_(state[name])
+    _restore_fixed(model, ticket.skeleton)
     built = {m.name: list(m.weight.shape) for m in gated_layers(model)}
     table = {s["name"]: list(s["shape"]) for s in ticket.layers}
     if built != table:
