@@ -12,7 +12,7 @@ from sltc import skeleton
 from sltc.errors import SltcError
 from sltc.limits import MAX_CSR_BYTES, MAX_MANIFEST_BYTES, MAX_WEIGHTS, regular_size
 from sltc.seeding import GENERATOR, KEY_DERIVATION, valid_seed
-from sltc.ticket import check_drawn, check_model_meta, check_weight
+from sltc.ticket import check_drawn, check_model_meta, check_sparsity, check_weight, sparsity_of
 
 CSR_VERSION = 2
 SKELETON_KEY = "sltc.skeleton"  # the tensor holding the encoded skeleton
@@ -60,9 +60,13 @@ def check(manifest, tensors: dict) -> None:
     if not all(isinstance(v, list) for v in (layers, drawn, extras)):
         raise CsrError("manifest layers, tensors and extras must be lists")
     expected = {SKELETON_KEY}
-    total = 0
+    total, gated, kept = 0, 0, 0
     for layer in layers:
-        total += _check_layer(layer, tensors)
+        numel = _check_layer(layer, tensors)
+        total += numel
+        if layer["granularity"] is not None:
+            gated += numel
+            kept += layer["nnz"] if layer["storage"] == "csr" else numel
         keys = ("indptr", "indices") if layer["storage"] == "csr" else ()
         keys += ("values",) if layer["values"] == "stored" else ()
         expected |= {f"{layer['name']}.{k}" for k in keys}
@@ -70,6 +74,7 @@ def check(manifest, tensors: dict) -> None:
         total += _ticket_rule(check_drawn, t)
     if total > MAX_WEIGHTS:
         raise CsrError(f"the export claims more than {MAX_WEIGHTS} weights")
+    _ticket_rule(lambda m: check_sparsity(m, sparsity_of(kept, gated), "manifest"), manifest)
     for name in extras:
         if not isinstance(name, str) or name not in tensors or \
                 tensors[name].dtype != np.float32:

@@ -47,6 +47,7 @@ HASH_CHUNK = 1 << 20  # weights regenerated at a time when verifying
 MAX_CLASSES = 1 << 20
 EXTRA_DTYPE = "<f4"
 LAYER_KEYS = ("name", "shape", "fan_in", "init", "gain", "granularity")
+SPARSITY_TOLERANCE = 1e-9  # meta.sparsity against the masks: another order of float64 sums
 
 
 @dataclass
@@ -136,9 +137,7 @@ class Ticket:
         return [s for s in self.layers if s["granularity"] is not None]
 
     def sparsity(self) -> float:
-        total = sum(math.prod(s["shape"]) for s in self.gated())
-        kept = sum(int(self.weight_mask(s["name"]).sum()) for s in self.gated())
-        return 1.0 - kept / max(total, 1)
+        return masks_sparsity(self.layers, self.masks)
 
     # --- bytes -----------------------------------------------------------------------------
 
@@ -182,7 +181,9 @@ class Ticket:
             return _parse(header, body, verify, minor)
         except TicketError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except KeyError as e:
+            raise TicketError(f"broken header: missing key {e}") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as e:
             raise TicketError(f"broken header ({type(e).__name__}: {e})") from None
 
 
@@ -363,7 +364,38 @@ def check_skeleton(graph: onnx.ModelProto, meta: dict) -> Bounds:
         raise TicketError(f"skeleton: {e}") from None
 
 
+def _check_version(header: dict, minor: int) -> None:
+    """A header of the version the preamble names: 1.0 has ``meta.graph`` and no skeleton."""
+    if minor == 0 and "skeleton" in header and "graph" not in header.get("meta", {}):
+        raise TicketError("the preamble says format 1.0 but the header is a 1.1 header (a "
+                          "skeleton, no meta.graph): the file's minor version (bytes 10-11) "
+                          "is wrong; write 1")
+
+
+def masks_sparsity(layers: list[dict], masks: dict[str, np.ndarray]) -> float:
+    """One minus the kept weights of the gated layers over all their weights (0 without a
+    gated layer); a neuron gate keeps or prunes its whole row."""
+    gated = [s for s in layers if s["granularity"] is not None]
+    total = sum(math.prod(s["shape"]) for s in gated)
+    kept = sum(int(masks[s["name"]].sum()) * (math.prod(s["shape"]) // masks[s["name"]].size)
+               for s in gated)
+    return sparsity_of(kept, total)
+
+
+def sparsity_of(kept: int, total: int) -> float:
+    """The pruned fraction of ``total`` gated weights of which ``kept`` stay; 0 for none."""
+    return 1.0 - kept / total if total else 0.0
+
+
+def check_sparsity(meta: dict, sparsity: float, what: str = "meta") -> None:
+    """``sparsity`` recorded in ``meta`` agrees with the masks (format.md section 2.1)."""
+    if abs(meta["sparsity"] - sparsity) > SPARSITY_TOLERANCE:
+        raise TicketError(f"broken header: {what}.sparsity {meta['sparsity']} disagrees with "
+                          f"the masks, which prune {sparsity!r} of the gated weights")
+
+
 def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
+    _check_version(header, minor)
     if header["generator"] != {"name": GENERATOR, "key": KEY_DERIVATION}:
         raise TicketError(f"generator {header['generator']} is not {GENERATOR}; upgrade sltc")
     seed = header["seed"]
@@ -378,6 +410,7 @@ def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
     extras, offset = _read_extras(header, body, offset)
     meta = header["meta"]
     check_meta(meta, seed)
+    check_sparsity(meta, masks_sparsity(layers, masks))
     if minor >= 1:
         graph, offset = _read_skeleton(header, body, offset)
     else:

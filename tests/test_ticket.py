@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from sltc import skeleton
 from sltc.config import from_dict
-from sltc.errors import TicketError
+from sltc.errors import ConfigError, TicketError
 from sltc.maskcode import entropy_bits
 from sltc.seeding import generate_normal
 from sltc.ticket import Ticket
@@ -46,10 +46,12 @@ def make_ticket(seed=3, density=0.1, granularity="weight"):
     masks = {"fc1": rng.random(shape) < density, "fc2": np.ones((10, 50), dtype=bool)}
     extras = {"bn.running_mean": rng.standard_normal(50).astype(np.float32)}
     tensors = [{"name": "pos", "shape": [50], "init": "normal", "std": 0.02}]
-    meta = {"note": "test", "input_shape": [1, 8, 8], "classes": 10, "method": "crbg",
-            "config": from_dict({"seed": seed}).to_dict(), "sparsity": 0.9,
-            "test_accuracy": None, "preprocessing": {"mean": 0.5, "std": 0.25}}
-    return Ticket(seed, layers, masks, extras, meta, tensors, make_skeleton())
+    meta = {"input_shape": [1, 8, 8], "classes": 10, "method": "crbg",
+            "config": from_dict({"seed": seed}).to_dict(), "test_accuracy": None,
+            "preprocessing": {"mean": 0.5, "std": 0.25}}
+    ticket = Ticket(seed, layers, masks, extras, meta, tensors, make_skeleton())
+    meta["sparsity"] = ticket.sparsity()
+    return ticket
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +104,10 @@ def test_size_near_entropy_floor():
     (lambda h: h["meta"].update(classes=0), "classes"),
     (lambda h: h["meta"]["preprocessing"].update(std=0), "positive std"),
     (lambda h: h["meta"].update(sparsity="high"), "sparsity"),
+    (lambda h: h["meta"].update(sparsity=0.1), "meta.sparsity 0.1 disagrees with the masks"),
+    (lambda h: h["meta"].update(sparsity=h["meta"]["sparsity"] + 1e-8), "disagrees"),
+    (lambda h: h.pop("skeleton"), "broken header: missing key 'skeleton'"),
+    (lambda h: h["meta"].pop("classes"), "classes"),
     (lambda h: h["meta"].update(test_accuracy=[1]), "test_accuracy"),
     (lambda h: h["meta"].update(config=5), "meta.config"),
     (lambda h: h["meta"]["config"]["data"].update(synthetic_size=10**12), "synthetic_size"),
@@ -148,6 +154,48 @@ def test_wrong_magic_and_version(ticket_bytes):
     bumped[8:10] = struct.pack("<H", 2)
     with pytest.raises(TicketError, match="unsupported ticket version 2"):
         Ticket.from_bytes(bytes(bumped))
+
+
+def test_sparsity_is_the_masks_and_tolerates_float_rounding(ticket_bytes):
+    t = Ticket.from_bytes(ticket_bytes)
+    kept = int(t.masks["fc1"].sum())
+    assert t.meta["sparsity"] == 1 - kept / (50 * 64)  # ungated fc2 does not count
+    header = ticket_header(ticket_bytes)
+    header["meta"]["sparsity"] = (50 * 64 - kept) / (50 * 64)  # another order: within 1e-9
+    assert Ticket.from_bytes(reseal_ticket(ticket_bytes, header)).meta["sparsity"] == \
+        header["meta"]["sparsity"]
+
+
+def test_seeds_up_to_2_64_write_and_read():
+    t = make_ticket(seed=2**64 - 1)
+    back = Ticket.from_bytes(t.to_bytes())
+    assert back.seed == 2**64 - 1 and back.to_bytes() == t.to_bytes()
+    assert from_dict({"seed": 2**63}).seed == 2**63
+    with pytest.raises(ConfigError, match="seed"):
+        from_dict({"seed": 2**64})
+
+
+def test_later_minor_versions_read_ignoring_unknown_keys(ticket_bytes):
+    """A minor version above 1 only adds keys; a 1.1 reader ignores unknown keys of the
+    header, its table entries and meta, and reads the rest as 1.1."""
+    header = ticket_header(ticket_bytes)
+    header["provenance"] = {"tool": "another writer"}
+    header["layers"][0]["note"], header["tensors"][0]["note"] = "x", "y"
+    header["extras"][0]["note"], header["skeleton"]["note"] = "z", "w"
+    header["meta"]["note"] = "kept"
+    back = Ticket.from_bytes(reseal_ticket(ticket_bytes, header, minor=7))
+    want = Ticket.from_bytes(ticket_bytes)
+    assert back.version == (1, 7) and back.meta["note"] == "kept"
+    assert back.layers == want.layers and back.tensors == want.tensors
+    assert all(np.array_equal(back.masks[k], want.masks[k]) for k in want.masks)
+    header["meta"]["config"]["train"]["future_key"] = 1  # meta.config is a run config: refused
+    with pytest.raises(TicketError, match="future_key"):
+        Ticket.from_bytes(reseal_ticket(ticket_bytes, header, minor=7))
+
+
+def test_a_1_0_preamble_on_a_1_1_header_says_so(ticket_bytes):
+    with pytest.raises(TicketError, match=r"says format 1.0 but the header is a 1.1 header"):
+        Ticket.from_bytes(reseal_ticket(ticket_bytes, ticket_header(ticket_bytes), minor=0))
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
