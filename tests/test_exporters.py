@@ -199,6 +199,33 @@ def test_other_options_that_would_do_nothing_are_refused(synthetic_run, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sparse_onnx_weights_are_constants_as_the_spec_says(synthetic_run, tmp_path):
+    """format.md section 4: each gated weight a leading Constant ``<tensor>.const`` whose
+    sparse_value holds its nonzeros at increasing int64 linear positions."""
+    ticket = Ticket.load(synthetic_run / "ticket.slt")
+    export(synthetic_run / "ticket.slt", "onnx", tmp_path / "s.onnx", weights="sparse")
+    model = onnx.load(tmp_path / "s.onnx")
+    gated = [s for s in ticket.layers if s["granularity"] is not None]
+    assert not model.graph.sparse_initializer and gated
+    leading = model.graph.node[:len(gated)]
+    assert [n.op_type for n in leading] == ["Constant"] * len(gated)
+    assert [n.name for n in leading] == [f"{s['tensor']}.const" for s in gated]
+    for node, spec in zip(leading, gated, strict=True):
+        sparse = node.attribute[0].sparse_tensor
+        assert node.output == [spec["tensor"]] and list(sparse.dims) == spec["shape"]
+        assert (sparse.values.name, sparse.indices.name) == (f"{spec['tensor']}.values",
+                                                             f"{spec['tensor']}.indices")
+        idx = onnx.numpy_helper.to_array(sparse.indices)
+        assert idx.dtype == np.int64 and idx.ndim == 1 and np.all(np.diff(idx) > 0)
+        w = ticket.weight(spec["name"]).ravel()
+        assert np.array_equal(idx, np.flatnonzero(w))
+        assert np.array_equal(onnx.numpy_helper.to_array(sparse.values), w[idx])
+    dense = {i.name for i in model.graph.initializer}
+    assert all(s["tensor"] in dense for s in ticket.layers if s["granularity"] is None)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["sltc.weights"] == "sparse" and props["sltc.compact"] == "False"
+
+
 def test_each_format_takes_what_it_reads(synthetic_run, tmp_path):
     """The options left to each format still change what it writes."""
     ticket = synthetic_run / "ticket.slt"

@@ -32,6 +32,33 @@ def test_skeleton_holds_the_graph_and_placeholders_only(mixed_run):
         "Conv", "Add", "LayerNormalization", "Softmax", "MatMul", "Erf", "Concat"}
 
 
+def test_writer_order_and_zlib_level_are_the_specs(mixed_run):
+    """format.md 2.1 and 2.4: layers in named_modules order, extras sorted, the skeleton
+    deflated at level 9, so another writer can match the bytes."""
+    import zlib
+
+    from sltc.layers import gated_layers
+    from tests.helpers import ticket_header
+
+    data = (mixed_run / "ticket.slt").read_bytes()
+    header, ticket = ticket_header(data), Ticket.from_bytes(data)
+    assert [s["name"] for s in header["layers"]] == [
+        m.name for m in gated_layers(_gated_mixed(ticket))]
+    assert [e["name"] for e in header["extras"]] == sorted(e["name"] for e in header["extras"])
+    entry = header["skeleton"]
+    body = 16 + int.from_bytes(data[12:16], "little")  # after the preamble and the header
+    payload = data[body + entry["offset"]:body + entry["offset"] + entry["length"]]
+    assert payload == zlib.compress(skeleton.serialize(ticket.skeleton), 9)
+    assert zlib.compress(skeleton.serialize(ticket.skeleton), 1) != payload  # the level shows
+
+
+def _gated_mixed(ticket):
+    from sltc.config import from_dict
+    from sltc.layers import gate
+
+    return gate(mixed((1, 28, 28), 10), from_dict(ticket.meta["config"], names=False))
+
+
 def test_own_parameters_survive_export_to_onnxruntime(mixed_run, tmp_path):
     """discover -> freeze -> export -> onnxruntime: the exported model holds the network's
     layer scale and position embeddings as built, and computes what the torch network
