@@ -23,6 +23,7 @@ from .errors import SltcError, TicketError
 from .layers import gate, gated_layers, tensor_rule, to_plain
 from .limits import MAX_SKELETON_BYTES
 from .models import PYTHON_PREFIX, build_model
+from .records import DrawnTensor, LayerSpec
 from .seeding import NORMAL_STD
 from .ticket import Ticket, check_skeleton
 
@@ -56,19 +57,19 @@ def trace_skeleton(model: nn.Module, masks: dict, input_shape, regenerable: set[
 
 def ticket_from_model(model, masks: dict, config, data, test_accuracy: float) -> Ticket:
     """Freeze ``model`` with ``masks`` into a ticket (gate-shaped masks are stored)."""
-    layers, gate_masks = [], {}
+    layers, gate_masks = {}, {}
     for m in gated_layers(model):
         mask = masks[m.name].cpu().numpy()
         gate_masks[m.name] = mask if m.granularity != "neuron" else mask.reshape(
             mask.shape[0], -1)[:, 0].copy()
-        layers.append({**m.spec(), "tensor": f"{m.name}.weight"})
+        layers[m.name] = LayerSpec.from_json({**m.spec(), "tensor": f"{m.name}.weight"})
     rules = list(tensor_rule(model))
-    tensors = [{"name": r.name, "shape": list(t.shape), "init": "normal", "std": NORMAL_STD}
-               for r, t in rules if r.kind == "normal"]
+    tensors = [DrawnTensor(r.name, tuple(t.shape), NORMAL_STD) for r, t in rules
+               if r.kind == "normal"]
     # copies: the ticket owns its statistics (the model's buffers change after freezing)
     extras = {r.name: t.detach().cpu().numpy().copy() for r, t in rules
               if r.kind == "statistic"}
-    regenerable = {s["tensor"] for s in layers} | {t["name"] for t in tensors} | set(extras)
+    regenerable = {s.tensor for s in layers.values()} | {t.name for t in tensors} | set(extras)
     graph = trace_skeleton(model, masks, data.input_shape, regenerable)
     size = len(skeleton.serialize(graph))
     if size > MAX_SKELETON_BYTES:
@@ -149,7 +150,7 @@ def model_from_ticket(ticket: Ticket, model: nn.Module | None = None) -> nn.Modu
             buf.copy_(state[name])
     _restore_fixed(model, ticket.skeleton)
     built = {m.name: list(m.weight.shape) for m in gated_layers(model)}
-    table = {s["name"]: list(s["shape"]) for s in ticket.layers}
+    table = {s.name: list(s.shape) for s in ticket.layers.values()}
     if built != table:
         name = next(iter(sorted(n for n in built.keys() | table.keys()
                                 if built.get(n) != table.get(n))))

@@ -14,11 +14,11 @@ def test_skeleton_holds_the_graph_and_placeholders_only(mixed_run):
     ticket = Ticket.load(mixed_run / "ticket.slt")
     holes = skeleton.placeholders(ticket.skeleton)
     # every gated weight, every tensor drawn by name and every statistic is a placeholder ...
-    assert {s["tensor"] for s in ticket.layers} <= set(holes)
+    assert {s.tensor for s in ticket.layers.values()} <= set(holes)
     assert {"bn.running_mean", "bn.running_var"} == set(ticket.extras) <= set(holes)
     # ... with the shapes the tables give; the rest of the initializers are constants
-    for s in ticket.layers:
-        assert holes[s["tensor"]] == tuple(s["shape"])
+    for s in ticket.layers.values():
+        assert holes[s.tensor] == s.shape
     stored = {t.name: onnx.numpy_helper.to_array(t) for t in ticket.skeleton.graph.initializer
               if t.name not in holes}
     assert np.all(stored["stem.bias"] == 0) and np.all(stored["norm1.weight"] == 1)

@@ -2,6 +2,7 @@
 
 import json
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from sltc import skeleton
 from sltc.config import from_dict
 from sltc.errors import ConfigError, TicketError
 from sltc.maskcode import entropy_bits
+from sltc.records import DrawnTensor, LayerSpec, ModelMeta
 from sltc.seeding import generate_normal
 from sltc.ticket import Ticket
 from tests.helpers import reseal_ticket, ticket_header
@@ -36,16 +38,13 @@ def make_skeleton(fc1_shape=(50, 64)):
 
 def make_ticket(seed=3, density=0.1, granularity="weight"):
     rng = np.random.default_rng(seed)
-    layers = [
-        {"name": "fc1", "shape": [50, 64], "fan_in": 64, "init": "signed_constant",
-         "gain": 2**0.5, "granularity": granularity, "tensor": "fc1.weight"},
-        {"name": "fc2", "shape": [10, 50], "fan_in": 50, "init": "uniform", "gain": 1.0,
-         "granularity": None, "tensor": "fc2.weight"},
-    ]
+    layers = {"fc1": LayerSpec("fc1", (50, 64), 64, "signed_constant", 2**0.5, granularity,
+                               "fc1.weight"),
+              "fc2": LayerSpec("fc2", (10, 50), 50, "uniform", 1.0, None, "fc2.weight")}
     shape = (50, 64) if granularity == "weight" else (50,)
     masks = {"fc1": rng.random(shape) < density, "fc2": np.ones((10, 50), dtype=bool)}
     extras = {"bn.running_mean": rng.standard_normal(50).astype(np.float32)}
-    tensors = [{"name": "pos", "shape": [50], "init": "normal", "std": 0.02}]
+    tensors = [DrawnTensor("pos", (50,), 0.02)]
     meta = {"input_shape": [1, 8, 8], "classes": 10, "method": "crbg",
             "config": from_dict({"seed": seed}).to_dict(), "test_accuracy": None,
             "preprocessing": {"mean": 0.5, "std": 0.25}}
@@ -65,9 +64,10 @@ def test_round_trip_is_exact(granularity):
     data = t.to_bytes()
     back = Ticket.from_bytes(data)
     assert back.to_bytes() == data
-    for s in t.layers:
-        assert np.array_equal(back.masks[s["name"]], t.masks[s["name"]])
-        assert np.array_equal(back.weight(s["name"]), t.weight(s["name"]))
+    assert back.layers == t.layers and list(back.layers) == ["fc1", "fc2"]
+    for name in t.layers:
+        assert np.array_equal(back.masks[name], t.masks[name])
+        assert np.array_equal(back.weight(name), t.weight(name))
     assert np.array_equal(back.extras["bn.running_mean"], t.extras["bn.running_mean"])
     assert back.meta == t.meta and back.seed == t.seed and back.tensors == t.tensors
     assert skeleton.serialize(back.skeleton) == skeleton.serialize(t.skeleton)
@@ -85,7 +85,7 @@ def test_neuron_masks_zero_whole_rows():
 def test_size_near_entropy_floor():
     t = make_ticket(density=0.1)
     rng = np.random.default_rng(0)
-    t.layers[0]["shape"], t.layers[0]["fan_in"] = [300, 784], 784
+    t.layers["fc1"] = replace(t.layers["fc1"], shape=(300, 784), fan_in=784)
     t.masks["fc1"] = rng.random((300, 784)) < 0.1
     floor = entropy_bits(300 * 784, int(t.masks["fc1"].sum())) / 8
     meta = len(json.dumps(t.meta, sort_keys=True, separators=(",", ":")))  # the run's config
@@ -154,6 +154,21 @@ def test_wrong_magic_and_version(ticket_bytes):
     bumped[8:10] = struct.pack("<H", 2)
     with pytest.raises(TicketError, match="unsupported ticket version 2"):
         Ticket.from_bytes(bytes(bumped))
+
+
+def test_records_read_back_what_they_write(ticket_bytes):
+    t = Ticket.from_bytes(ticket_bytes)
+    for spec in t.layers.values():
+        assert LayerSpec.from_json(spec.to_json()) == spec
+    assert [DrawnTensor.from_json(d.to_json()) for d in t.tensors] == t.tensors
+    meta = t.model_meta()
+    assert ModelMeta.from_json(meta.to_json()) == meta
+    assert (meta.input_shape, meta.classes, meta.seed) == ((1, 8, 8), 10, t.seed)
+    assert meta.data == t.meta["config"]["data"] and meta.sparsity == t.sparsity()
+    with pytest.raises(TicketError, match="granularity"):
+        LayerSpec.from_json({**t.layers["fc1"].to_json(), "granularity": "row"})
+    with pytest.raises(TicketError, match="std must be a positive"):
+        DrawnTensor.from_json({**t.tensors[0].to_json(), "std": 0})
 
 
 def test_sparsity_is_the_masks_and_tolerates_float_rounding(ticket_bytes):
