@@ -32,7 +32,7 @@ def sincos(tokens: int, width: int) -> torch.Tensor:
 
 class Mixed(nn.Module):
     """A strided conv with bias, a grouped dilated conv, BatchNorm and a residual add, then
-    tokens with a class token, sine-cosine position embeddings, LayerNorm, attention scaled
+    tokens with a class token, sine-cosine position embeddings (scaled by 0.1), LayerNorm, attention scaled
     by a layer scale (0.5 at init) and a GELU MLP. The position embeddings and the layer
     scale are the network's own values: a ticket keeps them."""
 
@@ -45,7 +45,7 @@ class Mixed(nn.Module):
         self.pool = nn.AvgPool2d(2)
         tokens = (h // 4) * (w // 4)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.pos_embed = nn.Parameter(sincos(tokens + 1, width))
+        self.pos_embed = nn.Parameter(0.1 * sincos(tokens + 1, width))  # near the tokens' size
         self.gamma = nn.Parameter(torch.full((width,), 0.5))  # a layer scale
         self.norm1 = nn.LayerNorm(width)
         self.attn = Attention(width, heads)
