@@ -68,8 +68,7 @@ def layer_sparsity(ticket: Path) -> dict[str, float]:
     from sltc.ticket import Ticket
 
     t = Ticket.load(ticket)
-    return {s["name"]: round(1.0 - float(t.weight_mask(s["name"]).mean()), 6)
-            for s in t.gated()}
+    return {s.name: round(1.0 - float(t.weight_mask(s.name).mean()), 6) for s in t.gated()}
 
 
 # CRBG as it was before these measurements: every CRBG variant starts here, so that a

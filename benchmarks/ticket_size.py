@@ -22,8 +22,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # noqa: E402
 
+from sltc.config import from_dict  # noqa: E402
 from sltc.legacy import skeleton_from_ops  # noqa: E402
 from sltc.maskcode import entropy_bits, pack  # noqa: E402
+from sltc.records import LayerSpec  # noqa: E402
 from sltc.ticket import Ticket  # noqa: E402
 
 SHAPES = [(2048, 784), (2048, 2048), (2048, 2048), (512, 2048)]
@@ -31,15 +33,20 @@ SHAPES = [(2048, 784), (2048, 2048), (2048, 2048), (512, 2048)]
 
 def make(density: float, seed: int = 0) -> Ticket:
     rng = np.random.default_rng(seed)
-    layers = [{"name": f"fc{i + 1}", "shape": list(s), "fan_in": s[1], "init": "signed_constant",
-               "gain": math.sqrt(2), "granularity": "weight", "tensor": f"fc{i + 1}.weight"}
-              for i, s in enumerate(SHAPES)]
-    masks = {spec["name"]: rng.random(spec["shape"]) < density for spec in layers}
+    layers = {f"fc{i + 1}": LayerSpec(f"fc{i + 1}", s, s[1], "signed_constant", math.sqrt(2),
+                                      "weight", f"fc{i + 1}.weight")
+              for i, s in enumerate(SHAPES)}
+    masks = {name: rng.random(spec.shape) < density for name, spec in layers.items()}
     ops = [{"op": "flatten"}]
-    for spec in layers:
-        ops += [{"op": "linear", "name": spec["name"]}, {"op": "relu"}]
-    graph = skeleton_from_ops(ops[:-1], {s["name"]: s["shape"] for s in layers}, [1, 28, 28], 512)
-    return Ticket(seed, layers, masks, {}, {}, skeleton=graph)
+    for name in layers:
+        ops += [{"op": "linear", "name": name}, {"op": "relu"}]
+    graph = skeleton_from_ops(ops[:-1], {n: list(s.shape) for n, s in layers.items()},
+                              [1, 28, 28], 512)
+    ticket = Ticket(seed, layers, masks, {}, skeleton=graph)
+    ticket.meta = {"config": from_dict({"seed": seed}).to_dict(), "input_shape": [1, 28, 28],
+                   "classes": 512, "preprocessing": {"mean": 0.5, "std": 0.25},
+                   "method": "crbg", "sparsity": ticket.sparsity(), "test_accuracy": None}
+    return ticket
 
 
 def measure(density: float, tmp: Path) -> dict:

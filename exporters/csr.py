@@ -17,6 +17,7 @@ from safetensors.numpy import save_file
 from sltc import skeleton
 from sltc.errors import SltcError
 from sltc.outputs import atomic_write
+from sltc.records import LayerSpec
 from sltc.runtime.csrfile import CSR_VERSION, SKELETON_KEY
 from sltc.seeding import GENERATOR, KEY_DERIVATION
 
@@ -31,11 +32,10 @@ def csr_arrays(mask2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return indptr, indices
 
 
-def _layer(ticket, spec: dict, values: str, tensors: dict) -> dict:
+def _layer(ticket, spec: LayerSpec, values: str, tensors: dict) -> dict:
     """One layer's manifest entry; its arrays go into ``tensors``."""
-    name, shape = spec["name"], spec["shape"]
-    entry = {**spec, "storage": "dense" if spec["granularity"] is None else "csr",
-             "values": values}
+    name, shape = spec.name, spec.shape
+    entry = {**spec.to_json(), "storage": "csr" if spec.gated else "dense", "values": values}
     if entry["storage"] == "csr":
         mask2d = ticket.weight_mask(name).reshape(shape[0], -1)
         tensors[f"{name}.indptr"], tensors[f"{name}.indices"] = csr_arrays(mask2d)
@@ -53,19 +53,17 @@ def export_csr(ticket, source, output, *, values: str = "implied") -> dict:
     if values not in ("implied", "stored"):
         raise SltcError(f"--values {values!r}: choose implied or stored")
     tensors: dict[str, np.ndarray] = {}
-    layers = [_layer(ticket, spec, values, tensors) for spec in ticket.layers]
+    layers = [_layer(ticket, spec, values, tensors) for spec in ticket.layers.values()]
     for name, array in ticket.extras.items():
         tensors[name] = np.asarray(array, dtype=np.float32)
     raw = skeleton.serialize(ticket.skeleton)
     tensors[SKELETON_KEY] = np.frombuffer(skeleton.encode(raw), dtype=np.uint8)
-    meta = ticket.meta
-    manifest = {"format": "sltc-csr", "version": CSR_VERSION, "seed": ticket.seed,
+    manifest = {"format": "sltc-csr", "version": CSR_VERSION,
                 "generator": {"name": GENERATOR, "key": KEY_DERIVATION}, "layers": layers,
-                "tensors": ticket.tensors, "extras": sorted(ticket.extras),
+                "tensors": [t.to_json() for t in ticket.tensors],
+                "extras": sorted(ticket.extras),
                 "skeleton": {"encoding": skeleton.ENCODING, "size": len(raw)},
-                "input_shape": meta["input_shape"], "classes": meta["classes"],
-                "preprocessing": meta["preprocessing"], "sparsity": meta["sparsity"],
-                "test_accuracy": meta.get("test_accuracy"), "data": meta["config"]["data"],
+                **ticket.model_meta().to_json(),  # input_shape ... data, seed
                 "ticket_sha256": ticket_sha256(source)}
     atomic_write(output, lambda tmp: save_file(tensors, tmp, metadata={
         "sltc": json.dumps(manifest, sort_keys=True)}))

@@ -60,7 +60,7 @@ def input_source(model, inputs: str = "random", data_root=None):
 
         def random_batch(batch: int, i: int) -> np.ndarray:
             if batch not in cache:
-                cache[batch] = rng.random((batch, *model.meta["input_shape"]), dtype=np.float32)
+                cache[batch] = rng.random((batch, *model.meta.input_shape), dtype=np.float32)
             return cache[batch]
 
         return random_batch

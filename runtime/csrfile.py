@@ -11,8 +11,8 @@ import numpy as np
 from sltc import skeleton
 from sltc.errors import SltcError
 from sltc.limits import MAX_CSR_BYTES, MAX_MANIFEST_BYTES, MAX_WEIGHTS, regular_size
+from sltc.records import DrawnTensor, LayerSpec, ModelMeta, check_sparsity, sparsity_of
 from sltc.seeding import GENERATOR, KEY_DERIVATION, valid_seed
-from sltc.ticket import check_drawn, check_model_meta, check_weight
 
 CSR_VERSION = 2
 SKELETON_KEY = "sltc.skeleton"  # the tensor holding the encoded skeleton
@@ -55,21 +55,27 @@ def check(manifest, tensors: dict) -> None:
         raise CsrError("manifest seed must be an integer in [0, 2**64)")
     if manifest.get("generator") != {"name": GENERATOR, "key": KEY_DERIVATION}:
         raise CsrError(f"manifest generator is not {GENERATOR}; upgrade sltc")
-    _ticket_rule(lambda m: check_model_meta(m, "manifest"), manifest)
+    _ticket_rule(lambda m: ModelMeta.from_json(m, "manifest"), manifest)
     layers, drawn, extras = (manifest.get(k) for k in ("layers", "tensors", "extras"))
     if not all(isinstance(v, list) for v in (layers, drawn, extras)):
         raise CsrError("manifest layers, tensors and extras must be lists")
     expected = {SKELETON_KEY}
-    total = 0
+    total, gated, kept = 0, 0, 0
     for layer in layers:
-        total += _check_layer(layer, tensors)
+        numel = _check_layer(layer, tensors)
+        total += numel
+        if layer["granularity"] is not None:
+            gated += numel
+            kept += layer["nnz"] if layer["storage"] == "csr" else numel
         keys = ("indptr", "indices") if layer["storage"] == "csr" else ()
         keys += ("values",) if layer["values"] == "stored" else ()
         expected |= {f"{layer['name']}.{k}" for k in keys}
     for t in drawn:
-        total += _ticket_rule(check_drawn, t)
+        total += _ticket_rule(DrawnTensor.from_json, t).numel
     if total > MAX_WEIGHTS:
         raise CsrError(f"the export claims more than {MAX_WEIGHTS} weights")
+    _ticket_rule(lambda m: check_sparsity(m["sparsity"], sparsity_of(kept, gated), "manifest"),
+                 manifest)
     for name in extras:
         if not isinstance(name, str) or name not in tensors or \
                 tensors[name].dtype != np.float32:
@@ -96,7 +102,7 @@ def _check_layer(layer, tensors: dict) -> int:
     if not isinstance(layer, dict) or not isinstance(layer.get("name"), str) or \
             not isinstance(layer.get("tensor"), str):
         raise CsrError("every layer needs a string name and tensor")
-    name, numel = layer["name"], _ticket_rule(check_weight, layer)
+    name, numel = layer["name"], _ticket_rule(LayerSpec.from_json, layer).numel
     if layer.get("storage") not in STORAGES or layer.get("values") not in VALUES:
         raise CsrError(f"layer {name!r}: storage must be csr or dense, values implied or stored")
     rows = layer["shape"][0]

@@ -12,6 +12,7 @@ import numpy as np
 from sltc import skeleton
 from sltc.errors import SltcError
 from sltc.limits import MAX_ONNX_BYTES, regular_size, require_regular
+from sltc.records import ModelMeta
 from sltc.seeding import generate_normal, generate_weight
 
 from . import csrfile
@@ -26,7 +27,7 @@ class Deployable:
 
     path: Path
     kind: str  # "ticket", "csr" or "onnx"
-    meta: dict  # input_shape, classes, data, seed, test_accuracy, sparsity
+    meta: ModelMeta
     graph: Graph
     load_s: float = 0.0
 
@@ -51,10 +52,7 @@ def _from_ticket(path: Path) -> Deployable:
     from sltc.ticket import Ticket
 
     ticket = Ticket.load(path)
-    meta = {k: ticket.meta[k] for k in ("input_shape", "classes", "sparsity")}
-    meta.update(test_accuracy=ticket.meta.get("test_accuracy"), data=ticket.meta["config"]["data"],
-                seed=ticket.seed)
-    return Deployable(path, "ticket", meta, Graph.from_ticket(ticket))
+    return Deployable(path, "ticket", ticket.model_meta(), Graph.from_ticket(ticket))
 
 
 def _csr_weight(tensors: dict, layer: dict, seed: int) -> np.ndarray:
@@ -99,12 +97,10 @@ def _from_csr(path: Path) -> Deployable:
     arrays.update((name, tensors[name]) for name in manifest["extras"])
     graph = Graph.from_onnx(model, arrays, {layer["tensor"] for layer in manifest["layers"]
                                             if layer["storage"] == "csr"}, bounds)
-    meta = {k: manifest[k] for k in ("input_shape", "classes", "sparsity", "test_accuracy",
-                                     "data", "seed")}
-    return Deployable(path, "csr", meta, graph)
+    return Deployable(path, "csr", ModelMeta.from_json(manifest, "manifest"), graph)
 
 
-def _onnx_meta(path: Path, model, graph: Graph) -> dict:
+def _onnx_meta(path: Path, model, graph: Graph) -> ModelMeta:
     """The model entries from an ONNX export's ``sltc.*`` metadata (absent: unknown)."""
     props = {p.key: p.value for p in model.metadata_props}
     try:
@@ -118,8 +114,7 @@ def _onnx_meta(path: Path, model, graph: Graph) -> dict:
                         "ticket") from None
     if accuracy is not None and not 0 <= accuracy <= 1 or not isinstance(data, (dict, type(None))):
         raise SltcError(f"{path}: damaged sltc.* metadata; re-export the model from its ticket")
-    return {"input_shape": graph.input_shape, "classes": graph.classes, "sparsity": sparsity,
-            "test_accuracy": accuracy, "data": data, "seed": seed}
+    return ModelMeta(tuple(graph.input_shape), graph.classes, sparsity, accuracy, data, seed)
 
 
 def _from_onnx(path: Path) -> Deployable:

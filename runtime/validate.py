@@ -34,10 +34,10 @@ def gpu_available(engine: str) -> bool:
 
 def model_test_set(model: Deployable, data_root=None):
     """The test set the model's run recorded (``data_root`` overrides its folder)."""
-    data = model.meta.get("data")
+    data = model.meta.data
     if data is None:
         raise SltcError(f"{model.path} does not record its dataset; use the ticket instead")
-    return recorded_test_set(data, model.meta.get("seed", 0), data_root,
+    return recorded_test_set(data, model.meta.seed, data_root,
                              model.graph.input_shape, model.graph.classes)
 
 
@@ -61,10 +61,10 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
         on_batch(len(x))
     predictions = np.concatenate(predictions)
     acc = float((predictions == test.labels).mean())
-    recorded = model.meta.get("test_accuracy")
+    recorded = model.meta.test_accuracy
     return {"model": str(path), "engine": engine, "provider": predictor.provider,
             "test_accuracy": acc, "recorded_accuracy": recorded,
-            "sparsity": model.meta.get("sparsity"),
+            "sparsity": model.meta.sparsity,
             "difference": None if recorded is None else acc - recorded, "examples": len(test)}
 
 

@@ -246,7 +246,7 @@ class TrainConfig(_Strict):
 
 class RunConfig(_Strict):
     version: int = _f(CONFIG_VERSION, "config format version")
-    seed: int = _f(0, "the weights, gate noise and data order", ge=0, lt=2**63)
+    seed: int = _f(0, "the weights, gate noise and data order", ge=0, lt=2**64)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)

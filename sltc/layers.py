@@ -24,6 +24,9 @@ from .seeding import NORMAL_STD, generate_normal, generate_weight
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 STATISTICS = ("running_mean", "running_var")
+# a module's class attribute: its parameters drawn from ``(seed, qualified name)`` (sltc's
+# own transformers' position embeddings); every other parameter keeps its built value
+DRAWN = "drawn_by_name"
 
 
 class _Gated(nn.Module):
@@ -162,9 +165,11 @@ class TensorRule:
 
     ``kind``: ``weight`` (a layer weight regenerated from ``(seed, layer)``, masked when
     gated), ``constant`` (``value`` everywhere: biases 0, norm scales 1, shifts 0),
-    ``normal`` (drawn from the portable generator by its qualified ``name``, std
-    ``NORMAL_STD``), ``statistic`` (a normalisation buffer learned during the run: stored)
-    or ``fixed`` (any other buffer: a constant of the architecture, stored as it is).
+    ``normal`` (a parameter its module lists in ``DRAWN``: drawn from the portable
+    generator by its qualified ``name``, std ``NORMAL_STD``), ``statistic`` (a
+    normalisation buffer learned during the run: stored) or ``fixed`` (any other parameter
+    or buffer: the value the network was built with, a user's layer scale or a constant of
+    the architecture, stored as it is).
     """
 
     name: str
@@ -181,8 +186,10 @@ def tensor_rule(model: nn.Module) -> Iterator[tuple[TensorRule, torch.Tensor]]:
         for name, param in module.named_parameters(recurse=False):
             if isinstance(module, NORMS):
                 yield TensorRule(dot + name, "constant", 1.0 if name == "weight" else 0.0), param
-            else:
+            elif name in getattr(module, DRAWN, ()):
                 yield TensorRule(dot + name, "normal"), param
+            else:
+                yield TensorRule(dot + name, "fixed"), param
         for name, buf in module.named_buffers(recurse=False):
             if buf is None:
                 continue

@@ -21,7 +21,9 @@ from . import config as config_mod
 from . import skeleton
 from .errors import SltcError, TicketError
 from .layers import gate, gated_layers, tensor_rule, to_plain
+from .limits import MAX_SKELETON_BYTES
 from .models import PYTHON_PREFIX, build_model
+from .records import DrawnTensor, LayerSpec
 from .seeding import NORMAL_STD
 from .ticket import Ticket, check_skeleton
 
@@ -55,20 +57,25 @@ def trace_skeleton(model: nn.Module, masks: dict, input_shape, regenerable: set[
 
 def ticket_from_model(model, masks: dict, config, data, test_accuracy: float) -> Ticket:
     """Freeze ``model`` with ``masks`` into a ticket (gate-shaped masks are stored)."""
-    layers, gate_masks = [], {}
+    layers, gate_masks = {}, {}
     for m in gated_layers(model):
         mask = masks[m.name].cpu().numpy()
         gate_masks[m.name] = mask if m.granularity != "neuron" else mask.reshape(
             mask.shape[0], -1)[:, 0].copy()
-        layers.append({**m.spec(), "tensor": f"{m.name}.weight"})
+        layers[m.name] = LayerSpec.from_json({**m.spec(), "tensor": f"{m.name}.weight"})
     rules = list(tensor_rule(model))
-    tensors = [{"name": r.name, "shape": list(t.shape), "init": "normal", "std": NORMAL_STD}
-               for r, t in rules if r.kind == "normal"]
+    tensors = [DrawnTensor(r.name, tuple(t.shape), NORMAL_STD) for r, t in rules
+               if r.kind == "normal"]
     # copies: the ticket owns its statistics (the model's buffers change after freezing)
     extras = {r.name: t.detach().cpu().numpy().copy() for r, t in rules
               if r.kind == "statistic"}
-    regenerable = {s["tensor"] for s in layers} | {t["name"] for t in tensors} | set(extras)
+    regenerable = {s.tensor for s in layers.values()} | {t.name for t in tensors} | set(extras)
     graph = trace_skeleton(model, masks, data.input_shape, regenerable)
+    size = len(skeleton.serialize(graph))
+    if size > MAX_SKELETON_BYTES:
+        raise SltcError(f"this network cannot be a ticket: its graph and the tensors it keeps "
+                        f"(its own parameters and buffers) take {size:,} bytes, over the "
+                        f"{MAX_SKELETON_BYTES:,} a ticket's skeleton may hold; make them smaller")
     ticket = Ticket(config.seed, layers, gate_masks, extras, tensors=tensors, skeleton=graph)
     ticket.meta = {
         "config": config.to_dict(),
@@ -86,6 +93,19 @@ def ticket_from_model(model, masks: dict, config, data, test_accuracy: float) ->
     except TicketError as e:
         raise SltcError(f"this network cannot be a ticket: {e}") from None
     return ticket
+
+
+def _restore_fixed(model: nn.Module, graph: onnx.ModelProto) -> None:
+    """The network's own parameters (``fixed`` by ``tensor_rule``: a layer scale, a position
+    embedding it built) as the ticket stored them in its skeleton, not as this build of the
+    network made them (a constructor that draws from torch's generator differs each time)."""
+    stored = {t.name: t for t in graph.graph.initializer if not skeleton.is_placeholder(t)}
+    with torch.no_grad():
+        for rule, tensor in tensor_rule(model):
+            if rule.kind == "fixed" and isinstance(tensor, nn.Parameter) and rule.name in stored:
+                value = onnx.numpy_helper.to_array(stored[rule.name])
+                if value.shape == tuple(tensor.shape):
+                    tensor.copy_(torch.from_numpy(value.copy()))
 
 
 def check_probe(model: nn.Module, ticket: Ticket) -> None:
@@ -128,8 +148,9 @@ def model_from_ticket(ticket: Ticket, model: nn.Module | None = None) -> nn.Modu
     for name, buf in model.named_buffers():
         if name in state:
             buf.copy_(state[name])
+    _restore_fixed(model, ticket.skeleton)
     built = {m.name: list(m.weight.shape) for m in gated_layers(model)}
-    table = {s["name"]: list(s["shape"]) for s in ticket.layers}
+    table = {s.name: list(s.shape) for s in ticket.layers.values()}
     if built != table:
         name = next(iter(sorted(n for n in built.keys() | table.keys()
                                 if built.get(n) != table.get(n))))

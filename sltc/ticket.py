@@ -26,12 +26,12 @@ import onnx
 
 from . import legacy, maskcode, skeleton
 from .errors import GraphError, TicketError
-from .limits import MAX_HEADER_BYTES, MAX_SIDE, MAX_TICKET_BYTES, MAX_WEIGHTS, number_in, read_limited
+from .limits import MAX_HEADER_BYTES, MAX_TICKET_BYTES, MAX_WEIGHTS, read_limited
 from .outputs import atomic_write_bytes
+from .records import DrawnTensor, LayerSpec, ModelMeta, check_sparsity, sparsity_of
 from .runtime.check import Bounds, check_model
 from .seeding import (
     GENERATOR,
-    INITS,
     KEY_DERIVATION,
     generate_normal,
     generate_weight,
@@ -44,9 +44,7 @@ MAGIC = b"SLTICKET"
 VERSION = (1, 1)
 PREAMBLE = struct.Struct("<8sHHI")
 HASH_CHUNK = 1 << 20  # weights regenerated at a time when verifying
-MAX_CLASSES = 1 << 20
 EXTRA_DTYPE = "<f4"
-LAYER_KEYS = ("name", "shape", "fan_in", "init", "gain", "granularity")
 
 
 @dataclass
@@ -54,11 +52,11 @@ class Ticket:
     """A loaded or freshly frozen ticket. ``masks`` are gate-shaped boolean arrays."""
 
     seed: int
-    layers: list[dict]  # name, shape, fan_in, init, gain, granularity, tensor
+    layers: dict[str, LayerSpec]  # by name, in table order
     masks: dict[str, np.ndarray]
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # stored statistics
     meta: dict = field(default_factory=dict)  # config, input_shape, classes, method, accuracy
-    tensors: list[dict] = field(default_factory=list)  # drawn by name: name, shape, init, std
+    tensors: list[DrawnTensor] = field(default_factory=list)  # drawn by name
     skeleton: onnx.ModelProto | None = None
     stored: list[dict] = field(default_factory=list)  # a loaded file's layer table
     version: tuple[int, int] = VERSION  # of the file it was loaded from
@@ -66,21 +64,17 @@ class Ticket:
 
     # --- weights ---------------------------------------------------------------------------
 
-    def layer(self, name: str) -> dict:
-        return next(spec for spec in self.layers if spec["name"] == name)
-
     def dense_weight(self, name: str) -> np.ndarray:
         """The frozen weight regenerated from the seed, before masking."""
-        s = self.layer(name)
-        return generate_weight(self.seed, name, tuple(s["shape"]), s["init"], s["fan_in"],
-                               s["gain"])
+        s = self.layers[name]
+        return generate_weight(self.seed, name, s.shape, s.init, s.fan_in, s.gain)
 
     def weight_mask(self, name: str) -> np.ndarray:
         """The boolean mask expanded to the weight's shape."""
-        s, mask = self.layer(name), self.masks[name]
-        if s["granularity"] == "neuron":
-            mask = mask.reshape(-1, *([1] * (len(s["shape"]) - 1)))
-        return np.broadcast_to(mask, tuple(s["shape"]))
+        s, mask = self.layers[name], self.masks[name]
+        if s.granularity == "neuron":
+            mask = mask.reshape(-1, *([1] * (len(s.shape) - 1)))
+        return np.broadcast_to(mask, s.shape)
 
     def weight(self, name: str) -> np.ndarray:
         """The masked weight; pruned entries are +0.0."""
@@ -88,32 +82,31 @@ class Ticket:
 
     def drawn(self, name: str) -> np.ndarray:
         """A tensor of the ``tensors`` table, drawn from the generator by its name."""
-        s = next(t for t in self.tensors if t["name"] == name)
-        return generate_normal(self.seed, name, tuple(s["shape"]), s["std"])
+        s = next(t for t in self.tensors if t.name == name)
+        return generate_normal(self.seed, name, s.shape, s.std)
 
     def weights_sha256(self) -> str:
         """SHA-256 of every masked weight, then every drawn tensor, as little-endian float32
         in C order; computed ``HASH_CHUNK`` elements at a time, in bounded memory."""
         h = hashlib.sha256()
-        for s in self.layers:
-            n, flat = math.prod(s["shape"]), self.masks[s["name"]].reshape(-1)
+        for s in self.layers.values():
+            n, flat = s.numel, self.masks[s.name].reshape(-1)
             per_gate = n // flat.size  # 1, or a neuron gate's weights
             for a in range(0, n, HASH_CHUNK):
                 b = min(n, a + HASH_CHUNK)
-                w = weight_span(self.seed, s["name"], s["init"], s["fan_in"], s["gain"], a, b)
+                w = weight_span(self.seed, s.name, s.init, s.fan_in, s.gain, a, b)
                 keep = flat[a:b] if per_gate == 1 else flat[np.arange(a, b) // per_gate]
                 h.update(np.where(keep, w, np.float32(0)).astype(EXTRA_DTYPE).tobytes())
         for s in self.tensors:
-            n = math.prod(s["shape"])
-            for a in range(0, n, HASH_CHUNK):
-                span = normal_span(self.seed, s["name"], s["std"], a, min(n, a + HASH_CHUNK))
+            for a in range(0, s.numel, HASH_CHUNK):
+                span = normal_span(self.seed, s.name, s.std, a, min(s.numel, a + HASH_CHUNK))
                 h.update(span.astype(EXTRA_DTYPE).tobytes())
         return h.hexdigest()
 
     def sources(self) -> dict[str, tuple[int, ...]]:
         """Skeleton tensor name -> shape, for every tensor the ticket provides."""
-        out = {s["tensor"]: tuple(s["shape"]) for s in self.layers}
-        out.update((s["name"], tuple(s["shape"])) for s in self.tensors)
+        out = {s.tensor: s.shape for s in self.layers.values()}
+        out.update((s.name, s.shape) for s in self.tensors)
         out.update((name, a.shape) for name, a in self.extras.items())
         return out
 
@@ -121,34 +114,39 @@ class Ticket:
         """The arrays that fill the skeleton's placeholders: masked weights, drawn tensors
         and stored statistics."""
         wanted = skeleton.placeholders(self.skeleton)
-        out = {s["tensor"]: self.weight(s["name"]) for s in self.layers if s["tensor"] in wanted}
-        out.update((s["name"], self.drawn(s["name"])) for s in self.tensors if s["name"] in wanted)
+        out = {s.tensor: self.weight(s.name) for s in self.layers.values() if s.tensor in wanted}
+        out.update((s.name, self.drawn(s.name)) for s in self.tensors if s.name in wanted)
         out.update((k, v) for k, v in self.extras.items() if k in wanted)
         return out
 
     def masked_tensors(self) -> set[str]:
         """Skeleton names of the gated weights (the ones worth storing sparse)."""
-        return {s["tensor"] for s in self.gated()}
+        return {s.tensor for s in self.gated()}
 
     # --- statistics ------------------------------------------------------------------------
 
-    def gated(self) -> list[dict]:
-        return [s for s in self.layers if s["granularity"] is not None]
+    def gated(self) -> list[LayerSpec]:
+        return [s for s in self.layers.values() if s.gated]
 
     def sparsity(self) -> float:
-        total = sum(math.prod(s["shape"]) for s in self.gated())
-        kept = sum(int(self.weight_mask(s["name"]).sum()) for s in self.gated())
-        return 1.0 - kept / max(total, 1)
+        return masks_sparsity(self.layers, self.masks)
+
+    def model_meta(self) -> ModelMeta:
+        """What a reader of the model needs: ``meta``'s model entries, the dataset section
+        of its config and the seed."""
+        return ModelMeta.from_json({**self.meta, "data": self.meta["config"]["data"],
+                                    "seed": self.seed})
 
     # --- bytes -----------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
         body, layers, extras = bytearray(), [], []
-        for s in self.layers:
-            mask = self.masks[s["name"]]
+        for s in self.layers.values():
+            mask = self.masks[s.name]
             encoding, payload = maskcode.encode(mask)
-            layers.append({**s, "mask_shape": list(mask.shape), "ones": int(mask.sum()),
-                           "encoding": encoding, **_region(body, payload)})
+            layers.append({**s.to_json(), "mask_shape": list(mask.shape),
+                           "ones": int(mask.sum()), "encoding": encoding,
+                           **_region(body, payload)})
         for name in sorted(self.extras):
             arr = np.asarray(self.extras[name], dtype=EXTRA_DTYPE)
             extras.append({"name": name, "dtype": EXTRA_DTYPE, "shape": list(arr.shape),
@@ -158,7 +156,8 @@ class Ticket:
                  **_region(body, skeleton.encode(raw))}
         header = {"format": "sltc-ticket", "seed": self.seed,
                   "generator": {"name": GENERATOR, "key": KEY_DERIVATION},
-                  "layers": layers, "tensors": self.tensors, "extras": extras,
+                  "layers": layers, "tensors": [t.to_json() for t in self.tensors],
+                  "extras": extras,
                   "skeleton": graph, "meta": self.meta, "weights_sha256": self.weights_sha256()}
         head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
         data = PREAMBLE.pack(MAGIC, *VERSION, len(head)) + head + bytes(body)
@@ -182,7 +181,9 @@ class Ticket:
             return _parse(header, body, verify, minor)
         except TicketError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except KeyError as e:
+            raise TicketError(f"broken header: missing key {e}") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as e:
             raise TicketError(f"broken header ({type(e).__name__}: {e})") from None
 
 
@@ -221,12 +222,6 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _int_list(value, what: str) -> list[int]:
-    if not isinstance(value, list) or not all(type(v) is int and v > 0 for v in value):
-        raise TicketError(f"broken header: {what} must be a list of positive integers")
-    return value
-
-
 def _payload(body: memoryview, entry: dict, expected_offset: int, what: str) -> bytes:
     offset, length = entry["offset"], entry["length"]
     if type(offset) is not int or type(length) is not int or length < 0:
@@ -240,55 +235,22 @@ def _payload(body: memoryview, entry: dict, expected_offset: int, what: str) -> 
     return payload
 
 
-def check_weight(s: dict) -> int:
-    """A weight's generator entry (a layer of a ticket or of a CSR export): ``shape``,
-    ``init``, ``fan_in``, ``gain``, ``granularity``; returns its element count."""
-    shape = _int_list(s["shape"], f"layer {s['name']!r} shape")
-    if s["init"] not in INITS or s["fan_in"] != math.prod(shape[1:]):
-        raise TicketError(f"layer {s['name']!r}: unknown init or fan_in that does not add up")
-    if not number_in(s["gain"]) or not s["gain"] > 0:
-        raise TicketError(f"layer {s['name']!r}: gain must be a positive number")
-    if s["granularity"] not in ("weight", "neuron", None):
-        raise TicketError(f"layer {s['name']!r}: granularity must be weight, neuron or null")
-    return math.prod(shape)
-
-
-def _check_layer(s: dict) -> tuple[int, int]:
-    numel, shape = check_weight(s), s["shape"]
-    mask_shape = _int_list(s["mask_shape"], f"layer {s['name']!r} mask_shape")
-    if mask_shape != (shape if s["granularity"] in ("weight", None) else shape[:1]):
-        raise TicketError(f"layer {s['name']!r}: mask shape {mask_shape} does not fit "
-                          f"weight shape {shape} at granularity {s['granularity']}")
-    return numel, math.prod(mask_shape)
-
-
-def check_drawn(s: dict) -> int:
-    """An entry of the ``tensors`` table (drawn by name); returns its element count."""
-    if not isinstance(s["name"], str) or s["init"] != "normal":
-        raise TicketError(f"tensor {s['name']!r}: init must be 'normal'")
-    if not number_in(s["std"]) or not s["std"] > 0:
-        raise TicketError(f"tensor {s['name']!r}: std must be a positive number")
-    return math.prod(_int_list(s["shape"], f"tensor {s['name']!r} shape"))
-
-
-def _read_layers(header: dict, body: memoryview, minor: int) -> tuple[list, dict, int]:
+def _read_layers(header: dict, body: memoryview, minor: int) -> tuple[dict, dict, int]:
     """The layer table and its masks; returns (layers, masks, bytes of body used)."""
-    offset, total, layers, masks = 0, 0, [], {}
+    offset, total, layers, masks = 0, 0, {}, {}
     for entry in header["layers"]:
-        numel, n = _check_layer(entry)
-        total += numel
+        spec = LayerSpec.from_json(entry, minor)
+        mask_shape = spec.check_mask_shape(entry["mask_shape"])
+        total += spec.numel
         if total > MAX_WEIGHTS:
             raise TicketError(f"the ticket claims more than {MAX_WEIGHTS} weights")
-        payload = _payload(body, entry, offset, f"layer {entry['name']!r}")
+        if spec.name in layers:
+            raise TicketError("broken header: duplicate layer names")
+        payload = _payload(body, entry, offset, f"layer {spec.name!r}")
         offset += entry["length"]
-        flat = maskcode.decode(entry["encoding"], payload, n, entry["ones"])
-        masks[entry["name"]] = flat.reshape(entry["mask_shape"])
-        tensor = entry["tensor"] if minor >= 1 else f"{entry['name']}.weight"
-        if not isinstance(tensor, str):
-            raise TicketError(f"layer {entry['name']!r}: tensor must be a string")
-        layers.append({**{k: entry[k] for k in LAYER_KEYS}, "tensor": tensor})
-    if len({s["name"] for s in layers}) != len(layers):
-        raise TicketError("broken header: duplicate layer names")
+        flat = maskcode.decode(entry["encoding"], payload, math.prod(mask_shape), entry["ones"])
+        masks[spec.name] = flat.reshape(mask_shape)
+        layers[spec.name] = spec
     return layers, masks, offset
 
 
@@ -312,37 +274,12 @@ def _read_skeleton(header: dict, body: memoryview, offset: int) -> tuple[onnx.Mo
     return skeleton.parse(skeleton.decode(payload, entry["size"])), offset + entry["length"]
 
 
-def check_model_meta(meta, what: str = "meta") -> None:
-    """The entries every reader of a model uses: ``input_shape``, ``classes``,
-    ``preprocessing``, ``sparsity``, ``test_accuracy`` (format.md section 2.3)."""
-    if not isinstance(meta, dict):
-        raise TicketError(f"broken header: {what} must be an object")
-    shape = meta.get("input_shape")
-    if not isinstance(shape, list) or not 1 <= len(shape) <= 3 or not all(
-            type(v) is int and 0 < v <= MAX_SIDE for v in shape):
-        raise TicketError(f"broken header: {what}.input_shape must be 1 to 3 integers in "
-                          f"[1, {MAX_SIDE}]")
-    if type(meta.get("classes")) is not int or not 1 <= meta["classes"] <= MAX_CLASSES:
-        raise TicketError(f"broken header: {what}.classes must be an integer in "
-                          f"[1, {MAX_CLASSES}]")
-    pre = meta.get("preprocessing")
-    if not isinstance(pre, dict) or not number_in(pre.get("mean"), -1e6, 1e6) or \
-            not number_in(pre.get("std"), 1e-12, 1e6):
-        raise TicketError(f"broken header: {what}.preprocessing needs a finite mean and a "
-                          "positive std")
-    if not number_in(meta.get("sparsity"), 0, 1):
-        raise TicketError(f"broken header: {what}.sparsity must be a number in [0, 1]")
-    if meta.get("test_accuracy") is not None and not number_in(meta["test_accuracy"], 0, 1):
-        raise TicketError(f"broken header: {what}.test_accuracy must be null or a number in "
-                          "[0, 1]")
-
-
 def check_meta(meta, seed: int) -> None:
     """A ticket's ``meta``: the model entries, and a ``config`` that validates and names
     the ticket's seed."""
     from . import config as config_mod
 
-    check_model_meta(meta)
+    ModelMeta.from_json(meta)
     if not isinstance(meta.get("method"), str):
         raise TicketError("broken header: meta.method must be a string")
     try:
@@ -363,25 +300,42 @@ def check_skeleton(graph: onnx.ModelProto, meta: dict) -> Bounds:
         raise TicketError(f"skeleton: {e}") from None
 
 
+def _check_version(header: dict, minor: int) -> None:
+    """A header of the version the preamble names: 1.0 has ``meta.graph`` and no skeleton."""
+    if minor == 0 and "skeleton" in header and "graph" not in header.get("meta", {}):
+        raise TicketError("the preamble says format 1.0 but the header is a 1.1 header (a "
+                          "skeleton, no meta.graph): the file's minor version (bytes 10-11) "
+                          "is wrong; write 1")
+
+
+def masks_sparsity(layers: dict[str, LayerSpec], masks: dict[str, np.ndarray]) -> float:
+    """One minus the kept weights of the gated layers over all their weights (0 without a
+    gated layer); a neuron gate keeps or prunes its whole row."""
+    gated = [s for s in layers.values() if s.gated]
+    kept = sum(int(masks[s.name].sum()) * (s.numel // masks[s.name].size) for s in gated)
+    return sparsity_of(kept, sum(s.numel for s in gated))
+
+
 def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
+    _check_version(header, minor)
     if header["generator"] != {"name": GENERATOR, "key": KEY_DERIVATION}:
         raise TicketError(f"generator {header['generator']} is not {GENERATOR}; upgrade sltc")
     seed = header["seed"]
     if not valid_seed(seed):
         raise TicketError("broken header: seed must be an integer in [0, 2**64)")
     layers, masks, offset = _read_layers(header, body, minor)
-    tensors = [{k: t[k] for k in ("name", "shape", "init", "std")}
-               for t in (header["tensors"] if minor >= 1 else [])]
-    drawn = sum(check_drawn(t) for t in tensors)
-    if drawn + sum(math.prod(s["shape"]) for s in layers) > MAX_WEIGHTS:
+    tensors = [DrawnTensor.from_json(t) for t in (header["tensors"] if minor >= 1 else [])]
+    if sum(t.numel for t in tensors) + sum(s.numel for s in layers.values()) > MAX_WEIGHTS:
         raise TicketError(f"the ticket claims more than {MAX_WEIGHTS} weights")
     extras, offset = _read_extras(header, body, offset)
     meta = header["meta"]
     check_meta(meta, seed)
+    check_sparsity(meta["sparsity"], masks_sparsity(layers, masks))
     if minor >= 1:
         graph, offset = _read_skeleton(header, body, offset)
     else:
-        shapes = {s["name"]: s["shape"] for s in layers} | {k: v.shape for k, v in extras.items()}
+        shapes = {s.name: list(s.shape) for s in layers.values()} | {
+            k: v.shape for k, v in extras.items()}
         graph = legacy.skeleton_from_ops(meta["graph"], shapes, meta["input_shape"],
                                          meta["classes"])
     if offset != len(body):

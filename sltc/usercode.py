@@ -13,6 +13,7 @@ import contextlib
 import os
 import sysconfig
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -123,8 +124,10 @@ def check_first_batch(model, x: torch.Tensor, y: torch.Tensor, module: str) -> i
     sample = x[:PROBE_IMAGES]
     model.eval()
     with users_code(f"the network ({module}) on a batch of {_shape(sample)}", BatchError,
-                    f"make its input fit images of {_shape(sample[0])}"):
+                    f"make its input fit images of {_shape(sample[0])}"), \
+            _calls(model) as called:
         logits = model(sample)
+    _check_called(called, module)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or \
             len(logits) != len(sample) or not logits.is_floating_point():
         raise BatchError(f"the network ({module}) returns {_kind(logits)} for a batch of "
@@ -144,3 +147,31 @@ def check_first_batch(model, x: torch.Tensor, y: torch.Tensor, module: str) -> i
                          f"({module}) gives {classes} outputs; labels are class indices in "
                          f"[0, {classes})")
     return classes
+
+
+@contextlib.contextmanager
+def _calls(model) -> Iterator[dict]:
+    """Inside, ``called`` maps each gated layer's name to whether forward has called it."""
+    from .layers import gated_layers
+
+    layers = gated_layers(model)
+    called = dict.fromkeys((m.name for m in layers), False)
+    hooks = [m.register_forward_pre_hook(lambda m, _: called.__setitem__(m.name, True))
+             for m in layers]
+    try:
+        yield called
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _check_called(called: dict, module: str) -> None:
+    """Refuse a gated layer the forward pass never calls: it would hold weights counted in
+    the sparsity, pruned to zero, that compute nothing."""
+    idle = [name for name, was in called.items() if not was]
+    if idle:
+        shown = ", ".join(map(repr, idle[:5])) + (", ..." if len(idle) > 5 else "")
+        raise NetworkError(f"the network ({module}) never calls {shown} in forward; sltc gates "
+                           f"every nn.Linear and nn.Conv2d, and one never called would be "
+                           f"pruned and counted in the sparsity: delete it from the network, "
+                           f"or call it")

@@ -70,9 +70,11 @@ def kill_after_epochs(args: list, out: Path, epochs: int = 2, timeout: float = 3
     proc.wait()
 
 
-def reseal_ticket(data: bytes, header: dict) -> bytes:
-    """Rewrite a ticket's header and every checksum, so only the header's content is wrong."""
-    _, major, minor, head_len = PREAMBLE.unpack_from(data)
+def reseal_ticket(data: bytes, header: dict, minor: int | None = None) -> bytes:
+    """Rewrite a ticket's header (and its minor version, if given) and every checksum, so
+    only the header's content is wrong."""
+    _, major, old_minor, head_len = PREAMBLE.unpack_from(data)
+    minor = old_minor if minor is None else minor
     body = data[PREAMBLE.size + head_len:-4]
     head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     out = PREAMBLE.pack(b"SLTICKET", major, minor, len(head)) + head + body

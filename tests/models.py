@@ -1,5 +1,7 @@
 """Networks for tests, reached from configs as ``model.arch: python:tests.models:<name>``."""
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,9 +23,18 @@ class Attention(nn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
 
 
+def sincos(tokens: int, width: int) -> torch.Tensor:
+    """Fixed sine-cosine position embeddings, ``(1, tokens, width)``."""
+    pos = torch.arange(tokens, dtype=torch.float32)[:, None]
+    freq = 10000.0 ** (-torch.arange(0, width, 2, dtype=torch.float32) / width)
+    return torch.cat([torch.sin(pos * freq), torch.cos(pos * freq)], dim=1)[None]
+
+
 class Mixed(nn.Module):
     """A strided conv with bias, a grouped dilated conv, BatchNorm and a residual add, then
-    tokens with a class token, position embeddings, LayerNorm, attention and a GELU MLP."""
+    tokens with a class token, sine-cosine position embeddings (scaled by 0.1), LayerNorm, attention scaled
+    by a layer scale (0.5 at init) and a GELU MLP. The position embeddings and the layer
+    scale are the network's own values: a ticket keeps them."""
 
     def __init__(self, input_shape, classes, width=16, heads=2):
         super().__init__()
@@ -34,7 +45,8 @@ class Mixed(nn.Module):
         self.pool = nn.AvgPool2d(2)
         tokens = (h // 4) * (w // 4)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.pos_embed = nn.Parameter(torch.zeros(1, tokens + 1, width))
+        self.pos_embed = nn.Parameter(0.1 * sincos(tokens + 1, width))  # near the tokens' size
+        self.gamma = nn.Parameter(torch.full((width,), 0.5))  # a layer scale
         self.norm1 = nn.LayerNorm(width)
         self.attn = Attention(width, heads)
         self.norm2 = nn.LayerNorm(width)
@@ -46,10 +58,23 @@ class Mixed(nn.Module):
         x = self.pool(x + self.bn(self.grouped(x)))
         t = x.flatten(2).transpose(1, 2)
         t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1) + self.pos_embed
-        t = t + self.attn(self.norm1(t))
+        t = t + self.gamma * self.attn(self.norm1(t))
         t = t + self.mlp(self.norm2(t))
         return self.head(t[:, 0])
 
 
 def mixed(input_shape, classes, width=16, heads=2):
     return Mixed(input_shape, classes, width, heads)
+
+
+class Idle(nn.Module):
+    """An MLP with a layer its forward never calls."""
+
+    def __init__(self, input_shape, classes):
+        super().__init__()
+        self.fc = nn.Linear(math.prod(input_shape), 32)
+        self.spare = nn.Linear(32, 32)  # never called
+        self.head = nn.Linear(32, classes)
+
+    def forward(self, x):
+        return self.head(F.relu(self.fc(x.flatten(1))))

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -14,7 +15,7 @@ from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
 from tests.helpers import FASHION, ROOT, requires_fashion
 from tests.helpers import sltc as sltc_cli
-from tests.models import mixed
+from tests.models import Idle, mixed
 
 
 def _loader(split, **kw):
@@ -47,6 +48,15 @@ def test_find_ticket_writes_a_run_like_discover(tmp_path):
     assert np.array_equal(want.argmax(1).numpy(), hits["dense"])
     every = prepare(load(tmp_path / "run/ticket.slt"), "dense")(test.images.astype(np.float32) / 255)
     assert float((every.argmax(1) == test.labels).mean()) == ticket.meta["test_accuracy"]
+
+
+def test_a_layer_forward_never_calls_is_refused_by_name(tmp_path):
+    train = synthetic_split(2, "train", 128)
+    with pytest.raises(sltc.NetworkError, match=r"never calls 'spare' in forward.*delete it"):
+        sltc.find_ticket(Idle((1, 28, 28), 10), _loader(train), _loader(train),
+                         {"train": {"epochs": 1, "max_steps": 2}}, out=tmp_path / "r",
+                         progress=False)
+    assert not (tmp_path / "r/ticket.slt").exists()
 
 
 def test_find_ticket_without_validation_data(tmp_path, capfd):

@@ -128,7 +128,7 @@ def test_compact_keeps_exactly_the_surviving_units(neuron_run, tmp_path):
     onnx.checker.check_model(model, full_check=True)
     dims = {i.name: list(i.dims) for i in model.graph.initializer}
     shapes = [dims[n.input[1]] for n in model.graph.node if n.op_type == "MatMul"]
-    names = [s["name"] for s in ticket.layers]
+    names = list(ticket.layers)
     kept = [int(ticket.masks[n].sum()) for n in names]
     assert shapes == [[784, kept[0]], [kept[0], kept[1]], [kept[1], 10]]
     assert kept[0] < 64 and kept[1] < 32
@@ -197,6 +197,33 @@ def test_other_options_that_would_do_nothing_are_refused(synthetic_run, tmp_path
         line, = proc.stderr.strip().splitlines()
         assert line.startswith(f"sltc: error: {named} ") and fix in line, line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sparse_onnx_weights_are_constants_as_the_spec_says(synthetic_run, tmp_path):
+    """format.md section 4: each gated weight a leading Constant ``<tensor>.const`` whose
+    sparse_value holds its nonzeros at increasing int64 linear positions."""
+    ticket = Ticket.load(synthetic_run / "ticket.slt")
+    export(synthetic_run / "ticket.slt", "onnx", tmp_path / "s.onnx", weights="sparse")
+    model = onnx.load(tmp_path / "s.onnx")
+    gated = [s for s in ticket.layers.values() if s.gated]
+    assert not model.graph.sparse_initializer and gated
+    leading = model.graph.node[:len(gated)]
+    assert [n.op_type for n in leading] == ["Constant"] * len(gated)
+    assert [n.name for n in leading] == [f"{s.tensor}.const" for s in gated]
+    for node, spec in zip(leading, gated, strict=True):
+        sparse = node.attribute[0].sparse_tensor
+        assert node.output == [spec.tensor] and tuple(sparse.dims) == spec.shape
+        assert (sparse.values.name, sparse.indices.name) == (f"{spec.tensor}.values",
+                                                             f"{spec.tensor}.indices")
+        idx = onnx.numpy_helper.to_array(sparse.indices)
+        assert idx.dtype == np.int64 and idx.ndim == 1 and np.all(np.diff(idx) > 0)
+        w = ticket.weight(spec.name).ravel()
+        assert np.array_equal(idx, np.flatnonzero(w))
+        assert np.array_equal(onnx.numpy_helper.to_array(sparse.values), w[idx])
+    dense = {i.name for i in model.graph.initializer}
+    assert all(s.tensor in dense for s in ticket.layers.values() if not s.gated)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["sltc.weights"] == "sparse" and props["sltc.compact"] == "False"
 
 
 def test_each_format_takes_what_it_reads(synthetic_run, tmp_path):

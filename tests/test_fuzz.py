@@ -1046,6 +1046,19 @@ def test_csr_manifest_fuzz(good, data):
         pass
 
 
+def test_csr_sparsity_must_agree_with_the_masks(good):
+    with safe_open(str(good / "model.csr.safetensors"), "np") as f:
+        manifest = json.loads(f.metadata()["sltc"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    gated = [layer for layer in manifest["layers"] if layer["granularity"] is not None]
+    kept = sum(layer["nnz"] for layer in gated)
+    assert manifest["sparsity"] == 1 - kept / sum(np.prod(x["shape"]) for x in gated)
+    csrfile.check(manifest, tensors)
+    manifest["sparsity"] = round(1 - manifest["sparsity"], 3)
+    with pytest.raises(SltcError, match="manifest.sparsity .* disagrees with the masks"):
+        csrfile.check(manifest, tensors)
+
+
 def test_the_spec_states_the_limits():
     """docs/format.md section 5 gives every load limit as sltc/limits.py enforces it."""
     from sltc import limits

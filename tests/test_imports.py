@@ -77,3 +77,21 @@ def test_runtime_imports_nothing_above_the_ticket():
     for name, path in modules.items():
         if name.startswith("sltc.runtime"):
             assert not _imports(name, path, set(modules)) & above, name
+
+
+def test_importing_the_runtime_loads_no_ticket_config_or_torch():
+    """The runtime reads the named records (sltc.records), not sltc.ticket; importing it and
+    every module of it loads neither sltc.ticket nor pydantic, yaml or torch."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys\n"
+            "import sltc.runtime\n"
+            "for m in pkgutil.iter_modules(sltc.runtime.__path__):\n"
+            "    importlib.import_module('sltc.runtime.' + m.name)\n"
+            "print(' '.join(sorted(k for k in ('sltc.ticket', 'sltc.config', 'pydantic', 'yaml',"
+            " 'torch') if k in sys.modules)) + '|' + str('sltc.records' in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.strip()
+    assert out == "|True", out
+

@@ -131,9 +131,26 @@ def test_every_tensor_follows_the_rule_not_torch_rng():
     assert torch.all(a["stem.bias"] == 0) and torch.all(a["attn.qkv.bias"] == 0)
     assert torch.all(a["norm1.weight"] == 1) and torch.all(a["norm1.bias"] == 0)
     assert torch.all(a["bn.running_mean"] == 0) and torch.all(a["bn.running_var"] == 1)
-    for name in ("cls_token", "pos_embed"):
-        want = generate_normal(9, name, tuple(a[name].shape), NORMAL_STD)
-        assert torch.equal(a[name], torch.from_numpy(want))
+    own = dict(mixed((1, 12, 12), 4).named_parameters())  # the network's own values, kept
+    for name in ("cls_token", "pos_embed", "gamma"):
+        assert torch.equal(a[name], own[name].detach()), name
+    assert torch.all(a["gamma"] == 0.5)
+
+    class Drawn(nn.Module):  # a module that asks for its parameter to be drawn by name
+        drawn_by_name = ("table",)
+
+        def __init__(self):
+            super().__init__()
+            self.table, self.scale = nn.Parameter(torch.ones(3, 5)), nn.Parameter(torch.ones(5))
+            self.fc = nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.fc(x * self.scale + self.table.sum(0))
+
+    drawn = dict(gate(Drawn(), cfg).named_parameters())
+    assert torch.equal(drawn["table"], torch.from_numpy(generate_normal(9, "table", (3, 5),
+                                                                        NORMAL_STD)))
+    assert torch.all(drawn["scale"] == 1)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.endswith(".gate.mu") for n in trainable)
 

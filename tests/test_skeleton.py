@@ -7,23 +7,81 @@ import pytest
 from sltc import skeleton
 from sltc.ticket import Ticket
 from tests.helpers import sltc
+from tests.models import mixed
 
 
 def test_skeleton_holds_the_graph_and_placeholders_only(mixed_run):
     ticket = Ticket.load(mixed_run / "ticket.slt")
     holes = skeleton.placeholders(ticket.skeleton)
     # every gated weight, every tensor drawn by name and every statistic is a placeholder ...
-    assert {s["tensor"] for s in ticket.layers} <= set(holes)
-    assert {"cls_token", "pos_embed"} == {t["name"] for t in ticket.tensors} <= set(holes)
+    assert {s.tensor for s in ticket.layers.values()} <= set(holes)
     assert {"bn.running_mean", "bn.running_var"} == set(ticket.extras) <= set(holes)
     # ... with the shapes the tables give; the rest of the initializers are constants
-    for s in ticket.layers:
-        assert holes[s["tensor"]] == tuple(s["shape"])
+    for s in ticket.layers.values():
+        assert holes[s.tensor] == s.shape
     stored = {t.name: onnx.numpy_helper.to_array(t) for t in ticket.skeleton.graph.initializer
               if t.name not in holes}
     assert np.all(stored["stem.bias"] == 0) and np.all(stored["norm1.weight"] == 1)
+    # the network's own parameters are stored as it built them, never redrawn
+    assert ticket.tensors == []
+    built = dict(mixed((1, 28, 28), 10).named_parameters())
+    for name in ("gamma", "pos_embed", "cls_token"):
+        assert np.array_equal(stored[name], built[name].detach().numpy()), name
+    assert np.all(stored["gamma"] == 0.5) and np.any(stored["pos_embed"] != 0)
     assert {n.op_type for n in ticket.skeleton.graph.node} >= {
         "Conv", "Add", "LayerNormalization", "Softmax", "MatMul", "Erf", "Concat"}
+
+
+def test_writer_order_and_zlib_level_are_the_specs(mixed_run):
+    """format.md 2.1 and 2.4: layers in named_modules order, extras sorted, the skeleton
+    deflated at level 9, so another writer can match the bytes."""
+    import zlib
+
+    from sltc.layers import gated_layers
+    from tests.helpers import ticket_header
+
+    data = (mixed_run / "ticket.slt").read_bytes()
+    header, ticket = ticket_header(data), Ticket.from_bytes(data)
+    assert [s["name"] for s in header["layers"]] == [
+        m.name for m in gated_layers(_gated_mixed(ticket))]
+    assert [e["name"] for e in header["extras"]] == sorted(e["name"] for e in header["extras"])
+    entry = header["skeleton"]
+    body = 16 + int.from_bytes(data[12:16], "little")  # after the preamble and the header
+    payload = data[body + entry["offset"]:body + entry["offset"] + entry["length"]]
+    assert payload == zlib.compress(skeleton.serialize(ticket.skeleton), 9)
+    assert zlib.compress(skeleton.serialize(ticket.skeleton), 1) != payload  # the level shows
+
+
+def _gated_mixed(ticket):
+    from sltc.config import from_dict
+    from sltc.layers import gate
+
+    return gate(mixed((1, 28, 28), 10), from_dict(ticket.meta["config"], names=False))
+
+
+def test_own_parameters_survive_export_to_onnxruntime(mixed_run, tmp_path):
+    """discover -> freeze -> export -> onnxruntime: the exported model holds the network's
+    layer scale and position embeddings as built, and computes what the torch network
+    computes with the ticket's masks."""
+    import onnxruntime as ort
+    import torch
+
+    from sltc.exporters import export
+    from sltc.rebuild import model_from_ticket
+
+    ticket = Ticket.load(mixed_run / "ticket.slt")
+    export(mixed_run / "ticket.slt", "onnx", tmp_path / "m.onnx")
+    exported = onnx.load(tmp_path / "m.onnx")
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in exported.graph.initializer}
+    own = mixed((1, 28, 28), 10)
+    for name, param in own.named_parameters():
+        if name in ("gamma", "pos_embed", "cls_token"):
+            assert np.array_equal(values[name], param.detach().numpy()), name
+    x = np.random.default_rng(1).random((8, 1, 28, 28), dtype=np.float32)
+    got, = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x})
+    with torch.no_grad():
+        want = model_from_ticket(ticket, own)(torch.from_numpy(x)).numpy()
+    assert np.allclose(got, want, atol=1e-4 * np.abs(want).max()), np.abs(got - want).max()
 
 
 def _rewrite(src, dst, edit):

@@ -2,6 +2,7 @@
 
 import json
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from onnx import TensorProto, helper
 
 from sltc import skeleton
 from sltc.config import from_dict
-from sltc.errors import TicketError
+from sltc.errors import ConfigError, TicketError
 from sltc.maskcode import entropy_bits
+from sltc.records import DrawnTensor, LayerSpec, ModelMeta
 from sltc.seeding import generate_normal
 from sltc.ticket import Ticket
 from tests.helpers import reseal_ticket, ticket_header
@@ -36,20 +38,19 @@ def make_skeleton(fc1_shape=(50, 64)):
 
 def make_ticket(seed=3, density=0.1, granularity="weight"):
     rng = np.random.default_rng(seed)
-    layers = [
-        {"name": "fc1", "shape": [50, 64], "fan_in": 64, "init": "signed_constant",
-         "gain": 2**0.5, "granularity": granularity, "tensor": "fc1.weight"},
-        {"name": "fc2", "shape": [10, 50], "fan_in": 50, "init": "uniform", "gain": 1.0,
-         "granularity": None, "tensor": "fc2.weight"},
-    ]
+    layers = {"fc1": LayerSpec("fc1", (50, 64), 64, "signed_constant", 2**0.5, granularity,
+                               "fc1.weight"),
+              "fc2": LayerSpec("fc2", (10, 50), 50, "uniform", 1.0, None, "fc2.weight")}
     shape = (50, 64) if granularity == "weight" else (50,)
     masks = {"fc1": rng.random(shape) < density, "fc2": np.ones((10, 50), dtype=bool)}
     extras = {"bn.running_mean": rng.standard_normal(50).astype(np.float32)}
-    tensors = [{"name": "pos", "shape": [50], "init": "normal", "std": 0.02}]
-    meta = {"note": "test", "input_shape": [1, 8, 8], "classes": 10, "method": "crbg",
-            "config": from_dict({"seed": seed}).to_dict(), "sparsity": 0.9,
-            "test_accuracy": None, "preprocessing": {"mean": 0.5, "std": 0.25}}
-    return Ticket(seed, layers, masks, extras, meta, tensors, make_skeleton())
+    tensors = [DrawnTensor("pos", (50,), 0.02)]
+    meta = {"input_shape": [1, 8, 8], "classes": 10, "method": "crbg",
+            "config": from_dict({"seed": seed}).to_dict(), "test_accuracy": None,
+            "preprocessing": {"mean": 0.5, "std": 0.25}}
+    ticket = Ticket(seed, layers, masks, extras, meta, tensors, make_skeleton())
+    meta["sparsity"] = ticket.sparsity()
+    return ticket
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +64,10 @@ def test_round_trip_is_exact(granularity):
     data = t.to_bytes()
     back = Ticket.from_bytes(data)
     assert back.to_bytes() == data
-    for s in t.layers:
-        assert np.array_equal(back.masks[s["name"]], t.masks[s["name"]])
-        assert np.array_equal(back.weight(s["name"]), t.weight(s["name"]))
+    assert back.layers == t.layers and list(back.layers) == ["fc1", "fc2"]
+    for name in t.layers:
+        assert np.array_equal(back.masks[name], t.masks[name])
+        assert np.array_equal(back.weight(name), t.weight(name))
     assert np.array_equal(back.extras["bn.running_mean"], t.extras["bn.running_mean"])
     assert back.meta == t.meta and back.seed == t.seed and back.tensors == t.tensors
     assert skeleton.serialize(back.skeleton) == skeleton.serialize(t.skeleton)
@@ -83,7 +85,7 @@ def test_neuron_masks_zero_whole_rows():
 def test_size_near_entropy_floor():
     t = make_ticket(density=0.1)
     rng = np.random.default_rng(0)
-    t.layers[0]["shape"], t.layers[0]["fan_in"] = [300, 784], 784
+    t.layers["fc1"] = replace(t.layers["fc1"], shape=(300, 784), fan_in=784)
     t.masks["fc1"] = rng.random((300, 784)) < 0.1
     floor = entropy_bits(300 * 784, int(t.masks["fc1"].sum())) / 8
     meta = len(json.dumps(t.meta, sort_keys=True, separators=(",", ":")))  # the run's config
@@ -102,6 +104,10 @@ def test_size_near_entropy_floor():
     (lambda h: h["meta"].update(classes=0), "classes"),
     (lambda h: h["meta"]["preprocessing"].update(std=0), "positive std"),
     (lambda h: h["meta"].update(sparsity="high"), "sparsity"),
+    (lambda h: h["meta"].update(sparsity=0.1), "meta.sparsity 0.1 disagrees with the masks"),
+    (lambda h: h["meta"].update(sparsity=h["meta"]["sparsity"] + 1e-8), "disagrees"),
+    (lambda h: h.pop("skeleton"), "broken header: missing key 'skeleton'"),
+    (lambda h: h["meta"].pop("classes"), "classes"),
     (lambda h: h["meta"].update(test_accuracy=[1]), "test_accuracy"),
     (lambda h: h["meta"].update(config=5), "meta.config"),
     (lambda h: h["meta"]["config"]["data"].update(synthetic_size=10**12), "synthetic_size"),
@@ -148,6 +154,63 @@ def test_wrong_magic_and_version(ticket_bytes):
     bumped[8:10] = struct.pack("<H", 2)
     with pytest.raises(TicketError, match="unsupported ticket version 2"):
         Ticket.from_bytes(bytes(bumped))
+
+
+def test_records_read_back_what_they_write(ticket_bytes):
+    t = Ticket.from_bytes(ticket_bytes)
+    for spec in t.layers.values():
+        assert LayerSpec.from_json(spec.to_json()) == spec
+    assert [DrawnTensor.from_json(d.to_json()) for d in t.tensors] == t.tensors
+    meta = t.model_meta()
+    assert ModelMeta.from_json(meta.to_json()) == meta
+    assert (meta.input_shape, meta.classes, meta.seed) == ((1, 8, 8), 10, t.seed)
+    assert meta.data == t.meta["config"]["data"] and meta.sparsity == t.sparsity()
+    with pytest.raises(TicketError, match="granularity"):
+        LayerSpec.from_json({**t.layers["fc1"].to_json(), "granularity": "row"})
+    with pytest.raises(TicketError, match="std must be a positive"):
+        DrawnTensor.from_json({**t.tensors[0].to_json(), "std": 0})
+
+
+def test_sparsity_is_the_masks_and_tolerates_float_rounding(ticket_bytes):
+    t = Ticket.from_bytes(ticket_bytes)
+    kept = int(t.masks["fc1"].sum())
+    assert t.meta["sparsity"] == 1 - kept / (50 * 64)  # ungated fc2 does not count
+    header = ticket_header(ticket_bytes)
+    header["meta"]["sparsity"] = (50 * 64 - kept) / (50 * 64)  # another order: within 1e-9
+    assert Ticket.from_bytes(reseal_ticket(ticket_bytes, header)).meta["sparsity"] == \
+        header["meta"]["sparsity"]
+
+
+def test_seeds_up_to_2_64_write_and_read():
+    t = make_ticket(seed=2**64 - 1)
+    back = Ticket.from_bytes(t.to_bytes())
+    assert back.seed == 2**64 - 1 and back.to_bytes() == t.to_bytes()
+    assert from_dict({"seed": 2**63}).seed == 2**63
+    with pytest.raises(ConfigError, match="seed"):
+        from_dict({"seed": 2**64})
+
+
+def test_later_minor_versions_read_ignoring_unknown_keys(ticket_bytes):
+    """A minor version above 1 only adds keys; a 1.1 reader ignores unknown keys of the
+    header, its table entries and meta, and reads the rest as 1.1."""
+    header = ticket_header(ticket_bytes)
+    header["provenance"] = {"tool": "another writer"}
+    header["layers"][0]["note"], header["tensors"][0]["note"] = "x", "y"
+    header["extras"][0]["note"], header["skeleton"]["note"] = "z", "w"
+    header["meta"]["note"] = "kept"
+    back = Ticket.from_bytes(reseal_ticket(ticket_bytes, header, minor=7))
+    want = Ticket.from_bytes(ticket_bytes)
+    assert back.version == (1, 7) and back.meta["note"] == "kept"
+    assert back.layers == want.layers and back.tensors == want.tensors
+    assert all(np.array_equal(back.masks[k], want.masks[k]) for k in want.masks)
+    header["meta"]["config"]["train"]["future_key"] = 1  # meta.config is a run config: refused
+    with pytest.raises(TicketError, match="future_key"):
+        Ticket.from_bytes(reseal_ticket(ticket_bytes, header, minor=7))
+
+
+def test_a_1_0_preamble_on_a_1_1_header_says_so(ticket_bytes):
+    with pytest.raises(TicketError, match=r"says format 1.0 but the header is a 1.1 header"):
+        Ticket.from_bytes(reseal_ticket(ticket_bytes, ticket_header(ticket_bytes), minor=0))
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

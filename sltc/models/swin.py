@@ -46,6 +46,8 @@ def shift_mask(h: int, wd: int, w: int, s: int) -> torch.Tensor:
 
 
 class SwinBlock(nn.Module):
+    drawn_by_name = ("relative_position_bias_table",)  # N(0, 0.02) from (seed, name)
+
     def __init__(self, dim: int, heads: int, resolution: tuple[int, int], window: int,
                  shifted: bool):
         super().__init__()

@@ -60,6 +60,8 @@ def patches(input_shape, patch: int) -> tuple[int, int]:
 
 
 class ViT(nn.Module):
+    drawn_by_name = ("cls_token", "pos_embed")  # N(0, 0.02) from (seed, name), as ViT's init
+
     def __init__(self, input_shape, classes: int, normalize: nn.Module, patch: int, dim: int,
                  depth: int, heads: int):
         super().__init__()

@@ -1,0 +1,178 @@
+"""The records a ticket and its exports hold, by name: a layer of the table (``LayerSpec``),
+a tensor drawn by name (``DrawnTensor``) and what every reader of a model needs to know
+about it (``ModelMeta``).
+
+Each reads itself from its JSON form with ``from_json``, checking it against
+``docs/format.md`` (a ``TicketError`` naming the first rule broken), and writes it back
+with ``to_json``. Below the ticket in the house (errors, limits and the generator's names
+only, no torch, no config): the runtime reads these records without ``sltc.ticket``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import TicketError
+from .limits import MAX_SIDE, number_in
+from .seeding import INITS
+
+GRANULARITIES = ("weight", "neuron", None)
+MAX_CLASSES = 1 << 20
+SPARSITY_TOLERANCE = 1e-9  # a recorded sparsity against the masks: another order of float64 sums
+
+
+def _int_list(value, what: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(type(v) is int and v > 0 for v in value):
+        raise TicketError(f"broken header: {what} must be a list of positive integers")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A weight the generator regenerates (format.md section 2.1): ``name`` is the
+    generator's key, ``tensor`` the skeleton initializer it fills; ``granularity`` is
+    ``weight`` or ``neuron`` for a gated layer, ``None`` for an ungated one."""
+
+    name: str
+    shape: tuple[int, ...]
+    fan_in: int
+    init: str
+    gain: float
+    granularity: str | None
+    tensor: str
+
+    @classmethod
+    def from_json(cls, entry: dict, minor: int = 1) -> LayerSpec:
+        """A table entry of a ticket (or a CSR manifest), checked; a 1.0 entry has no
+        ``tensor`` and fills ``<name>.weight``."""
+        name = entry["name"]
+        if not isinstance(name, str):
+            raise TicketError("broken header: a layer name must be a string")
+        shape = _int_list(entry["shape"], f"layer {name!r} shape")
+        if entry["init"] not in INITS or entry["fan_in"] != math.prod(shape[1:]):
+            raise TicketError(f"layer {name!r}: unknown init or fan_in that does not add up")
+        if not number_in(entry["gain"]) or not entry["gain"] > 0:
+            raise TicketError(f"layer {name!r}: gain must be a positive number")
+        if entry["granularity"] not in GRANULARITIES:
+            raise TicketError(f"layer {name!r}: granularity must be weight, neuron or null")
+        tensor = entry["tensor"] if minor >= 1 else f"{name}.weight"
+        if not isinstance(tensor, str):
+            raise TicketError(f"layer {name!r}: tensor must be a string")
+        return cls(name, shape, entry["fan_in"], entry["init"], entry["gain"],
+                   entry["granularity"], tensor)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "fan_in": self.fan_in,
+                "init": self.init, "gain": self.gain, "granularity": self.granularity,
+                "tensor": self.tensor}
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def gated(self) -> bool:
+        return self.granularity is not None
+
+    @property
+    def mask_shape(self) -> tuple[int, ...]:
+        """The stored mask's shape: one bit per weight, or per output unit (neuron)."""
+        return self.shape[:1] if self.granularity == "neuron" else self.shape
+
+    def check_mask_shape(self, value) -> tuple[int, ...]:
+        """A table entry's ``mask_shape`` against the granularity."""
+        mask_shape = _int_list(value, f"layer {self.name!r} mask_shape")
+        if mask_shape != self.mask_shape:
+            raise TicketError(f"layer {self.name!r}: mask shape {list(mask_shape)} does not fit "
+                              f"weight shape {list(self.shape)} at granularity "
+                              f"{self.granularity}")
+        return mask_shape
+
+
+@dataclass(frozen=True)
+class DrawnTensor:
+    """A tensor drawn from the generator by its name (format.md section 1.3, ``normal``)."""
+
+    name: str
+    shape: tuple[int, ...]
+    std: float
+    init: str = "normal"
+
+    @classmethod
+    def from_json(cls, entry: dict) -> DrawnTensor:
+        name = entry["name"]
+        if not isinstance(name, str) or entry["init"] != "normal":
+            raise TicketError(f"tensor {name!r}: init must be 'normal'")
+        if not number_in(entry["std"]) or not entry["std"] > 0:
+            raise TicketError(f"tensor {name!r}: std must be a positive number")
+        return cls(name, _int_list(entry["shape"], f"tensor {name!r} shape"), entry["std"])
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "init": self.init,
+                "std": self.std}
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What every reader of a model uses (format.md section 2.3): the input and class
+    count it takes, its preprocessing, sparsity and recorded test accuracy, the dataset
+    section of its run config (``data``) and its seed. An ONNX file without ``sltc.*``
+    metadata has no sparsity (``nan``), accuracy, data or preprocessing."""
+
+    input_shape: tuple[int, ...]
+    classes: int
+    sparsity: float
+    test_accuracy: float | None
+    data: dict | None = None
+    seed: int = 0
+    preprocessing: dict | None = None
+
+    @classmethod
+    def from_json(cls, meta, what: str = "meta") -> ModelMeta:
+        """A ticket's ``meta`` (with ``data`` and ``seed`` where it holds them) or a CSR
+        manifest, checked."""
+        if not isinstance(meta, dict):
+            raise TicketError(f"broken header: {what} must be an object")
+        shape = meta.get("input_shape")
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 3 or not all(
+                type(v) is int and 0 < v <= MAX_SIDE for v in shape):
+            raise TicketError(f"broken header: {what}.input_shape must be 1 to 3 integers in "
+                              f"[1, {MAX_SIDE}]")
+        if type(meta.get("classes")) is not int or not 1 <= meta["classes"] <= MAX_CLASSES:
+            raise TicketError(f"broken header: {what}.classes must be an integer in "
+                              f"[1, {MAX_CLASSES}]")
+        pre = meta.get("preprocessing")
+        if not isinstance(pre, dict) or not number_in(pre.get("mean"), -1e6, 1e6) or \
+                not number_in(pre.get("std"), 1e-12, 1e6):
+            raise TicketError(f"broken header: {what}.preprocessing needs a finite mean and a "
+                              "positive std")
+        if not number_in(meta.get("sparsity"), 0, 1):
+            raise TicketError(f"broken header: {what}.sparsity must be a number in [0, 1]")
+        accuracy = meta.get("test_accuracy")
+        if accuracy is not None and not number_in(accuracy, 0, 1):
+            raise TicketError(f"broken header: {what}.test_accuracy must be null or a number "
+                              "in [0, 1]")
+        return cls(tuple(shape), meta["classes"], meta["sparsity"], accuracy,
+                   meta.get("data"), meta.get("seed", 0), pre)
+
+    def to_json(self) -> dict:
+        return {"input_shape": list(self.input_shape), "classes": self.classes,
+                "preprocessing": self.preprocessing, "sparsity": self.sparsity,
+                "test_accuracy": self.test_accuracy, "data": self.data, "seed": self.seed}
+
+
+def sparsity_of(kept: int, total: int) -> float:
+    """The pruned fraction of ``total`` gated weights of which ``kept`` stay; 0 for none."""
+    return 1.0 - kept / total if total else 0.0
+
+
+def check_sparsity(recorded: float, sparsity: float, what: str = "meta") -> None:
+    """A recorded sparsity agrees with the masks (format.md section 2.1)."""
+    if abs(recorded - sparsity) > SPARSITY_TOLERANCE:
+        raise TicketError(f"broken header: {what}.sparsity {recorded} disagrees with the "
+                          f"masks, which prune {sparsity!r} of the gated weights")
