@@ -17,8 +17,8 @@ import numpy as np
 
 from sltc.errors import SltcError
 
-RECORD_KEYS = ("engine", "provider", "batch", "threads", "p50_ms", "p90_ms", "p99_ms",
-               "throughput", "load_s", "peak_rss_mb", "file_bytes")
+RECORD_KEYS = ("engine", "provider", "precision", "batch", "threads", "p50_ms", "p90_ms",
+               "p99_ms", "throughput", "load_s", "peak_rss_mb", "file_bytes")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Record:
     peak_rss_mb: float
     file_bytes: int
     inputs: str = "random"
+    precision: str = "fp32"  # an ONNX export's sltc.quantize: int8 or int8-dynamic
     sparse_layers: list[str] | None = None  # csr: the layers its plan for this batch runs sparse
     layers: int | None = None  # csr: the layers that could run sparse
     speedup: float | None = None
@@ -114,7 +115,8 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
         choice = predictor.choice(batch) if predictor.choice else {}
         records.append(Record(str(path), model.kind, engine, predictor.provider, batch, threads,
                               p50, p90, p99, batch * repeat / times.sum(), load_s, rss,
-                              model.file_bytes, inputs, **choice))
+                              model.file_bytes, inputs, model.meta.get("precision", "fp32"),
+                              **choice))
     return records
 
 
@@ -201,12 +203,13 @@ def print_table(records: list[dict]) -> None:
 
     table = Table(title="sltc bench (p50 latency; speed-up against dense ORT, with --rounds "
                   "its range over the rounds, ~ where that range holds 1x: no difference)")
-    left = ("model", "engine", "provider", "inputs")
+    left = ("model", "engine", "provider", "precision", "inputs")
     for col in (*left, "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "items/s", "load s",
                 "RSS MB", "file B", "sparse", "speed-up"):
         table.add_column(col, justify="left" if col in left else "right")
     for r in records:
-        table.add_row(r["model"].rsplit("/", 1)[-1], r["engine"], r["provider"], r["inputs"],
+        table.add_row(r["model"].rsplit("/", 1)[-1], r["engine"], r["provider"],
+                      r.get("precision", "fp32"), r["inputs"],
                       str(r["batch"]), str(r["threads"]), f"{r['p50_ms']:.3f}",
                       f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['throughput']:.0f}",
                       f"{r['load_s']:.3f}", f"{r['peak_rss_mb']:.0f}", str(r["file_bytes"]),

@@ -26,7 +26,7 @@ class Deployable:
 
     path: Path
     kind: str  # "ticket", "csr" or "onnx"
-    meta: dict  # input_shape, classes, data, seed, test_accuracy, sparsity
+    meta: dict  # input_shape, classes, data, seed, test_accuracy, sparsity[, precision]
     graph: Graph
     load_s: float = 0.0
 
@@ -119,7 +119,8 @@ def _onnx_meta(path: Path, model, graph: Graph) -> dict:
     if accuracy is not None and not 0 <= accuracy <= 1 or not isinstance(data, (dict, type(None))):
         raise SltcError(f"{path}: damaged sltc.* metadata; re-export the model from its ticket")
     return {"input_shape": graph.input_shape, "classes": graph.classes, "sparsity": sparsity,
-            "test_accuracy": accuracy, "data": data, "seed": seed}
+            "test_accuracy": accuracy, "data": data, "seed": seed,
+            "precision": props.get("sltc.quantize", "fp32")}
 
 
 def _from_onnx(path: Path) -> Deployable:

@@ -63,7 +63,8 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     acc = float((predictions == test.labels).mean())
     recorded = model.meta.get("test_accuracy")
     return {"model": str(path), "engine": engine, "provider": predictor.provider,
-            "test_accuracy": acc, "recorded_accuracy": recorded,
+            "precision": model.meta.get("precision", "fp32"), "test_accuracy": acc,
+            "recorded_accuracy": recorded,
             "sparsity": model.meta.get("sparsity"),
             "difference": None if recorded is None else acc - recorded, "examples": len(test)}
 

@@ -225,6 +225,9 @@ def export(
                                "default) or stored."),
     no_check: bool = typer.Option(False, "--no-check", help="onnx: skip the onnxruntime parity check."),
     data: str = typer.Option(None, "--data", help="onnx: dataset folder for the parity check."),
+    quantize: str = typer.Option(None, "--quantize", help="onnx: int8 (static QDQ, calibrated "
+                                 "on the ticket's training images) or int8-dynamic; reports "
+                                 "the test accuracy next to the fp32 ticket's."),
     as_json: bool = JSON_OPT,
 ):
     """Export a ticket as ONNX, CSR sparse weights, or a ticket again; an option the format
@@ -235,10 +238,11 @@ def export(
     from .progress import Progress
 
     given = {"weights": weights, "compact_units": compact or None, "values": values,
-             "check": False if no_check else None, "data_root": data}
+             "check": False if no_check else None, "data_root": data, "quantize": quantize}
     options = {k: v for k, v in given.items() if v is not None}
     checks = "check" in options_of(fmt) and not no_check
-    with Progress(not as_json).task(f"export {fmt}" + (", parity check" if checks else "")):
+    check = ", accuracy check" if quantize else ", parity check"
+    with Progress(not as_json).task(f"export {fmt}" + (check if checks else "")):
         report = run(ticket, fmt, output, **options)
     _emit(report, as_json, _print_kv)
 
