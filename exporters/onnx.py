@@ -24,6 +24,8 @@ from sltc.errors import SltcError
 from sltc.io import atomic_write, temp_dir
 from sltc.runtime.compact import compact
 from sltc.runtime.graph import Graph
+from sltc.runtime.quantize import int8_kernels, ternary_scales
+from sltc.runtime.quantize import quantize as quantize_model
 
 from . import int8
 from ._registry import EXPORTERS
@@ -156,16 +158,21 @@ def _quantized(graph: Graph, props: dict, ticket, quantize: str, data_root, outp
     model = graph.to_onnx()
     images = int8.calibration_images(ticket.meta, ticket.seed, data_root) \
         if mode == "static" else None
+    kernels = int8_kernels()  # without VNNI, 7-bit weights where any is not ternary
+    reduce_range = kernels == "none" and any(
+        np.asarray(w).ndim >= 2 for name, w in graph.constants.items()
+        if name not in ternary_scales({name: w}))
     with temp_dir(output) as folder:
-        quantized = int8.quantize(model, graph.constants, mode, images, folder)
+        quantized = quantize_model(model, graph.constants, mode, folder, images, reduce_range)
     errors = int8.weight_errors(quantized, graph.constants)
     exact = sorted(name for name, error in errors.items() if error == 0.0)
     props = {**props, "sltc.quantize": quantize, "sltc.quantize_mode": mode,
              "sltc.calibration_images": 0 if images is None else len(images),
-             "sltc.exact_weights": json.dumps(exact)}
+             "sltc.reduce_range": reduce_range, "sltc.exact_weights": json.dumps(exact)}
     del quantized.metadata_props[:]
     helper.set_model_props(quantized, {k: str(v) for k, v in props.items()})
     report.update(quantize=quantize, calibration_images=0 if images is None else len(images),
+                  int8_kernels=kernels, reduce_range=reduce_range,
                   exact_weights=len(exact), quantized_weights=len(errors),
                   weight_error=max(errors.values(), default=0.0))
     return quantized

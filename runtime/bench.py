@@ -38,6 +38,7 @@ class Record:
     file_bytes: int
     inputs: str = "random"
     precision: str = "fp32"  # an ONNX export's sltc.quantize: int8 or int8-dynamic
+    int8_kernels: str | None = None  # for int8: the CPU's int8 instructions (quantize.py)
     sparse_layers: list[str] | None = None  # csr: the layers its plan for this batch runs sparse
     layers: int | None = None  # csr: the layers that could run sparse
     speedup: float | None = None
@@ -90,6 +91,7 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
     """Load ``path`` into ``engine`` and time it; call in a fresh process."""
     from .engines import prepare
     from .loader import load
+    from .quantize import int8_kernels
 
     _limit_threads(threads)
     tic = time.perf_counter()
@@ -100,6 +102,8 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
     for batch in batches:  # every batch size within the graph's bounds, before any input
         model.graph.bounds.batch(batch)
     source = input_source(model, inputs, data_root)
+    precision = model.meta.get("precision", "fp32")
+    kernels = None if precision == "fp32" else int8_kernels()
     records = []
     for batch in batches:
         for i in range(warmup):
@@ -115,8 +119,7 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
         choice = predictor.choice(batch) if predictor.choice else {}
         records.append(Record(str(path), model.kind, engine, predictor.provider, batch, threads,
                               p50, p90, p99, batch * repeat / times.sum(), load_s, rss,
-                              model.file_bytes, inputs, model.meta.get("precision", "fp32"),
-                              **choice))
+                              model.file_bytes, inputs, precision, kernels, **choice))
     return records
 
 
@@ -197,6 +200,12 @@ def speedup_text(r: dict) -> str:
     return f"{'~' if r['within_noise'] else ''}{r['speedup']:.2f}x{span}"
 
 
+def _precision(r: dict) -> str:
+    """``fp32``, or ``int8 (vnni)``: an int8 file with the CPU's int8 instructions."""
+    kernels = r.get("int8_kernels")
+    return r.get("precision", "fp32") + (f" ({kernels})" if kernels else "")
+
+
 def print_table(records: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -209,7 +218,7 @@ def print_table(records: list[dict]) -> None:
         table.add_column(col, justify="left" if col in left else "right")
     for r in records:
         table.add_row(r["model"].rsplit("/", 1)[-1], r["engine"], r["provider"],
-                      r.get("precision", "fp32"), r["inputs"],
+                      _precision(r), r["inputs"],
                       str(r["batch"]), str(r["threads"]), f"{r['p50_ms']:.3f}",
                       f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['throughput']:.0f}",
                       f"{r['load_s']:.3f}", f"{r['peak_rss_mb']:.0f}", str(r["file_bytes"]),

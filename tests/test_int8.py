@@ -14,6 +14,7 @@ from sltc.exporters import export
 from sltc.runtime.engines import prepare
 from sltc.runtime.graph import Graph
 from sltc.runtime.loader import load
+from sltc.runtime.quantize import int8_kernels
 from sltc.ticket import Ticket
 from tests.helpers import ROOT, requires_fashion, sltc
 
@@ -141,6 +142,7 @@ def test_int8_files_run_in_every_engine_and_bench_names_their_precision(syntheti
     records = json.loads(sltc("bench", synthetic_run / "ticket.slt", path, "--engine", "ort",
                               "--batch", "1,8", "--repeat", "3", "--warmup", "1", "--json",
                               check=True).stdout)
+    assert {r["int8_kernels"] for r in records if r["precision"] == "int8"} == {int8_kernels()}
     assert {(r["precision"], r["batch"]) for r in records} == {
         (p, b) for p in ("fp32", "int8") for b in (1, 8)}
     assert all(r["speedup"] > 0 for r in records)
@@ -159,3 +161,14 @@ def test_bad_quantize_options_are_one_line(synthetic_run, tmp_path, args, says):
     csr = sltc("export", synthetic_run / "ticket.slt", "-f", "csr", "-o", out, "--quantize",
                "int8")
     assert csr.returncode == 2 and "--quantize does not apply to --format csr" in csr.stderr
+
+
+@pytest.mark.parametrize("flags, kernels", [
+    ("fpu avx2 avx512f avx512_vnni", "vnni"), ("fpu avx2 avx_vnni", "vnni"),
+    ("avx512_vnni amx_int8 amx_tile", "amx"), ("fp asimd asimddp", "dotprod"),
+    ("fpu sse4_2 avx2", "none")])
+def test_int8_kernels_are_read_from_the_cpu_flags(tmp_path, flags, kernels):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert int8_kernels(str(cpuinfo)) == kernels
+    assert int8_kernels(str(tmp_path / "missing")) == "unknown"
