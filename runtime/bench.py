@@ -40,6 +40,7 @@ class Record:
     precision: str = "fp32"  # an ONNX export's sltc.quantize: int8 or int8-dynamic
     int8_kernels: str | None = None  # for int8: the CPU's int8 instructions (quantize.py)
     sparse_layers: list[str] | None = None  # csr: the layers its plan for this batch runs sparse
+    int8_layers: list[str] | None = None  # csr --allow int8: the products it runs in int8
     layers: int | None = None  # csr: the layers that could run sparse
     speedup: float | None = None
     p50s: list[float] | None = None  # every round's p50; these three, like speedup, by bench
@@ -87,7 +88,7 @@ def input_source(model, inputs: str = "random", data_root=None):
 
 def measure(path: str, engine: str, batches: list[int], threads: int, provider: str,
             warmup: int, repeat: int, allow_fallback: bool = False, inputs: str = "random",
-            data_root: str | None = None) -> list[Record]:
+            data_root: str | None = None, allow_int8: bool = False) -> list[Record]:
     """Load ``path`` into ``engine`` and time it; call in a fresh process."""
     from .engines import prepare
     from .loader import load
@@ -97,7 +98,7 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
     tic = time.perf_counter()
     model = load(path)
     predictor = prepare(model, engine, provider=provider, threads=threads,
-                        allow_fallback=allow_fallback)
+                        allow_fallback=allow_fallback, allow_int8=allow_int8)
     load_s = time.perf_counter() - tic
     for batch in batches:  # every batch size within the graph's bounds, before any input
         model.graph.bounds.batch(batch)
@@ -138,7 +139,7 @@ def _worker(args: dict) -> list[dict]:
 def bench(paths: list[str], engines: list[str] | None, batches: list[int], threads: int,
           provider: str, warmup: int, repeat: int, allow_fallback: bool = False,
           on_progress=None, inputs: str = "random", data_root: str | None = None,
-          rounds: int = 1) -> list[dict]:
+          rounds: int = 1, allow_int8: bool = False) -> list[dict]:
     """Every (model, engine) pair, each in its own process; adds ``speedup`` vs dense ORT.
 
     With ``rounds > 1`` the pairs run that many times, taking turns, and each keeps the run
@@ -153,7 +154,7 @@ def bench(paths: list[str], engines: list[str] | None, batches: list[int], threa
         kind_of(Path(path))  # and unknown file types
     jobs = [dict(path=str(path), engine=engine, batches=batches, threads=threads,
                  provider=provider, warmup=warmup, repeat=repeat, allow_fallback=allow_fallback,
-                 inputs=inputs, data_root=data_root)
+                 inputs=inputs, data_root=data_root, allow_int8=allow_int8)
             for path in paths for engine in engines or ENGINES.names()]
     best: dict[tuple, dict] = {}
     p50s: dict[tuple, list[float]] = {}  # every round's, in order

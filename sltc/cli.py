@@ -247,6 +247,18 @@ def export(
     _emit(report, as_json, _print_kv)
 
 
+ALLOW_OPT = typer.Option([], "--allow", help="int8: let the csr engine run int8 onnxruntime "
+                         "segments where they are faster (not exact; off by default).")
+
+
+def _allow_int8(allow: list[str]) -> bool:
+    for value in allow:
+        if value != "int8":
+            raise SltcError(f"--allow {value!r}: the one inexact path there is to allow is "
+                            "int8")
+    return bool(allow)
+
+
 def _ints(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -278,6 +290,7 @@ def bench(
     data: str = typer.Option(None, "--data", help="Dataset folder, for --inputs test."),
     plot: Path = typer.Option(None, "--plot", help="Draw p50 latency to this PNG: a panel per "
                               "batch size, a colour per file and engine, speed-ups marked."),
+    allow: list[str] = ALLOW_OPT,
     as_json: bool = typer.Option(False, "--json", help="Quiet; stdout is a JSON list of records."),
 ):
     """Benchmark inference of sparse models on this device, each engine in its own process."""
@@ -299,7 +312,8 @@ def bench(
             task.advance()
 
         records = run([str(m) for m in models], engine or None, batches, threads, provider,
-                      warmup, repeat, allow_fallback, advance, inputs, data, rounds)
+                      warmup, repeat, allow_fallback, advance, inputs, data, rounds,
+                      _allow_int8(allow))
     if plot:
         plot_latency(records, plot)
     _emit(records, as_json, print_table)
@@ -316,6 +330,7 @@ def validate(
     tolerance: float = typer.Option(0.01, "--tolerance", min=0.0, max=1.0,
                                     help="Exit 3 when the accuracy falls more than this "
                                          "below the recorded one."),
+    allow: list[str] = ALLOW_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Run the whole test set through a runtime engine; compare with the recorded accuracy
@@ -326,7 +341,7 @@ def validate(
 
     with Progress(not as_json).task(f"test set through {engine}") as task:
         result = run(model, engine, provider, data, require_gpu, allow_fallback,
-                     on_batch=lambda n: task.advance(images=n))
+                     on_batch=lambda n: task.advance(images=n), allow_int8=_allow_int8(allow))
     _emit(result, as_json, _print_kv)
     if result["difference"] is not None and result["difference"] < -tolerance:
         raise CheckFailed(f"accuracy {result['test_accuracy']:.4f} is "

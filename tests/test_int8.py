@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from sltc.exporters import export
+from sltc.runtime.csr import _ort_segment
 from sltc.runtime.engines import prepare
 from sltc.runtime.graph import Graph
 from sltc.runtime.loader import load
@@ -172,3 +173,38 @@ def test_int8_kernels_are_read_from_the_cpu_flags(tmp_path, flags, kernels):
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     assert int8_kernels(str(cpuinfo)) == kernels
     assert int8_kernels(str(tmp_path / "missing")) == "unknown"
+
+
+def test_csr_runs_int8_segments_only_when_allowed(synthetic_run):
+    """The default csr engine stays exact (no int8 step in any plan); allowed, its plans may
+    hold int8 onnxruntime segments, and their logits still pick the same classes."""
+    model = load(synthetic_run / "ticket.slt")
+    x = np.random.default_rng(1).random((64, *model.graph.input_shape), dtype=np.float32)
+    exact = prepare(model, "ort")(x)
+    default = prepare(model, "csr")
+    assert np.allclose(default(x), exact, rtol=1e-4, atol=1e-4)
+    assert "int8_layers" not in default.choice(64)
+    assert all(s.kind != "int8" for plan in default.predict.plans.values() for s in plan.steps)
+    allowed = prepare(model, "csr", allow_int8=True)
+    assert allowed.provider == "scipy+int8"
+    assert (allowed(x).argmax(1) == exact.argmax(1)).mean() >= 0.9
+    choice = allowed.choice(64)
+    products = {n.name for n in model.graph.nodes if n.op in ("MatMul", "Gemm", "Conv")}
+    assert set(choice["int8_layers"]) <= products
+    engine = allowed.predict  # the whole graph as one int8 segment, as the planner builds it
+    g = engine.graph
+    whole = _ort_segment(g.nodes, g, [g.input_name], [g.output_name], engine.values, None,
+                         int8=True)
+    assert (whole(x)[0].argmax(1) == exact.argmax(1)).mean() >= 0.9
+
+
+def test_allow_takes_int8_only(synthetic_run):
+    for command in ("bench", "validate"):
+        proc = sltc(command, synthetic_run / "ticket.slt", "--allow", "fp16")
+        assert proc.returncode == 2
+        line, = proc.stderr.strip().splitlines()
+        assert "--allow 'fp16'" in line and "int8" in line
+    shown = json.loads(sltc("validate", synthetic_run / "ticket.slt", "--engine", "csr",
+                            "--allow", "int8", "--json", check=True).stdout.splitlines()[-1])
+    assert shown["provider"] == "scipy+int8"
+    assert shown["test_accuracy"] >= shown["recorded_accuracy"] - 0.02
