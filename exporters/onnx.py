@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from sltc.errors import SltcError
 from sltc.io import atomic_write, temp_dir
 from sltc.runtime.compact import compact
 from sltc.runtime.graph import Graph
-from sltc.runtime.quantize import int8_kernels, ternary_scales
+from sltc.runtime.quantize import channel_axes, int8_kernels, prepare, ternary_scales
 from sltc.runtime.quantize import quantize as quantize_model
 
 from . import int8
@@ -152,19 +152,20 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
 def _quantized(graph: Graph, props: dict, ticket, quantize: str, data_root, output: Path,
                report: dict) -> onnx.ModelProto:
     """``graph`` (folded: each weight an initializer, as onnxruntime's quantiser wants it)
-    quantised (``int8.quantize``), with the ``sltc.*`` metadata ``props`` and the
-    quantisation recorded there; ``report`` gets each weight's error."""
+    pre-processed and quantised by onnxruntime (``runtime.quantize``), with the ``sltc.*``
+    metadata ``props`` and the quantisation recorded there; ``report`` gets each weight's
+    error."""
     mode = int8.check_mode(quantize)
-    model = graph.to_onnx()
     images = int8.calibration_images(ticket.meta, ticket.seed, data_root) \
         if mode == "static" else None
-    kernels = int8_kernels()  # without VNNI, 7-bit weights where any is not ternary
-    reduce_range = kernels == "none" and any(
-        np.asarray(w).ndim >= 2 for name, w in graph.constants.items()
-        if name not in ternary_scales({name: w}))
+    kernels = int8_kernels()
     with temp_dir(output) as folder:
-        quantized = quantize_model(model, graph.constants, mode, folder, images, reduce_range)
-    errors = int8.weight_errors(quantized, graph.constants)
+        model = prepare(graph.to_onnx(), folder)
+        inexact = set(channel_axes(model)) - set(ternary_scales(model))
+        reduce_range = kernels == "none" and bool(inexact)  # without VNNI: 7-bit weights
+        constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        quantized = quantize_model(model, mode, folder, images, reduce_range)
+    errors = int8.weight_errors(quantized, constants)
     exact = sorted(name for name, error in errors.items() if error == 0.0)
     props = {**props, "sltc.quantize": quantize, "sltc.quantize_mode": mode,
              "sltc.calibration_images": 0 if images is None else len(images),

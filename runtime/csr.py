@@ -178,8 +178,7 @@ def _ort_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: li
     model.ir_version = 8
     if int8:
         with tempfile.TemporaryDirectory() as folder:
-            model = quantize(model, {n: graph.constants[n] for n in used}, "dynamic",
-                             Path(folder))
+            model = quantize(model, "dynamic", Path(folder))
     sess, _ = session(model.SerializeToString(), "cpu", threads)
     return lambda *args: sess.run(outputs, dict(zip(inputs, args, strict=True)))
 

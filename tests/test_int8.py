@@ -208,3 +208,26 @@ def test_allow_takes_int8_only(synthetic_run):
                             "--allow", "int8", "--json", check=True).stdout.splitlines()[-1])
     assert shown["provider"] == "scipy+int8"
     assert shown["test_accuracy"] >= shown["recorded_accuracy"] - 0.02
+
+
+def test_batchnorm_folds_into_ternary_weights_with_a_scale_per_channel(conv_ticket, tmp_path):
+    """onnxruntime's pre-processing folds a BatchNorm into the Conv before it: the
+    weight is then +-c_k per output channel, and quantises to -1, 0, 1 with scale c_k, every
+    weight exactly; the int8 file's test accuracy stays within a point of the fp32 ticket's
+    (5 of these 512 synthetic test images)."""
+    path = tmp_path / "c.onnx"
+    report = export(conv_ticket, "onnx", path, quantize="int8")
+    assert report["exact_weights"] == report["quantized_weights"] == 5
+    assert report["fp32_test_accuracy"] - report["test_accuracy"] <= 0.01
+    model = onnx.load(str(path))
+    folded = Graph.from_ticket(Ticket.load(conv_ticket))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("BatchNormalization") < [n.op for n in folded.nodes].count(
+        "BatchNormalization")
+    per_channel = 0
+    for name, (_, q) in _dequantised(path).items():
+        assert set(np.unique(q)) <= {-1, 0, 1}, name
+        scale = numpy_helper.to_array(next(t for t in model.graph.initializer
+                                           if t.name == f"{name}_scale"))
+        per_channel += scale.ndim == 1
+    assert per_channel >= 2  # the BatchNorm-folded convolutions
