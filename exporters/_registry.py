@@ -9,7 +9,8 @@ from sltc.registry import Registry
 
 EXPORTERS: Registry = Registry("export format")
 FLAGS = {"weights": "--weights", "compact_units": "--compact", "values": "--values",
-         "check": "--no-check", "data_root": "--data"}  # sltc export's name for each option
+         "check": "--no-check", "data_root": "--data",
+         "quantize": "--quantize"}  # sltc export's name for each option
 
 
 def options_of(fmt: str) -> list[str]:

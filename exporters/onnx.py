@@ -18,12 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 from sltc.errors import SltcError
 from sltc.outputs import atomic_write, temp_dir
 from sltc.runtime.compact import compact
 from sltc.runtime.graph import Graph
+from sltc.runtime.quantize import channel_axes, int8_kernels, prepare, ternary_scales
+from sltc.runtime.quantize import quantize as quantize_model
 
+from . import int8
 from ._registry import EXPORTERS
 
 log = logging.getLogger("sltc")
@@ -68,12 +72,18 @@ def ticket_sha256(path) -> str:
 
 @EXPORTERS.register("onnx")
 def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units: bool = False,
-                check: bool = True, data_root=None, tolerance: float = 1e-4) -> dict:
+                check: bool = True, data_root=None, tolerance: float = 1e-4,
+                quantize: str | None = None) -> dict:
     if weights not in WEIGHTS:
         raise SltcError(f"--weights {weights!r}: choose {', '.join(WEIGHTS)}")
-    if data_root is not None and not check:
-        raise SltcError("--data is read only by the parity check, which --no-check skips; "
-                        "drop one of them")
+    if quantize is not None:
+        int8.check_mode(quantize)
+        if weights != "dense":
+            raise SltcError("--quantize writes its weights as dense int8 initializers; drop "
+                            f"--weights {weights}")
+    if data_root is not None and not check and quantize in (None, "int8-dynamic"):
+        raise SltcError("--data is read only by the parity check (and --quantize int8's "
+                        "calibration), which --no-check skips; drop one of them")
     meta = ticket.meta
     reference = graph = Graph.from_ticket(ticket)
     if compact_units:
@@ -94,9 +104,12 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
                     "or auto writes the smaller", 1 - meta["sparsity"], sizes["sparse"],
                     sizes["dense"])
     model = models[weights]
-    external = model.ByteSize() > EXTERNAL_DATA_BYTES
     report = {"format": "onnx", "output": str(output), "weights": weights,
-              "opset": graph.opset, "compact": compact_units, "external_data": external}
+              "opset": graph.opset, "compact": compact_units}
+    if quantize is not None:
+        model = _quantized(graph.folded(), {**props, "sltc.weights": "dense"}, ticket, quantize,
+                           data_root, Path(output), report)
+    external = report["external_data"] = model.ByteSize() > EXTERNAL_DATA_BYTES
 
     def write(tmp: str) -> None:
         if not external:
@@ -120,7 +133,9 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
             first = (str(e).strip().splitlines() or [""])[0][:300]
             raise SltcError(f"the exported model fails onnx.checker ({first}); no file "
                             "written") from None
-        if check:
+        if check and quantize is not None:
+            report.update(int8_accuracy(tmp, source, data_root))
+        elif check:
             report.update(parity(str(tmp), reference, meta["config"]["data"], ticket.seed,
                                  data_root))
             if report["max_rel_diff"] > tolerance or report["top1_agreement"] < 1.0:
@@ -132,3 +147,54 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
     atomic_write(output, write)
     report["file_bytes"] = Path(output).stat().st_size
     return report
+
+
+def _quantized(graph: Graph, props: dict, ticket, quantize: str, data_root, output: Path,
+               report: dict) -> onnx.ModelProto:
+    """``graph`` (folded: each weight an initializer, as onnxruntime's quantiser wants it)
+    pre-processed and quantised by onnxruntime (``runtime.quantize``), with the ``sltc.*``
+    metadata ``props`` and the quantisation recorded there; ``report`` gets each weight's
+    error."""
+    mode = int8.check_mode(quantize)
+    images = int8.calibration_images(ticket.meta, ticket.seed, data_root) \
+        if mode == "static" else None
+    kernels = int8_kernels()
+    with temp_dir(output) as folder:
+        model = prepare(graph.to_onnx(), folder)
+        inexact = set(channel_axes(model)) - set(ternary_scales(model))
+        reduce_range = kernels == "none" and bool(inexact)  # without VNNI: 7-bit weights
+        constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        quantized = quantize_model(model, mode, folder, images, reduce_range)
+    errors = int8.weight_errors(quantized, constants)
+    exact = sorted(name for name, error in errors.items() if error == 0.0)
+    props = {**props, "sltc.quantize": quantize, "sltc.quantize_mode": mode,
+             "sltc.calibration_images": 0 if images is None else len(images),
+             "sltc.reduce_range": reduce_range, "sltc.exact_weights": json.dumps(exact)}
+    del quantized.metadata_props[:]
+    helper.set_model_props(quantized, {k: str(v) for k, v in props.items()})
+    report.update(quantize=quantize, calibration_images=0 if images is None else len(images),
+                  int8_kernels=kernels, reduce_range=reduce_range,
+                  exact_weights=len(exact), quantized_weights=len(errors),
+                  weight_error=max(errors.values(), default=0.0))
+    return quantized
+
+
+def int8_accuracy(path, ticket_path, data_root=None) -> dict:
+    """The int8 file's test accuracy next to the fp32 ticket's, both through onnxruntime
+    (``sltc validate``); a drop above ``int8.ACCURACY_BOUND`` warns."""
+    from sltc.runtime.validate import validate
+
+    staged = Path(f"{path}.onnx")  # validate reads a file by its suffix
+    os.link(path, staged)
+    try:
+        got = validate(staged, "ort", data_root=data_root)["test_accuracy"]
+    finally:
+        staged.unlink()
+    fp32 = validate(ticket_path, "ort", data_root=data_root)["test_accuracy"]
+    if fp32 - got > int8.ACCURACY_BOUND:
+        log.warning("warning: the int8 model scores %.4f on the test set, %.2f points below "
+                    "the fp32 ticket's %.4f (bound %.1f points); export without --quantize, "
+                    "or try --quantize int8-dynamic", got, 100 * (fp32 - got), fp32,
+                    100 * int8.ACCURACY_BOUND)
+    return {"test_accuracy": got, "fp32_test_accuracy": fp32,
+            "accuracy_drop": fp32 - got, "accuracy_bound": int8.ACCURACY_BOUND}

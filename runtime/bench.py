@@ -34,7 +34,10 @@ class Record:
     peak_rss_mb: float
     file_bytes: int
     inputs: str = "random"
+    precision: str = "fp32"  # an ONNX export's sltc.quantize: int8 or int8-dynamic
+    int8_kernels: str | None = None  # for int8: the CPU's int8 instructions (quantize.py)
     sparse_layers: list[str] | None = None  # csr: the layers its plan for this batch runs sparse
+    int8_layers: list[str] | None = None  # csr --allow int8: the products it runs in int8
     layers: int | None = None  # csr: the layers that could run sparse
     speedup: float | None = None
     p50s: list[float] | None = None  # every round's p50; these three, like speedup, by bench
@@ -82,20 +85,23 @@ def input_source(model, inputs: str = "random", data_root=None):
 
 def measure(path: str, engine: str, batches: list[int], threads: int, provider: str,
             warmup: int, repeat: int, allow_fallback: bool = False, inputs: str = "random",
-            data_root: str | None = None) -> list[Record]:
+            data_root: str | None = None, allow_int8: bool = False) -> list[Record]:
     """Load ``path`` into ``engine`` and time it; call in a fresh process."""
     from .engines import prepare
     from .loader import load
+    from .quantize import int8_kernels
 
     _limit_threads(threads)
     tic = time.perf_counter()
     model = load(path)
     predictor = prepare(model, engine, provider=provider, threads=threads,
-                        allow_fallback=allow_fallback)
+                        allow_fallback=allow_fallback, allow_int8=allow_int8)
     load_s = time.perf_counter() - tic
     for batch in batches:  # every batch size within the graph's bounds, before any input
         model.graph.bounds.batch(batch)
     source = input_source(model, inputs, data_root)
+    precision = model.precision
+    kernels = None if precision == "fp32" else int8_kernels()
     records = []
     for batch in batches:
         for i in range(warmup):
@@ -111,7 +117,7 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
         choice = predictor.choice(batch) if predictor.choice else {}
         records.append(Record(str(path), model.kind, engine, predictor.provider, batch, threads,
                               p50, p90, p99, batch * repeat / times.sum(), load_s, rss,
-                              model.file_bytes, inputs, **choice))
+                              model.file_bytes, inputs, precision, kernels, **choice))
     return records
 
 
@@ -130,7 +136,7 @@ def _worker(args: dict) -> list[dict]:
 def bench(paths: list[str], *, engines: list[str] | None, batches: list[int], threads: int,
           provider: str, warmup: int, repeat: int, allow_fallback: bool = False,
           on_progress=None, inputs: str = "random", data_root: str | None = None,
-          rounds: int = 1) -> list[dict]:
+          rounds: int = 1, allow_int8: bool = False) -> list[dict]:
     """Every (model, engine) pair, each in its own process; adds ``speedup`` vs dense ORT.
 
     With ``rounds > 1`` the pairs run that many times, taking turns, and each keeps the run
@@ -145,7 +151,7 @@ def bench(paths: list[str], *, engines: list[str] | None, batches: list[int], th
         kind_of(Path(path))  # and unknown file types
     jobs = [dict(path=str(path), engine=engine, batches=batches, threads=threads,
                  provider=provider, warmup=warmup, repeat=repeat, allow_fallback=allow_fallback,
-                 inputs=inputs, data_root=data_root)
+                 inputs=inputs, data_root=data_root, allow_int8=allow_int8)
             for path in paths for engine in engines or ENGINES.names()]
     best: dict[tuple, dict] = {}
     p50s: dict[tuple, list[float]] = {}  # every round's, in order
@@ -192,18 +198,25 @@ def speedup_text(r: dict) -> str:
     return f"{'~' if r['within_noise'] else ''}{r['speedup']:.2f}x{span}"
 
 
+def _precision(r: dict) -> str:
+    """``fp32``, or ``int8 (vnni)``: an int8 file with the CPU's int8 instructions."""
+    kernels = r.get("int8_kernels")
+    return r.get("precision", "fp32") + (f" ({kernels})" if kernels else "")
+
+
 def print_table(records: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="sltc bench (p50 latency; speed-up against dense ORT, with --rounds "
                   "its range over the rounds, ~ where that range holds 1x: no difference)")
-    left = ("model", "engine", "provider", "inputs")
+    left = ("model", "engine", "provider", "precision", "inputs")
     for col in (*left, "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "items/s", "load s",
                 "RSS MB", "file B", "sparse", "speed-up"):
         table.add_column(col, justify="left" if col in left else "right")
     for r in records:
-        table.add_row(r["model"].rsplit("/", 1)[-1], r["engine"], r["provider"], r["inputs"],
+        table.add_row(r["model"].rsplit("/", 1)[-1], r["engine"], r["provider"],
+                      _precision(r), r["inputs"],
                       str(r["batch"]), str(r["threads"]), f"{r['p50_ms']:.3f}",
                       f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['throughput']:.0f}",
                       f"{r['load_s']:.3f}", f"{r['peak_rss_mb']:.0f}", str(r["file_bytes"]),

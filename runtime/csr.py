@@ -11,21 +11,32 @@ call). Finally the whole plan is timed against onnxruntime running the whole gra
 a plan that does not win by ``PLAN_WIN`` is dropped: the engine is never slower than
 dense ORT by more than the noise of that measurement. Plans are cached per batch size;
 batches above ``MAX_CALIBRATION_BATCH`` run the plan calibrated at that size.
+
+With ``allow_int8`` (``--allow int8``; never by default, as int8 is not exact) each
+onnxruntime segment that holds a product is also raced against itself quantised to int8
+(dynamic: weights int8, ternary ones exactly; activations per batch), a third choice per
+segment beside sparse and fp32.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from onnx import helper, numpy_helper
 
+from sltc.errors import SltcError
+
 from .graph import Graph, execute, last_reads, node_runner
 from .ops import Node, conv_columns, conv_geometry, conv_output, layer_inputs
+from .quantize import quantize
 from .spmv import SparseLinear, SparseRows
 
 MAX_DENSITY = 0.5  # denser weights never run sparse
+PRODUCTS = ("MatMul", "Gemm", "Conv")  # what an int8 segment speeds up
 WIN = 0.9  # a sparse kernel must take at most this fraction of the dense time
 PLAN_WIN = 0.95  # and a mixed plan at most this fraction of onnxruntime's whole-graph time
 REPEAT = 5  # timing: the best of at least this many runs, after one warm-up
@@ -145,9 +156,10 @@ def race(first, second) -> tuple[float, float]:
 
 
 def _ort_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: list[str],
-                 values: dict, threads: int | None):
+                 values: dict, threads: int | None, int8: bool = False):
     """A function running ``nodes`` in their own onnxruntime session; ``values`` maps each
-    value name to its (dtype, dims), dims that follow the batch size given by name."""
+    value name to its (dtype, dims), dims that follow the batch size given by name.
+    ``int8``: the segment quantised dynamically (``quantize.quantize``): not exact."""
     from ._ort import session
 
     used = {name for n in nodes for name in n.inputs if name in graph.constants}
@@ -161,6 +173,9 @@ def _ort_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: li
                               [info(n) for n in outputs], inits)
     model = helper.make_model(proto, opset_imports=[helper.make_opsetid("", graph.opset)])
     model.ir_version = 8
+    if int8:
+        with tempfile.TemporaryDirectory() as folder:
+            model = quantize(model, "dynamic", Path(folder))
     sess, _ = session(model.SerializeToString(), "cpu", threads)
     return lambda *args: sess.run(outputs, dict(zip(inputs, args, strict=True)))
 
@@ -179,9 +194,10 @@ def _numpy_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: 
 
 @dataclass
 class Step:
-    """Nodes computed together: by a sparse kernel, in numpy, or in onnxruntime."""
+    """Nodes computed together: by a sparse kernel, in numpy, or in onnxruntime (fp32, or
+    int8 where the engine may)."""
 
-    kind: str  # "sparse", "numpy" or "ort"
+    kind: str  # "sparse", "numpy", "ort" or "int8"
     fn: object  # (*inputs) -> list of outputs
     nodes: list[Node]
     inputs: list[str]
@@ -202,6 +218,12 @@ class Plan:
     @property
     def sparse(self) -> list[str]:
         return [s.nodes[0].name for s in self.steps if s.kind == "sparse"]
+
+    @property
+    def int8(self) -> list[str]:
+        """The products its int8 segments compute."""
+        return [n.name for s in self.steps if s.kind == "int8" for n in s.nodes
+                if n.op in PRODUCTS]
 
     def __call__(self, x: np.ndarray, record: dict | None = None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -275,6 +297,28 @@ def tune_segments(plan: Plan, x: np.ndarray) -> Plan:
     return Plan(plan.graph, fuse_relu(steps, plan.graph))
 
 
+def int8_segments(plan: Plan, x: np.ndarray, values: dict, threads: int | None) -> Plan:
+    """Each onnxruntime segment holding a product raced against the same segment quantised
+    to int8 on its real inputs; the int8 one is kept where it takes at most ``WIN`` of the
+    time. A segment the quantiser refuses stays fp32."""
+    record: dict = {}
+    plan(x, record)
+    steps = list(plan.steps)
+    for i, step in enumerate(steps):
+        if step.kind != "ort" or not any(n.op in PRODUCTS for n in step.nodes):
+            continue
+        try:
+            int8 = _ort_segment(step.nodes, plan.graph, step.inputs, step.outputs, values,
+                                threads, int8=True)
+        except SltcError:
+            continue
+        fp32_s, int8_s = race(lambda s=step, a=record[i]: s.fn(*a),
+                              lambda f=int8, a=record[i]: f(*a))
+        if int8_s < WIN * fp32_s:
+            steps[i] = Step("int8", int8, step.nodes, step.inputs, step.outputs)
+    return Plan(plan.graph, steps)
+
+
 def fuse_relu(steps: list[Step], graph: Graph) -> list[Step]:
     """A ReLU alone right after a sparse layer, reading only its output, applied in place to
     the layer's fresh output array: one step fewer per layer at batch 1."""
@@ -307,6 +351,7 @@ class SparseEngine:
     graph: Graph
     threads: int | None = None
     use_ort: bool = True
+    allow_int8: bool = False  # int8 onnxruntime segments where faster: not exact
     plans: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -340,20 +385,27 @@ class SparseEngine:
         return self.plans[batch]
 
     def calibrate(self, x: np.ndarray) -> Plan:
-        """The plan for batches of ``len(x)``, measured on ``x``."""
+        """The plan for batches of ``len(x)``, measured on ``x``: sparse layers where they
+        win; then (``allow_int8``) int8 segments where they win, around those sparse layers
+        or in a plan without them, whichever is faster; a plan that does not beat
+        onnxruntime's whole fp32 graph by ``PLAN_WIN`` is dropped for it."""
         baseline = build_plan(self.graph, {}, self.values, self.threads, self.use_ort)
         chosen = {}
         for group in self._groups(len(x)):
             for name, arg in zip(group, self._probe(x, group), strict=True):
                 if self._sparse_wins(self.nodes[name], arg):
                     chosen[name] = self.kernels[name]
-        if not chosen:
-            return baseline
         plan = build_plan(self.graph, chosen, self.values, self.threads, self.use_ort)
-        if self.use_ort:
+        if chosen and self.use_ort:
             plan = tune_segments(plan, x)
-        dense, sparse = race(lambda: baseline(x), lambda: plan(x))
-        return plan if sparse < PLAN_WIN * dense else baseline
+        if self.allow_int8 and self.use_ort:  # int8 around the sparse layers, or throughout
+            plans = [int8_segments(p, x, self.values, self.threads) for p in (plan, baseline)]
+            first, second = race(lambda: plans[0](x), lambda: plans[1](x))
+            plan = plans[0] if first <= second else plans[1]
+        if not plan.sparse and not plan.int8:
+            return baseline
+        dense, mixed = race(lambda: baseline(x), lambda: plan(x))
+        return plan if mixed < PLAN_WIN * dense else baseline
 
     def _groups(self, batch: int) -> list[list[str]]:
         """Candidates in groups whose recorded inputs fit ``PROBE_BYTES`` together."""
@@ -402,5 +454,8 @@ class SparseEngine:
         return lambda arg: run(arg)[0]
 
     def choice(self, batch: int) -> dict:
-        """The layers the plan for ``batch`` runs sparse, of those that could."""
-        return {"sparse_layers": self.plan_for(batch).sparse, "layers": len(self.kernels)}
+        """The layers the plan for ``batch`` runs sparse, of those that could, and (with
+        ``allow_int8``) the products it runs in int8."""
+        plan = self.plan_for(batch)
+        return {"sparse_layers": plan.sparse, "layers": len(self.kernels),
+                **({"int8_layers": plan.int8} if self.allow_int8 else {})}

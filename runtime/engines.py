@@ -2,7 +2,8 @@
 
 - ``dense``: the numpy executor over ``ops.OPS``, the reference.
 - ``csr``: scipy's sparse kernels for the layers where they are faster, onnxruntime
-  (or numpy) for the rest (``csr.SparseEngine``); cupy (cuSPARSE) when ``provider="cuda"``.
+  (or numpy) for the rest (``csr.SparseEngine``); cupy (cuSPARSE) when ``provider="cuda"``;
+  int8 onnxruntime segments where they are faster only when ``allow_int8``.
 - ``ort``: onnxruntime on an explicitly chosen provider, read back from the session.
 """
 
@@ -69,14 +70,18 @@ def _cupy():
 
 @ENGINES.register("csr")
 def csr_engine(model: Deployable, provider: str = "cpu", threads: int | None = None,
-               **_) -> Predictor:
-    """Sparse kernels where a short measurement says they win, per layer and batch size."""
+               allow_int8: bool = False, **_) -> Predictor:
+    """Sparse kernels where a short measurement says they win, per layer and batch size;
+    with ``allow_int8``, int8 onnxruntime segments where they win."""
     if provider == "cuda":
         return _cusparse_engine(model)
     if provider != "cpu":
         raise SltcError(f"--provider {provider!r}: choose cpu or cuda")
-    engine = SparseEngine(model.graph, threads, use_ort=has_ort())
-    return Predictor("csr", "scipy", engine, engine.choice)
+    if allow_int8 and not has_ort():
+        raise SltcError("--allow int8 runs int8 segments in onnxruntime, which is not "
+                        "installed; pip install 'sltc[cpu]', or drop --allow int8")
+    engine = SparseEngine(model.graph, threads, use_ort=has_ort(), allow_int8=allow_int8)
+    return Predictor("csr", "scipy+int8" if allow_int8 else "scipy", engine, engine.choice)
 
 
 def _cusparse_engine(model: Deployable) -> Predictor:

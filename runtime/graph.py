@@ -21,6 +21,7 @@ from .check import Bounds, check_model
 from .ops import OPS, Node, sparse_to_dense
 
 IR_VERSION = 8
+KEPT = frozenset({"DequantizeLinear"})  # never folded: an int8 weight stays int8 for onnxruntime
 
 
 def _first_line(e: Exception) -> str:
@@ -90,15 +91,16 @@ class Graph:
     # --- execution --------------------------------------------------------------------------
 
     def folded(self) -> Graph:
-        """Nodes whose inputs are all constants evaluated once (e.g. a weight's Transpose);
-        a constant goes once no node after it reads it."""
+        """Nodes whose inputs are all constants evaluated once (e.g. a weight's Transpose),
+        but for ``KEPT`` ops; a constant goes once no node after it reads it."""
         constants, nodes, masked = dict(self.constants), [], set(self.masked)
         last = {name: i for i, node in enumerate(self.nodes) for name in node.inputs}
         last[self.output_name] = len(self.nodes)
         kept = set()  # what the nodes left to run read
         with np.errstate(all="ignore"):
             for i, node in enumerate(self.nodes):
-                if not all(not name or name in constants for name in node.inputs):
+                if node.op in KEPT or not all(not name or name in constants
+                                              for name in node.inputs):
                     nodes.append(node)
                     kept.update(node.inputs)
                     continue

@@ -19,6 +19,9 @@ from . import csrfile
 from .check import check_model
 from .csrfile import SKELETON_KEY
 from .graph import Graph
+from .quantize import MODES
+
+PRECISIONS = ("fp32", *MODES)
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Deployable:
     meta: ModelMeta
     graph: Graph
     load_s: float = 0.0
+    precision: str = "fp32"  # an ONNX export's sltc.quantize: int8 or int8-dynamic
 
     @property
     def file_bytes(self) -> int:
@@ -131,7 +135,17 @@ def _from_onnx(path: Path) -> Deployable:
         graph = Graph.from_onnx(model, bounds=check_model(model, folder=path.parent))
     except SltcError as e:
         raise SltcError(f"{path}: {e}") from None
-    return Deployable(path, "onnx", _onnx_meta(path, model, graph), graph)
+    return Deployable(path, "onnx", _onnx_meta(path, model, graph), graph,
+                      precision=_precision(path, model))
+
+
+def _precision(path: Path, model) -> str:
+    props = {p.key: p.value for p in model.metadata_props}
+    precision = props.get("sltc.quantize", "fp32")
+    if precision not in PRECISIONS:
+        raise SltcError(f"{path}: damaged sltc.* metadata (sltc.quantize {precision[:40]!r}, "
+                        f"not one of {', '.join(PRECISIONS)}); re-export the model from its ticket")
+    return precision
 
 
 def load(path: str | Path) -> Deployable:

@@ -440,6 +440,86 @@ def global_pool(node, x):
     return fn(x, axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype, copy=False)
 
 
+# --- quantisation -----------------------------------------------------------------------------
+# an int8 export's ops (onnxruntime.quantization writes them): static QDQ pairs around float
+# ops, or dynamic DynamicQuantizeLinear + MatMulInteger / ConvInteger; integer sums are
+# computed in float64, exact for any sum under 2**53
+
+_RANGES = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max)
+           for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32)}
+
+
+def _along(v: np.ndarray, x: np.ndarray, axis: int) -> np.ndarray:
+    """A per-tensor (scalar) or per-axis (1-D) scale or zero point, shaped to broadcast
+    along ``axis`` of ``x``."""
+    v = np.asarray(v)
+    if v.ndim == 0:
+        return v
+    shape = [1] * x.ndim
+    shape[axis % x.ndim] = v.size
+    return v.reshape(shape)
+
+
+def _quantized_type(dtypes, values) -> str | None:
+    """Integer values of 8 to 32 bits only (what the quantisation ops run on here)."""
+    known = [d for d in dtypes if d is not None and np.issubdtype(d, np.integer)]
+    if any(d not in _RANGES for d in known):
+        return "quantised values must be int8, uint8, int16, uint16 or int32"
+    return None
+
+
+QUANT = {"axis": AXIS, "block_size": integer(0, 0)}
+QUANTIZED = Attr(AttributeProto.INT, "int8, uint8, int16, uint16 or int32", lambda v: v in {
+    TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32})
+
+
+@op("QuantizeLinear", inputs=(2, 3), attrs={**QUANT, "saturate": FLAG, "output_dtype": QUANTIZED},
+    rule=_quantized_type)
+def quantize_linear(node, x, scale, zero_point=None):
+    axis = _attr(node, "axis", 1)
+    dtype = np.dtype(np.uint8) if zero_point is None else zero_point.dtype
+    if "output_dtype" in node.attrs and zero_point is None:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(node.attrs["output_dtype"]))
+    zp = 0 if zero_point is None else _along(zero_point, x, axis).astype(np.float32)
+    low, high = _RANGES[dtype]
+    y = np.rint(x / _along(scale, x, axis)) + zp  # ties to even, as ONNX rounds
+    return np.clip(y, low, high).astype(dtype)
+
+
+@op("DequantizeLinear", inputs=(2, 3), attrs=QUANT, rule=_quantized_type)
+def dequantize_linear(node, x, scale, zero_point=None):
+    axis = _attr(node, "axis", 1)
+    zp = 0 if zero_point is None else _along(zero_point, x, axis).astype(np.float32)
+    return ((x.astype(np.float32) - zp) * _along(scale, x, axis)).astype(scale.dtype)
+
+
+@op("DynamicQuantizeLinear", outputs=(3, 3))
+def dynamic_quantize_linear(node, x):
+    low, high = min(float(x.min(initial=0)), 0.0), max(float(x.max(initial=0)), 0.0)
+    scale = np.float32((high - low) / 255)
+    if scale == 0:
+        return np.zeros(x.shape, np.uint8), scale, np.uint8(0)
+    zero_point = np.uint8(np.clip(np.rint(-low / scale), 0, 255))
+    y = np.clip(np.rint(x / scale) + zero_point, 0, 255).astype(np.uint8)
+    return y, scale, zero_point
+
+
+def _centred(x: np.ndarray, zero_point, axis: int) -> np.ndarray:
+    return x.astype(np.float64) - (0 if zero_point is None else
+                                   _along(zero_point, x, axis).astype(np.float64))
+
+
+@op("MatMulInteger", inputs=(2, 4), rule=_quantized_type)
+def matmul_integer(node, a, b, a_zero_point=None, b_zero_point=None):
+    return np.matmul(_centred(a, a_zero_point, -2), _centred(b, b_zero_point, -1)).astype(np.int32)
+
+
+@op("ConvInteger", inputs=(2, 4), attrs={**WINDOW, "group": integer(1, MAX_SIDE)},
+    ranks={0: 4, 1: 4}, rule=_quantized_type)
+def conv_integer(node, x, w, x_zero_point=None, w_zero_point=None):
+    return conv(node, _centred(x, x_zero_point, 1), _centred(w, w_zero_point, 0)).astype(np.int32)
+
+
 # --- shapes -----------------------------------------------------------------------------------
 
 

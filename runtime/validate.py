@@ -43,7 +43,7 @@ def model_test_set(model: Deployable, data_root=None):
 
 def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
              require_gpu: bool = False, allow_fallback: bool = False, batch: int = BATCH,
-             on_batch=lambda n: None) -> dict:
+             on_batch=lambda n: None, allow_int8: bool = False) -> dict:
     """The model's test-set accuracy through ``engine``; ``on_batch(n)`` after each batch."""
     if require_gpu and not gpu_available(engine):
         raise SltcError(f"--require-gpu: no GPU runtime for engine {engine!r} here "
@@ -52,7 +52,8 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
         provider = "cuda"
     model = load(path)
     test = model_test_set(model, data_root)
-    predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback)
+    predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback,
+                        allow_int8=allow_int8)
     batch = model.graph.bounds.batch_for(BUDGET, batch)
     predictions = []
     for i in range(0, len(test), batch):
@@ -63,7 +64,7 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     acc = float((predictions == test.labels).mean())
     recorded = model.meta.test_accuracy
     return {"model": str(path), "engine": engine, "provider": predictor.provider,
-            "test_accuracy": acc, "recorded_accuracy": recorded,
+            "precision": model.precision, "test_accuracy": acc, "recorded_accuracy": recorded,
             "sparsity": model.meta.sparsity,
             "difference": None if recorded is None else acc - recorded, "examples": len(test)}
 

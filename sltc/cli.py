@@ -227,6 +227,9 @@ def export(
                                "default) or stored."),
     no_check: bool = typer.Option(False, "--no-check", help="onnx: skip the onnxruntime parity check."),
     data: str = typer.Option(None, "--data", help="onnx: dataset folder for the parity check."),
+    quantize: str = typer.Option(None, "--quantize", help="onnx: int8 (static QDQ, calibrated "
+                                 "on the ticket's training images) or int8-dynamic; reports "
+                                 "the test accuracy next to the fp32 ticket's."),
     as_json: bool = JSON_OPT,
 ):
     """Export a ticket as ONNX, CSR sparse weights, or a ticket again; an option the format
@@ -237,12 +240,25 @@ def export(
     from .progress import Progress
 
     given = {"weights": weights, "compact_units": compact or None, "values": values,
-             "check": False if no_check else None, "data_root": data}
+             "check": False if no_check else None, "data_root": data, "quantize": quantize}
     options = {k: v for k, v in given.items() if v is not None}
     checks = "check" in options_of(fmt) and not no_check
-    with Progress(not as_json).task(f"export {fmt}" + (", parity check" if checks else "")):
+    check = ", accuracy check" if quantize else ", parity check"
+    with Progress(not as_json).task(f"export {fmt}" + (check if checks else "")):
         report = run(ticket, fmt, output, **options)
     _emit(report, as_json, _print_kv)
+
+
+ALLOW_OPT = typer.Option([], "--allow", help="int8: let the csr engine run int8 onnxruntime "
+                         "segments where they are faster (not exact; off by default).")
+
+
+def _allow_int8(allow: list[str]) -> bool:
+    for value in allow:
+        if value != "int8":
+            raise SltcError(f"--allow {value!r}: the one inexact path there is to allow is "
+                            "int8")
+    return bool(allow)
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -276,6 +292,7 @@ def bench(
     data: str = typer.Option(None, "--data", help="Dataset folder, for --inputs test."),
     plot: Path = typer.Option(None, "--plot", help="Draw p50 latency to this PNG: a panel per "
                               "batch size, a colour per file and engine, speed-ups marked."),
+    allow: list[str] = ALLOW_OPT,
     as_json: bool = typer.Option(False, "--json", help="Quiet; stdout is a JSON list of records."),
 ):
     """Benchmark inference of sparse models on this device, each engine in its own process."""
@@ -299,7 +316,7 @@ def bench(
         records = run([str(m) for m in models], engines=engine or None, batches=batches,
                       threads=threads, provider=provider, warmup=warmup, repeat=repeat,
                       allow_fallback=allow_fallback, on_progress=advance, inputs=inputs,
-                      data_root=data, rounds=rounds)
+                      data_root=data, rounds=rounds, allow_int8=_allow_int8(allow))
     if plot:
         plot_latency(records, plot)
     _emit(records, as_json, print_table)
@@ -316,6 +333,7 @@ def validate(
     tolerance: float = typer.Option(0.01, "--tolerance", min=0.0, max=1.0,
                                     help="Exit 3 when the accuracy falls more than this "
                                          "below the recorded one."),
+    allow: list[str] = ALLOW_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Run the whole test set through a runtime engine; compare with the recorded accuracy
@@ -326,7 +344,7 @@ def validate(
 
     with Progress(not as_json).task(f"test set through {engine}") as task:
         result = run(model, engine, provider, data, require_gpu, allow_fallback,
-                     on_batch=lambda n: task.advance(images=n))
+                     on_batch=lambda n: task.advance(images=n), allow_int8=_allow_int8(allow))
     _emit(result, as_json, _print_kv)
     if result["difference"] is not None and result["difference"] < -tolerance:
         raise CheckFailed(f"accuracy {result['test_accuracy']:.4f} is "

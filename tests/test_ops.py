@@ -19,6 +19,10 @@ def _i(*values):
     return np.array(values, dtype=np.int64)
 
 
+def _q(dtype, *values):
+    return np.array(values, dtype=dtype)
+
+
 # (op, input arrays (the first is the graph input, the rest constants), attributes)
 CASES = [
     ("Conv", [_f(2, 4, 9, 7), _f(6, 4, 3, 3), _f(6)], {"strides": [2, 1], "pads": [1, 0, 2, 1]}),
@@ -73,6 +77,19 @@ CASES = [
     ("Equal", [_i(1, 2, 3), _i(1, 0, 3)], {}),
     ("Shape", [_f(2, 3, 4)], {"start": 1}),
     ("Range", [np.array(1, np.int64), np.array(9, np.int64), np.array(3, np.int64)], {}),
+    ("QuantizeLinear", [_f(4, 3, 5) * 3, np.float32(0.03), np.uint8(128)], {}),
+    ("QuantizeLinear", [_f(4, 3, 5) * 3, _q(np.float32, 0.02, 0.05, 0.1), _q(np.int8, 0, 1, -2)],
+     {"axis": 1}),
+    ("DequantizeLinear", [RNG.integers(-128, 128, (4, 3, 5)).astype(np.int8),
+                          _q(np.float32, 0.02, 0.05, 0.1), _q(np.int8, 0, 1, -2)], {"axis": 1}),
+    ("DequantizeLinear", [RNG.integers(-999, 999, 7).astype(np.int32), np.float32(0.01)], {}),
+    ("DynamicQuantizeLinear", [_f(4, 6) * 3], {"_outputs": 3}),
+    ("MatMulInteger", [RNG.integers(0, 256, (5, 7)).astype(np.uint8),
+                       RNG.integers(-128, 128, (7, 4)).astype(np.int8), np.uint8(3),
+                       _q(np.int8, 0, 1, -1, 2)], {}),
+    ("ConvInteger", [RNG.integers(0, 256, (2, 3, 7, 7)).astype(np.uint8),
+                     RNG.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8), np.uint8(7)],
+     {"pads": [1] * 4, "strides": [2, 2]}),
 ]
 
 
