@@ -12,12 +12,13 @@ from pathlib import Path
 from torch import nn
 
 from . import config as config_mod
-from .discover import Trainer, claim, run
+from .discover import Trainer, run
 from .errors import ConfigError
 from .evaluate import resolve_device
 from .layers import gate
 from .loaders import Data, LoaderBatches
 from .models import check_size
+from .rundir import claim
 from .ticket import Ticket
 from .usercode import check_first_batch, first_batch
 

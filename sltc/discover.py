@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
 import time
@@ -41,7 +40,7 @@ from .layers import STATISTICS, gated_layers
 from .limits import number_in
 from .loaders import Data, data_for
 from .models import PYTHON_PREFIX, build_model
-from .outputs import atomic_write_json, atomic_write_text
+from .outputs import atomic_write_json
 from .progress import QUIET, Progress
 from .rebuild import ticket_from_model
 from .seeding import random_words
@@ -407,60 +406,13 @@ class GateClock:
             self._stop()
 
 
-def _check_resume(out: Path, config) -> None:
-    """A resumed run keeps its config; only ``train.epochs`` may grow, to continue a
-    finished run (the learning-rate schedule then stretches over the new total)."""
-    saved = config_mod.load_config(out / "config.yaml")
-    key = config_mod.run_difference(saved.to_dict(), config.to_dict())
-    if key is not None:
-        raise SltcError(f"--resume: {key} differs from {out}/config.yaml; a resumed run keeps "
-                        "its config (only a larger train.epochs continues it)")
-    if config.train.epochs < saved.train.epochs:
-        raise SltcError(f"--resume: train.epochs {config.train.epochs} is below the run's "
-                        f"{saved.train.epochs}; a run can only be continued")
-
-
-def _check_out(out: Path, config, resume: bool) -> None:
-    """Whether ``out`` suits a fresh run (no run files) or a resumed one (a checkpoint and
-    the same config)."""
-    ckpt = out / "checkpoint.safetensors"
-    if resume:
-        if not ckpt.exists():
-            raise SltcError(f"--resume: {ckpt} not found; run without --resume to start")
-        _check_resume(out, config)
-        return
-    found = rundir.previous_run(out)
-    if found:
-        raise SltcError(f"{out} already holds a run ({', '.join(found)}); pass --resume to "
-                        "continue it, or choose another --out")
-
-
-@contextlib.contextmanager
-def claim(out: Path, config, resume: bool, world: World = World()):
-    """Hold the run directory ``out`` (rank 0): lock it and check it, before any work."""
-    if not world.main:
-        yield
-        return
-    with rundir.locked(out):
-        _check_out(out, config, resume)
-        yield
-
-
-def _trim_metrics(path: Path, epochs_done: int) -> list[dict]:
-    """The run's metrics up to epoch ``epochs_done``, rewritten (none for a fresh run; a
-    line a kill cut short is dropped)."""
-    rows = [r for r in rundir.read_metrics(path) if r["epoch"] <= epochs_done]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-    return rows
-
-
 def discover(config, out_dir: str | Path, *, resume: bool = False, device: str = "auto",
              progress: bool = True) -> dict | None:
     """Train the gates, freeze them to a ticket and evaluate it; returns the summary (None
     on torchrun's ranks other than 0)."""
     world = distributed.init(device)
     try:
-        with claim(Path(out_dir), config, resume, world):
+        with rundir.claim(Path(out_dir), config, resume, world.main):
             trainer = Trainer.from_config(config, resolve_device(device, world), world)
             return run(trainer, Path(out_dir), resume=resume, progress=progress)
     finally:
@@ -471,7 +423,7 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
         progress: bool = True) -> dict | None:
     """The training loop of a prepared run, then the ticket: what ``discover`` and the
     Python API share. Rank 0 writes the run directory and returns the summary; other
-    torchrun ranks train alongside and return None. Call it inside ``claim(out, ...)``."""
+    torchrun ranks train alongside and return None. Call it inside ``rundir.claim(out, ...)``."""
     config, world = trainer.config, trainer.world
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -484,7 +436,7 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
         restore_controllers(trainer.controllers, state)
     if world.main:  # the config (a resumed run's larger train.epochs too), the epochs so far
         config_mod.save_config(config, out / "config.yaml")
-        rows = _trim_metrics(out / "metrics.jsonl", start)
+        rows = rundir.trim_metrics(out / "metrics.jsonl", start)
     world.barrier()
     epochs = config.train.epochs
     for epoch in range(start, epochs):
@@ -518,8 +470,7 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
         trainer.progress.say(f"epoch {row['epoch']}: {scores}; sparsity {row['sparsity']:.4f}")
     row.update({"lambda": trainer.lam, "seconds": seconds})
     rows.append(row)
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(_json_safe(row)) + "\n")
+    rundir.append_metrics(out / "metrics.jsonl", _json_safe(row))
     save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.config,
                     trainer.optimizer,
                     {"epoch": row["epoch"], **controller_state(trainer.controllers)})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import SltcError
 from .limits import MAX_EPOCHS, MAX_METRICS_BYTES, MAX_METRICS_LINE, number_in, regular_size
+from .outputs import atomic_write_text
 
 MAX_METRIC = 3.4e38  # float32's largest: every value of a metrics line is within it
 MAX_METRIC_VALUES = 32  # of one line (12 today): what read_metrics keeps stays small
@@ -105,3 +106,59 @@ def epoch_row(line: bytes) -> dict | None:
     if not all(v is None or number_in(v, -MAX_METRIC, MAX_METRIC) for v in row.values()):
         return None
     return row
+
+
+def check_resume(out: Path, config) -> None:
+    """A resumed run keeps its config; only ``train.epochs`` may grow, to continue a
+    finished run (the learning-rate schedule then stretches over the new total)."""
+    from . import config as config_mod  # pydantic and yaml: only a resumed run needs them
+
+    saved = config_mod.load_config(out / "config.yaml")
+    key = config_mod.run_difference(saved.to_dict(), config.to_dict())
+    if key is not None:
+        raise SltcError(f"--resume: {key} differs from {out}/config.yaml; a resumed run keeps "
+                        "its config (only a larger train.epochs continues it)")
+    if config.train.epochs < saved.train.epochs:
+        raise SltcError(f"--resume: train.epochs {config.train.epochs} is below the run's "
+                        f"{saved.train.epochs}; a run can only be continued")
+
+
+def check_out(out: Path, config, resume: bool) -> None:
+    """Whether ``out`` suits a fresh run (no run files) or a resumed one (a checkpoint and
+    the same config)."""
+    ckpt = out / "checkpoint.safetensors"
+    if resume:
+        if not ckpt.exists():
+            raise SltcError(f"--resume: {ckpt} not found; run without --resume to start")
+        check_resume(out, config)
+        return
+    found = previous_run(out)
+    if found:
+        raise SltcError(f"{out} already holds a run ({', '.join(found)}); pass --resume to "
+                        "continue it, or choose another --out")
+
+
+@contextlib.contextmanager
+def claim(out: Path, config, resume: bool, main: bool = True):
+    """Hold the run directory ``out``: lock it and check it, before any work (the main
+    process only: torchrun's other ranks pass ``main=False`` and claim nothing)."""
+    if not main:
+        yield
+        return
+    with locked(out):
+        check_out(out, config, resume)
+        yield
+
+
+def trim_metrics(path: Path, epochs_done: int) -> list[dict]:
+    """The run's metrics up to epoch ``epochs_done``, rewritten (none for a fresh run; a
+    line a kill cut short is dropped)."""
+    rows = [r for r in read_metrics(path) if r["epoch"] <= epochs_done]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def append_metrics(path: Path, row: dict) -> None:
+    """An epoch's record as the next line of ``metrics.jsonl``."""
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
