@@ -1,5 +1,6 @@
 # make demo: set up, find a LeNet-300-100 ticket on Fashion-MNIST, inspect and evaluate it.
-# make test: set up, lint, run the whole test suite (what CI runs).
+# make test: set up, lint, run the test suite but its long end-to-end runs (make test-slow;
+# CI runs both).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ DATA := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN ?= runs/lenet300
 
-.PHONY: setup data demo test test-fast lint clean gpu-check
+.PHONY: setup data demo test test-slow lint clean gpu-check
 
 setup: $(BIN)/.installed data
 
@@ -31,12 +32,13 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-# one pytest worker per core (-n auto): most tests are one CPU-bound process each
+# one pytest worker per core (-n auto): most tests are one CPU-bound process each.
+# test: every test but the long end-to-end runs marked slow; test-slow: those (CI runs both)
 test: setup lint
-	$(BIN)/pytest -q -n auto --durations=15
+	$(BIN)/pytest -q -n auto -m "not slow" --durations=10
 
-test-fast: setup
-	$(BIN)/pytest -q -n auto -m "not slow"
+test-slow: setup
+	$(BIN)/pytest -q -n auto -m slow --durations=10
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -5,14 +5,14 @@ import pytest
 if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker per core (make test): one thread each
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests.helpers import ROOT, sltc  # noqa: E402
+from tests.helpers import ROOT, discover_here  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory):
     """One small discover run on the synthetic dataset, shared by tests that read it."""
     out = tmp_path_factory.mktemp("run") / "syn"
-    sltc("discover", "examples/synthetic.yaml", "--out", out, "--json", check=True)
+    discover_here("examples/synthetic.yaml", "--out", out)
     return out
 
 
@@ -21,10 +21,9 @@ def mixed_run(tmp_path_factory):
     """A user's own network (tests/models.py: strided and grouped convs with bias, BatchNorm, a
     residual add, class token, position embeddings, LayerNorm, attention, GELU)."""
     out = tmp_path_factory.mktemp("run") / "mixed"
-    sltc("discover", "examples/synthetic.yaml", "--out", out, "--json",
-         "--set", "model.arch=python:tests.models:mixed", "--set", "model.widths=null",
-         "--set", "train.epochs=2",
-         "--set", "train.max_steps=10", check=True)
+    discover_here("examples/synthetic.yaml", "--out", out,
+                  "--set", "model.arch=python:tests.models:mixed", "--set", "model.widths=null",
+                  "--set", "train.epochs=2", "--set", "train.max_steps=10")
     return out
 
 

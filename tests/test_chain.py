@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from sltc.data import recorded_test_set
+from sltc.exporters import export
 from sltc.rebuild import model_from_ticket
 from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
 from sltc.runtime.validate import validate
 from sltc.ticket import Ticket
-from tests.helpers import sltc
+from tests.helpers import discover_here, sltc_here
 from tests.models import mixed
 
 pytest.importorskip("onnxruntime")
@@ -24,8 +25,9 @@ ARCHS = {  # name: --set options for a few training steps on synthetic data
     "mixed": ["model.arch=python:tests.models:mixed", "model.widths=null", "train.epochs=2",
               "train.max_steps=10"],
     "mlp": ["train.epochs=1", "train.max_steps=10"],
-    "conv4": ["model.arch=conv4", *CONV],  # conv2 and conv6 (the same layers) go through
-}                                          # tests/test_zoo.py
+    # conv2 and conv6 (the same layers) go through tests/test_zoo.py; 128 test images
+    "conv4": ["model.arch=conv4", *CONV, "data.synthetic_size=512", "data.val_size=64"],
+}
 
 
 def _json(proc):
@@ -37,17 +39,16 @@ def chain(request, tmp_path_factory):
     """A ticket of one architecture and its three exports."""
     out = tmp_path_factory.mktemp(request.param)
     sets = [a for s in ARCHS[request.param] for a in ("--set", s)]
-    sltc("discover", "examples/synthetic.yaml", "--out", out / "run", "--json", *sets, check=True)
+    discover_here("examples/synthetic.yaml", "--out", out / "run", *sets)
     ticket = out / "run/ticket.slt"
     files = {"ticket": ticket}
     for weights in ("dense", "sparse"):
         files[weights] = out / f"{weights}.onnx"
-        report = _json(sltc("export", ticket, "--format", "onnx", "--weights", weights, "-o",
-                            files[weights], "--json", check=True))
+        report = export(ticket, "onnx", files[weights], weights=weights)
         assert report["top1_agreement"] == 1.0 and report["max_rel_diff"] <= 1e-4
         onnx.checker.check_model(onnx.load(str(files[weights])), full_check=True)
     files["csr"] = out / "m.csr.safetensors"
-    sltc("export", ticket, "--format", "csr", "-o", files["csr"], "--json", check=True)
+    export(ticket, "csr", files["csr"])
     return files
 
 
@@ -72,8 +73,9 @@ def test_validate_prints_the_ticket_accuracy_exactly(chain):
     """The CLI on the ticket with every engine; the API (the same function) on the exports."""
     recorded = Ticket.load(chain["ticket"]).meta["test_accuracy"]
     for engine in ENGINES.names():
-        out = _json(sltc("validate", chain["ticket"], "--engine", engine, "--json", check=True))
-        assert out["test_accuracy"] == recorded, engine
+        proc = sltc_here("validate", chain["ticket"], "--engine", engine, "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert _json(proc)["test_accuracy"] == recorded, engine
     for kind in ("dense", "sparse", "csr"):
         for engine in ENGINES.names():
             assert validate(chain[kind], engine)["test_accuracy"] == recorded, (kind, engine)

@@ -22,8 +22,10 @@ def test_freeze_is_byte_identical_and_hits_targets(synthetic_run, tmp_path):
     sltc("freeze", synthetic_run, "-o", b, "--json", check=True)
     assert a.read_bytes() == b.read_bytes() == (synthetic_run / "ticket.slt").read_bytes()
     for scope in ("layer", "global"):
-        out = _last_json(sltc("freeze", synthetic_run, "-o", tmp_path / f"{scope}.slt",
-                              "--target-sparsity", "0.95", "--scope", scope, "--json", check=True))
+        proc = sltc_here("freeze", synthetic_run, "-o", tmp_path / f"{scope}.slt",
+                         "--target-sparsity", "0.95", "--scope", scope, "--json")
+        assert proc.returncode == 0, proc.stderr
+        out = _last_json(proc)
         assert abs(out["sparsity"] - 0.95) < 1e-3
         assert abs(Ticket.load(tmp_path / f"{scope}.slt").sparsity() - 0.95) < 1e-3
 

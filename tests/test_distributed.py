@@ -8,10 +8,11 @@ import sys
 import pytest
 
 from sltc.ticket import Ticket
-from tests.helpers import ROOT, kill_after_epochs, sltc
+from tests.helpers import ROOT, discover_here, kill_after_epochs, sltc_here
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
             "2", "-m", "sltc"]
+SMALL = ["--set", "data.synthetic_size=512", "--set", "data.val_size=64"]  # 128 test images
 
 
 def torchrun(*args, check=True):
@@ -30,6 +31,7 @@ def ddp_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # two torchrun launches of two processes each
 def test_two_processes_write_one_deterministic_ticket(ddp_run, synthetic_run, tmp_path):
     assert sorted(p.name for p in ddp_run.iterdir()) == sorted(
         ["config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt", "summary.json"])
@@ -47,6 +49,7 @@ def test_two_processes_write_one_deterministic_ticket(ddp_run, synthetic_run, tm
     assert same / sum(m.size for m in a.masks.values()) > 0.99
 
 
+@pytest.mark.slow  # three torchrun launches of two processes each
 def test_resume_under_torchrun_gives_the_uninterrupted_ticket(ddp_run, tmp_path):
     out = tmp_path / "killed"
     kill_after_epochs([*TORCHRUN, "discover", "examples/synthetic.yaml", "--out", out, "--json",
@@ -62,21 +65,15 @@ def test_resume_under_torchrun_gives_the_uninterrupted_ticket(ddp_run, tmp_path)
 def test_cuda_code_paths_on_the_cpu(tmp_path):
     """channels_last and bf16 autocast, forced on where CUDA would choose them; the ticket is
     still scored in fp32, so the runtime reproduces its accuracy."""
-    out = tmp_path / "run"
-    summary = json.loads(sltc(
-        "discover", "examples/synthetic.yaml", "--out", out, "--json", "--set", "model.arch=conv2",
-        "--set", "model.widths=null",
-        "--set", "model.batchnorm=true", "--set", "train.epochs=1", "--set", "train.max_steps=4",
-        "--set", "train.channels_last=true", "--set", "train.precision=bf16",
-        check=True).stdout.strip().splitlines()[-1])
-    out_fp32 = tmp_path / "fp32"
-    plain = json.loads(sltc(
-        "discover", "examples/synthetic.yaml", "--out", out_fp32, "--json", "--set",
-        "model.arch=conv2", "--set", "model.widths=null", "--set", "model.batchnorm=true",
-        "--set", "train.epochs=1",
-        "--set", "train.max_steps=4", check=True).stdout.strip().splitlines()[-1])
+    out, out_fp32 = tmp_path / "run", tmp_path / "fp32"
+    conv2 = ["--set", "model.arch=conv2", "--set", "model.widths=null", "--set",
+             "model.batchnorm=true", "--set", "train.epochs=1", "--set", "train.max_steps=4", *SMALL]
+    summary = discover_here("examples/synthetic.yaml", "--out", out, *conv2, "--set",
+                            "train.channels_last=true", "--set", "train.precision=bf16")
+    plain = discover_here("examples/synthetic.yaml", "--out", out_fp32, *conv2)
     assert (out / "ticket.slt").read_bytes() != (out_fp32 / "ticket.slt").read_bytes()
     assert abs(summary["sparsity"] - plain["sparsity"]) <= 0.01
-    validated = json.loads(sltc("validate", out / "ticket.slt", "--engine", "dense", "--json",
-                                check=True).stdout.strip().splitlines()[-1])
+    proc = sltc_here("validate", out / "ticket.slt", "--engine", "dense", "--json")
+    assert proc.returncode == 0, proc.stderr
+    validated = json.loads(proc.stdout.strip().splitlines()[-1])
     assert validated["test_accuracy"] == summary["test_accuracy"]

@@ -17,7 +17,7 @@ from sltc.runtime.graph import Graph
 from sltc.runtime.loader import load
 from sltc.runtime.quantize import int8_kernels
 from sltc.ticket import Ticket
-from tests.helpers import ROOT, requires_fashion, sltc
+from tests.helpers import ROOT, discover_here, requires_fashion, sltc
 
 pytest.importorskip("onnxruntime")
 LENET = ROOT / "tests/data/lenet300-v1.0.slt"
@@ -27,8 +27,8 @@ LENET = ROOT / "tests/data/lenet300-v1.0.slt"
 def normal_run(tmp_path_factory):
     """A synthetic MLP whose weights are kaiming_normal: not ternary."""
     out = tmp_path_factory.mktemp("normal") / "run"
-    sltc("discover", "examples/synthetic.yaml", "--out", out, "--json",
-         "--set", "model.init=kaiming_normal", "--set", "train.max_steps=20", check=True)
+    discover_here("examples/synthetic.yaml", "--out", out,
+                  "--set", "model.init=kaiming_normal", "--set", "train.max_steps=20")
     return out
 
 

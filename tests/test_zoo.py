@@ -2,17 +2,17 @@
 exported and validated through every engine (the edge-popup family is covered in depth by
 tests/test_chain.py)."""
 
-import json
 
 import pytest
 import torch
 
 from sltc.config import from_dict
+from sltc.exporters import export
 from sltc.layers import gated_layers
 from sltc.models import MODELS, build_model
 from sltc.runtime.engines import ENGINES
 from sltc.runtime.validate import validate
-from tests.helpers import sltc
+from tests.helpers import discover_here, sltc
 from tests.test_chain import ARCHS
 
 HEAVY = {"resnet18", "resnet50", "wrn", "vit_tiny", "swin_tiny"}  # 5M to 36M weights
@@ -39,11 +39,9 @@ def test_registry_network_end_to_end(arch, tmp_path):
     extra = [NARROWER[arch]] if arch in NARROWER else []
     sets = [a for s in [*TINY, f"model.arch={arch}", "model.widths=null", *extra]
             for a in ("--set", s)]
-    summary = json.loads(sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "run",
-                              "--json", *sets, check=True).stdout.strip().splitlines()[-1])
+    summary = discover_here("examples/synthetic.yaml", "--out", tmp_path / "run", *sets)
     ticket = tmp_path / "run/ticket.slt"
-    report = json.loads(sltc("export", ticket, "--format", "onnx", "-o", tmp_path / "m.onnx",
-                             "--json", check=True).stdout.strip().splitlines()[-1])
+    report = export(ticket, "onnx", tmp_path / "m.onnx")
     assert report["top1_agreement"] == 1.0 and report["max_rel_diff"] <= 1e-4
     for path in (ticket, tmp_path / "m.onnx"):
         for engine in ENGINES.names():
