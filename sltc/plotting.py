@@ -82,24 +82,29 @@ def plot_curves(runs: list[tuple[str, list[dict]]], path: str | Path,
 
 def _draw_curves(plt, fig, axes, runs: list[tuple[str, list[dict]]],
                  target: float | None) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (title, scale, series) in zip(axes.flat, PANELS, strict=True):
         drawn = False
         for i, (name, rows) in enumerate(runs):
-            for key, label, style in series:
+            for j, (key, label, style) in enumerate(series):
                 xs, ys = _series(rows, key, positive=scale == "log")
-                if xs:
+                if xs:  # one run: a colour per curve; several: a colour per run
                     shown = label if len(runs) == 1 else f"{name}: {label}"
-                    ax.plot(xs, ys, style, marker=".", color=colours[i % len(colours)],
-                            label=shown)
+                    colour = colours[(j if len(runs) == 1 else i) % len(colours)]
+                    ax.plot(xs, ys, style, marker=".", color=colour, label=shown)
                     drawn = True
         if not drawn:
             ax.text(0.5, 0.5, "not recorded by this run", ha="center", va="center",
                     transform=ax.transAxes, color="gray")
         ax.set_title(title, fontsize=9)
         ax.set_yscale(scale if drawn else "linear")
+        if scale == "log" and drawn:  # 2 and 0.001, not 2x10^0 and 10^-3
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            low, high = ax.get_ylim()
+            if high < 10 * low:  # less than a decade: the minor ticks are all there is
+                ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.grid(alpha=0.3)
     _mark_stopped(axes.flat[4])
     if target is not None:
