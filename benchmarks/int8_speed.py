@@ -1,5 +1,5 @@
-"""int8 ONNX exports against fp32 ONNX and the csr engine: the 784-2048-2048-10 MLP, Conv-4
-and ResNet-20 on Fashion-MNIST, 90% sparse, signed-constant weights.
+"""int8 ONNX exports against fp32 ONNX and the csr engine: LeNet-300-100, the 784-2048-2048-10
+MLP, Conv-4, ResNet-20 and the ViT on Fashion-MNIST, 90% sparse, signed-constant weights.
 
     python benchmarks/int8_speed.py --out benchmarks/out/int8_speed.json
 
@@ -23,10 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report, sltc  # noqa: E402
 
 NETWORKS = {
+    "lenet300": ("examples/lenet300-fashion.yaml", []),
     "mlp2048": ("examples/lenet300-fashion.yaml",
                 ["model.widths=[2048,2048]", "model.init=signed_constant"]),
     "conv4": ("examples/conv4-fashion.yaml", []),
     "resnet20": ("examples/resnet20-fashion.yaml", []),
+    "vit": ("examples/vit-fashion.yaml", []),
 }
 TRAIN = ["gates.target_sparsity=0.9", "train.epochs=1", "train.max_steps=200"]
 
