@@ -32,13 +32,14 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-# one pytest worker per core (-n auto): most tests are one CPU-bound process each.
+# one pytest worker per core (-n auto; an idle worker takes over another's queue):
+# most tests are one CPU-bound process each.
 # test: every test but the long end-to-end runs marked slow; test-slow: those (CI runs both)
 test: setup lint
-	$(BIN)/pytest -q -n auto -m "not slow" --durations=10
+	$(BIN)/pytest -q -n auto --dist worksteal -m "not slow" --durations=10
 
 test-slow: setup
-	$(BIN)/pytest -q -n auto -m slow --durations=10
+	$(BIN)/pytest -q -n auto --dist worksteal -m slow --durations=10
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sltc.ticket import Ticket
-from tests.helpers import ROOT, kill_after_epochs, requires_fashion, sltc
+from tests.helpers import ROOT, discover_here, kill_after_epochs, requires_fashion, sltc
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
              "summary.json")
@@ -60,8 +60,8 @@ def test_resume_after_sigkill_gives_the_same_mask(synthetic_run, tmp_path):
     assert not (out / "summary.json").exists(), "the run finished before it could be killed"
     sltc("discover", "examples/synthetic.yaml", "--out", out, "--resume", "--json",
          "--set", "train.epochs=6", check=True)
-    sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "whole", "--json",
-         "--set", "train.epochs=6", check=True)
+    discover_here("examples/synthetic.yaml", "--out", tmp_path / "whole",
+                  "--set", "train.epochs=6")  # the run never stopped
     assert (out / "ticket.slt").read_bytes() == (tmp_path / "whole/ticket.slt").read_bytes()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -73,7 +73,7 @@ def test_resume_after_sigkill_gives_the_same_mask(synthetic_run, tmp_path):
 def test_resume_hint_runs_verbatim_and_gives_the_same_ticket(tmp_path):
     """Ctrl-C prints a command that, pasted into a shell as it is, continues the run, whose
     --set overrides it need not repeat, to the ticket of a run never stopped."""
-    out, overrides = tmp_path / "stopped", ["--set", "train.epochs=12", "--set", "train.lr=0.04"]
+    out, overrides = tmp_path / "stopped", ["--set", "train.epochs=6", "--set", "train.lr=0.04"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen([sys.executable, "-m", "sltc.cli", "discover",
@@ -93,8 +93,7 @@ def test_resume_hint_runs_verbatim_and_gives_the_same_ticket(tmp_path):
     resumed = subprocess.run(hint, shell=True, cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-1000:]
-    sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "whole", *overrides,
-         "--json", check=True)
+    discover_here("examples/synthetic.yaml", "--out", tmp_path / "whole", *overrides)
     assert (out / "ticket.slt").read_bytes() == (tmp_path / "whole/ticket.slt").read_bytes()
 
 

@@ -175,7 +175,7 @@ def test_eval_every_validates_on_schedule_and_plot_draws_the_curves(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert ["frozen_accuracy" in r for r in rows] == [False, True, True]  # 2 and the last
     assert all(r["seconds"] > 0 and "train_loss" in r for r in rows)
-    plotted = _last_json(sltc("plot", out, "--json", check=True))
+    plotted = _last_json(sltc_here("plot", out, "--json"))
     assert plotted == {"plot": str(out / "curves.png"), "epochs": 3}
     from matplotlib.image import imread
 
@@ -184,8 +184,7 @@ def test_eval_every_validates_on_schedule_and_plot_draws_the_curves(tmp_path):
     popup = tmp_path / "popup"
     discover_here("examples/synthetic.yaml", "--out", popup, "--set", "gates.method=edge_popup",
                   "--set", "data.train_size=512")
-    both = _last_json(sltc("plot", out, popup, "-o", tmp_path / "both.png", "--json",
-                           check=True))
+    both = _last_json(sltc_here("plot", out, popup, "-o", tmp_path / "both.png", "--json"))
     assert both == {"plot": str(tmp_path / "both.png"), "epochs": [3, 3]}
     assert imread(tmp_path / "both.png").shape[:2] == (1210, 1210)
     unnamed = sltc_here("plot", out, popup)
@@ -203,14 +202,14 @@ def test_a_finished_run_continues_with_more_epochs(synthetic_run, tmp_path):
     run = tmp_path / "more"
     shutil.copytree(synthetic_run, run)
     before = (run / "ticket.slt").read_bytes()
-    changed = sltc("discover", "examples/synthetic.yaml", "--out", run, "--resume",
-                   "--set", "train.epochs=5", "--set", "train.lr=0.1")
+    changed = sltc_here("discover", "examples/synthetic.yaml", "--out", run, "--resume",
+                        "--set", "train.epochs=5", "--set", "train.lr=0.1")
     assert changed.returncode == 2 and "train.lr differs" in changed.stderr
-    fewer = sltc("discover", "examples/synthetic.yaml", "--out", run, "--resume",
-                 "--set", "train.epochs=2")
+    fewer = sltc_here("discover", "examples/synthetic.yaml", "--out", run, "--resume",
+                      "--set", "train.epochs=2")
     assert fewer.returncode == 2 and "below the run's 3" in fewer.stderr
-    summary = _last_json(sltc("discover", "examples/synthetic.yaml", "--out", run, "--resume",
-                              "--set", "train.epochs=5", "--json", check=True))
+    summary = discover_here("examples/synthetic.yaml", "--out", run, "--resume",
+                            "--set", "train.epochs=5")
     rows = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3, 4, 5]
     assert summary["epochs"] == 5 and (run / "ticket.slt").read_bytes() != before
