@@ -232,3 +232,28 @@ def test_null_puts_a_key_that_cannot_be_null_back_to_its_default():
     cfg = load_config("examples/synthetic.yaml", ["model.arch=conv2", "model.widths=null"])
     assert cfg.model.widths == RunConfig().model.widths
     assert load_config(None, ["gates.target_sparsity=null"]).gates.target_sparsity is None
+
+
+def test_curves_of_one_run_differ_in_colour_and_several_runs_by_run():
+    """One run: the threshold-rule ticket and the relaxed gates in two colours. Several runs:
+    one colour per run, both curves of a run in it. Log axes print plain numbers."""
+    from sltc.plotting import PANELS, _draw_curves, pyplot
+
+    rows = [{"epoch": e, "frozen_accuracy": 0.8 + e / 100, "relaxed_accuracy": 0.81 + e / 100,
+             "lambda": 1.5 + e / 10} for e in range(1, 4)]
+    accuracy = [t for t, _, _ in PANELS].index("validation accuracy")
+    lam = [t for t, _, _ in PANELS].index("lambda (end of epoch)")
+    plt = pyplot()
+    for runs in ([("a", rows)], [("a", rows), ("b", rows)]):
+        fig, axes = plt.subplots(4, 2)
+        _draw_curves(plt, fig, axes, runs, None)
+        colours = [line.get_color() for line in axes.flat[accuracy].get_lines()]
+        if len(runs) == 1:
+            assert len(colours) == 2 and colours[0] != colours[1]
+        else:
+            assert colours[0] == colours[1] != colours[2] == colours[3]
+        fig.canvas.draw()
+        labels = [t.get_text() for t in axes.flat[lam].get_yticklabels(minor=True)
+                  if t.get_text()]
+        assert labels and all("times" not in t and "^" not in t for t in labels), labels
+        plt.close(fig)
