@@ -31,12 +31,13 @@ def sltc(*args, check=False, timeout=600, env=None):
     return proc
 
 
-def sltc_here(*args) -> subprocess.CompletedProcess:
+def sltc_here(*args, check=False) -> subprocess.CompletedProcess:
     """The CLI's ``main`` in this process: what ``sltc`` shows, without starting an
     interpreter (and importing torch again). For argument parsing, config checks and the
     one-line errors, and for the runs that only make a ticket for a test to read; a test
     of what a process does on its own (a kill, a resume, byte-identical output across
-    processes) uses ``sltc``. The exit code, stdout and stderr as ``sltc`` returns them."""
+    processes) uses ``sltc``. The exit code, stdout and stderr as ``sltc`` returns them;
+    ``check`` as in ``sltc``."""
     out, err, argv, env, cwd = io.StringIO(), io.StringIO(), sys.argv, dict(os.environ), os.getcwd()
     sys.argv, code = ["sltc", *map(str, args)], 0
     os.chdir(ROOT)
@@ -51,14 +52,14 @@ def sltc_here(*args) -> subprocess.CompletedProcess:
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
+    if check and code != 0:
+        raise AssertionError(f"sltc {args} failed:\n{out.getvalue()}\n{err.getvalue()}")
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def discover_here(*args) -> dict:
     """``sltc discover ARGS --json`` in this process; its summary."""
-    proc = sltc_here("discover", *args, "--json")
-    if proc.returncode != 0:
-        raise AssertionError(f"sltc discover {args} failed:\n{proc.stdout}\n{proc.stderr}")
+    proc = sltc_here("discover", *args, "--json", check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

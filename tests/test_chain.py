@@ -73,9 +73,9 @@ def test_validate_prints_the_ticket_accuracy_exactly(chain):
     """The CLI on the ticket with every engine; the API (the same function) on the exports."""
     recorded = Ticket.load(chain["ticket"]).meta["test_accuracy"]
     for engine in ENGINES.names():
-        proc = sltc_here("validate", chain["ticket"], "--engine", engine, "--json")
-        assert proc.returncode == 0, proc.stderr
-        assert _json(proc)["test_accuracy"] == recorded, engine
+        out = _json(sltc_here("validate", chain["ticket"], "--engine", engine, "--json",
+                              check=True))
+        assert out["test_accuracy"] == recorded, engine
     for kind in ("dense", "sparse", "csr"):
         for engine in ENGINES.names():
             assert validate(chain[kind], engine)["test_accuracy"] == recorded, (kind, engine)

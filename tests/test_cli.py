@@ -19,13 +19,12 @@ def _last_json(proc):
 def test_freeze_is_byte_identical_and_hits_targets(synthetic_run, tmp_path):
     a, b = tmp_path / "a.slt", tmp_path / "b.slt"
     sltc("freeze", synthetic_run, "-o", a, "--json", check=True)  # in a process of its own
-    assert sltc_here("freeze", synthetic_run, "-o", b, "--json").returncode == 0
+    sltc_here("freeze", synthetic_run, "-o", b, "--json", check=True)
     assert a.read_bytes() == b.read_bytes() == (synthetic_run / "ticket.slt").read_bytes()
     for scope in ("layer", "global"):
-        proc = sltc_here("freeze", synthetic_run, "-o", tmp_path / f"{scope}.slt",
-                         "--target-sparsity", "0.95", "--scope", scope, "--json")
-        assert proc.returncode == 0, proc.stderr
-        out = _last_json(proc)
+        out = _last_json(sltc_here("freeze", synthetic_run, "-o", tmp_path / f"{scope}.slt",
+                                   "--target-sparsity", "0.95", "--scope", scope, "--json",
+                                   check=True))
         assert abs(out["sparsity"] - 0.95) < 1e-3
         assert abs(Ticket.load(tmp_path / f"{scope}.slt").sparsity() - 0.95) < 1e-3
 

@@ -73,7 +73,6 @@ def test_cuda_code_paths_on_the_cpu(tmp_path):
     plain = discover_here("examples/synthetic.yaml", "--out", out_fp32, *conv2)
     assert (out / "ticket.slt").read_bytes() != (out_fp32 / "ticket.slt").read_bytes()
     assert abs(summary["sparsity"] - plain["sparsity"]) <= 0.01
-    proc = sltc_here("validate", out / "ticket.slt", "--engine", "dense", "--json")
-    assert proc.returncode == 0, proc.stderr
-    validated = json.loads(proc.stdout.strip().splitlines()[-1])
+    validated = json.loads(sltc_here("validate", out / "ticket.slt", "--engine", "dense",
+                                     "--json", check=True).stdout.strip().splitlines()[-1])
     assert validated["test_accuracy"] == summary["test_accuracy"]

@@ -2,7 +2,6 @@
 exported and validated through every engine (the edge-popup family is covered in depth by
 tests/test_chain.py)."""
 
-
 import pytest
 import torch
 
