@@ -57,10 +57,14 @@ def sltc_here(*args, check=False) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
+def last_json(proc) -> dict:
+    """The JSON object a ``--json`` command prints last."""
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def discover_here(*args) -> dict:
     """``sltc discover ARGS --json`` in this process; its summary."""
-    proc = sltc_here("discover", *args, "--json", check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return last_json(sltc_here("discover", *args, "--json", check=True))
 
 
 requires_fashion = pytest.mark.skipif(not FASHION.is_dir(),

@@ -13,7 +13,7 @@ import sltc
 from sltc.data import load_split, synthetic_split
 from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
-from tests.helpers import FASHION, ROOT, requires_fashion
+from tests.helpers import FASHION, ROOT, last_json, requires_fashion
 from tests.helpers import sltc as sltc_cli
 from tests.models import Idle, mixed
 
@@ -88,7 +88,7 @@ def test_validate_data_scores_a_find_ticket_ticket(tmp_path):
     ticket = tmp_path / "run/ticket.slt"
     proc = sltc_cli("validate", ticket, "--data", FASHION, "--engine", "dense", "--json",
                     check=True)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = last_json(proc)
     assert result["examples"] == len(test) and result["difference"] == 0.0, result
     assert result["test_accuracy"] == summary["test_accuracy"] > 0.3  # chance is 0.1
     for args, problem in ((["--data", tmp_path], "no dataset found"), ([], "pass --data DIR")):

@@ -1,7 +1,6 @@
 """Any gated network, end to end: discover -> ticket -> ONNX (dense, sparse) and CSR -> every
 engine, against the torch model rebuilt from the ticket."""
 
-import json
 
 import numpy as np
 import onnx
@@ -15,7 +14,7 @@ from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
 from sltc.runtime.validate import validate
 from sltc.ticket import Ticket
-from tests.helpers import discover_here, sltc_here
+from tests.helpers import discover_here, last_json, sltc_here
 from tests.models import mixed
 
 pytest.importorskip("onnxruntime")
@@ -29,9 +28,6 @@ ARCHS = {  # name: --set options for a few training steps on synthetic data
     "conv4": ["model.arch=conv4", *CONV, "data.synthetic_size=512", "data.val_size=64"],
 }
 
-
-def _json(proc):
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module", params=sorted(ARCHS))
@@ -73,8 +69,8 @@ def test_validate_prints_the_ticket_accuracy_exactly(chain):
     """The CLI on the ticket with every engine; the API (the same function) on the exports."""
     recorded = Ticket.load(chain["ticket"]).meta["test_accuracy"]
     for engine in ENGINES.names():
-        out = _json(sltc_here("validate", chain["ticket"], "--engine", engine, "--json",
-                              check=True))
+        out = last_json(sltc_here("validate", chain["ticket"], "--engine", engine, "--json",
+                                  check=True))
         assert out["test_accuracy"] == recorded, engine
     for kind in ("dense", "sparse", "csr"):
         for engine in ENGINES.names():

@@ -9,11 +9,7 @@ import pytest
 
 from sltc.maskcode import entropy_bits
 from sltc.ticket import Ticket
-from tests.helpers import sltc, sltc_here
-
-
-def _last_json(proc):
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+from tests.helpers import last_json, sltc, sltc_here
 
 
 def test_freeze_is_byte_identical_and_hits_targets(synthetic_run, tmp_path):
@@ -22,23 +18,23 @@ def test_freeze_is_byte_identical_and_hits_targets(synthetic_run, tmp_path):
     sltc_here("freeze", synthetic_run, "-o", b, "--json", check=True)
     assert a.read_bytes() == b.read_bytes() == (synthetic_run / "ticket.slt").read_bytes()
     for scope in ("layer", "global"):
-        out = _last_json(sltc_here("freeze", synthetic_run, "-o", tmp_path / f"{scope}.slt",
-                                   "--target-sparsity", "0.95", "--scope", scope, "--json",
-                                   check=True))
+        out = last_json(sltc_here("freeze", synthetic_run, "-o", tmp_path / f"{scope}.slt",
+                                  "--target-sparsity", "0.95", "--scope", scope, "--json",
+                                  check=True))
         assert abs(out["sparsity"] - 0.95) < 1e-3
         assert abs(Ticket.load(tmp_path / f"{scope}.slt").sparsity() - 0.95) < 1e-3
 
 
 def test_eval_reproduces_the_run_accuracy(synthetic_run):
     summary = json.loads((synthetic_run / "summary.json").read_text())
-    out = _last_json(sltc("eval", synthetic_run / "ticket.slt", "--json", check=True))
+    out = last_json(sltc("eval", synthetic_run / "ticket.slt", "--json", check=True))
     assert out["test_accuracy"] == summary["test_accuracy"]
 
 
 def test_inspect_reports_layers_and_totals(synthetic_run, tmp_path):
     png = tmp_path / "sparsity.png"
-    report = _last_json(sltc("inspect", synthetic_run / "ticket.slt", "--json", "--plot", png,
-                             check=True))
+    report = last_json(sltc("inspect", synthetic_run / "ticket.slt", "--json", "--plot", png,
+                            check=True))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for layer in report["layers"]:
         for key in ("name", "shape", "numel", "density", "encoding", "mask_bits", "entropy_bits"):
@@ -72,7 +68,7 @@ def test_train_threads_sets_the_runs_threads(tmp_path):
     proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "r", "--json",
                 "--set", "train.epochs=1", "--set", "train.max_steps=2",
                 "--set", "train.threads=2", env={"OMP_NUM_THREADS": "1"}, check=True)
-    assert _last_json(proc)["threads"] == 2
+    assert last_json(proc)["threads"] == 2
 
 
 def test_openmp_threads_sleep_at_once_only_on_a_busy_machine():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sltc.ticket import Ticket
-from tests.helpers import ROOT, discover_here, kill_after_epochs, requires_fashion, sltc
+from tests.helpers import ROOT, discover_here, kill_after_epochs, last_json, requires_fashion, sltc
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
              "summary.json")
@@ -44,7 +44,7 @@ def test_run_directory_and_summary(synthetic_run):
 def test_same_command_same_ticket(synthetic_run, tmp_path):
     proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "again", "--json",
                 check=True)
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = last_json(proc)
     first = json.loads((synthetic_run / "summary.json").read_text())
     assert (summary["test_accuracy"], summary["sparsity"]) == (first["test_accuracy"],
                                                                first["sparsity"])
@@ -117,7 +117,7 @@ def test_refuses_to_overwrite_a_run(synthetic_run):
 def test_baselines_reach_the_target(tmp_path, method):
     proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / method, "--json",
                 "--set", f"gates.method={method}", check=True)
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = last_json(proc)
     assert abs(summary["sparsity"] - 0.8) <= 0.01 and summary["test_accuracy"] > 0.3
 
 
@@ -126,6 +126,6 @@ def test_baselines_reach_the_target(tmp_path, method):
 def test_one_epoch_on_fashion_mnist(tmp_path):
     proc = sltc("discover", "examples/lenet300-fashion.yaml", "--out", tmp_path / "a",
                 "--set", "train.epochs=1", "--json", check=True)
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = last_json(proc)
     assert summary["test_accuracy"] >= 0.75
     assert abs(summary["sparsity"] - 0.9) <= 0.01

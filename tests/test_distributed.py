@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from sltc.ticket import Ticket
-from tests.helpers import ROOT, discover_here, kill_after_epochs, sltc_here
+from tests.helpers import ROOT, discover_here, kill_after_epochs, last_json, sltc_here
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
             "2", "-m", "sltc"]
@@ -73,6 +73,6 @@ def test_cuda_code_paths_on_the_cpu(tmp_path):
     plain = discover_here("examples/synthetic.yaml", "--out", out_fp32, *conv2)
     assert (out / "ticket.slt").read_bytes() != (out_fp32 / "ticket.slt").read_bytes()
     assert abs(summary["sparsity"] - plain["sparsity"]) <= 0.01
-    validated = json.loads(sltc_here("validate", out / "ticket.slt", "--engine", "dense",
-                                     "--json", check=True).stdout.strip().splitlines()[-1])
+    validated = last_json(sltc_here("validate", out / "ticket.slt", "--engine", "dense", "--json",
+                                    check=True))
     assert validated["test_accuracy"] == summary["test_accuracy"]

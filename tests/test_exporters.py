@@ -17,7 +17,7 @@ from sltc.exporters import EXPORTERS, export
 from sltc.rebuild import model_from_ticket
 from sltc.seeding import generate_weight
 from sltc.ticket import Ticket
-from tests.helpers import FASHION, discover_here, requires_fashion, sltc, sltc_here
+from tests.helpers import FASHION, discover_here, last_json, requires_fashion, sltc, sltc_here
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -150,7 +150,7 @@ def test_auto_writes_the_smaller_onnx_and_a_larger_sparse_one_is_flagged(tmp_pat
     for target, path in (("sparse", "s.onnx"), ("dense", "d.onnx"), ("auto", "a.onnx")):
         proc = sltc("export", run / "ticket.slt", "-f", "onnx", "--weights", target, "-o",
                     tmp_path / path, "--json", check=True)
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        report = last_json(proc)
         if target == "sparse":
             assert "larger than the dense one" in proc.stderr and "--weights dense" in proc.stderr
     sizes = {p: (tmp_path / p).stat().st_size for p in ("s.onnx", "d.onnx", "a.onnx")}

@@ -12,13 +12,10 @@ from sltc.config import SECTIONS, RunConfig, check_applicable, example_yaml, fro
 from sltc.discover import freeze_warnings
 from sltc.errors import ConfigError
 from sltc.progress import Progress
-from tests.helpers import discover_here, sltc, sltc_here
+from tests.helpers import discover_here, last_json, sltc, sltc_here
 
 EVERY_LINE = {"SLTC_PROGRESS_SECONDS": "0"}
 
-
-def _last_json(proc):
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_a_redirected_log_shows_steps_and_the_final_evaluation(tmp_path):
@@ -38,7 +35,7 @@ def test_a_redirected_log_shows_steps_and_the_final_evaluation(tmp_path):
     out = sltc("validate", ticket, "--engine", "csr", check=True, env=EVERY_LINE)
     assert "test set through csr: batch" in out.stderr
     quiet = sltc("eval", ticket, "--json", check=True, env=EVERY_LINE)
-    assert quiet.stderr == "" and _last_json(quiet)["test_accuracy"] >= 0
+    assert quiet.stderr == "" and last_json(quiet)["test_accuracy"] >= 0
 
 
 def test_plain_lines_come_at_the_interval(tmp_path):
@@ -59,7 +56,7 @@ def test_a_run_that_misses_its_target_says_so(tmp_path):
     proc = sltc("discover", "examples/synthetic.yaml", "--out", tmp_path / "n", "--json",
                 "--set", "gates.granularity=neuron", "--set", "gates.target_sparsity=0.9",
                 "--set", "train.epochs=1", check=True)
-    summary = _last_json(proc)
+    summary = last_json(proc)
     for key in ("relaxed_val_accuracy", "val_accuracy", "threshold_sparsity", "sparsity"):
         assert isinstance(summary[key], float)
     assert summary["warnings"] and all(f"warning: {w}" in proc.stderr for w in summary["warnings"])
@@ -101,7 +98,7 @@ def _declared_keys() -> set[str]:
 
 
 def test_config_lists_every_key_with_type_default_and_reason():
-    rows = _last_json(sltc("config", "--json", check=True))
+    rows = last_json(sltc("config", "--json", check=True))
     assert {r["key"] for r in rows} == _declared_keys()
     assert rows == reference()
     assert all(r["reason"] and r["type"] for r in rows)
@@ -175,7 +172,7 @@ def test_eval_every_validates_on_schedule_and_plot_draws_the_curves(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert ["frozen_accuracy" in r for r in rows] == [False, True, True]  # 2 and the last
     assert all(r["seconds"] > 0 and "train_loss" in r for r in rows)
-    plotted = _last_json(sltc_here("plot", out, "--json", check=True))
+    plotted = last_json(sltc_here("plot", out, "--json", check=True))
     assert plotted == {"plot": str(out / "curves.png"), "epochs": 3}
     from matplotlib.image import imread
 
@@ -184,8 +181,8 @@ def test_eval_every_validates_on_schedule_and_plot_draws_the_curves(tmp_path):
     popup = tmp_path / "popup"
     discover_here("examples/synthetic.yaml", "--out", popup, "--set", "gates.method=edge_popup",
                   "--set", "data.train_size=512")
-    both = _last_json(sltc_here("plot", out, popup, "-o", tmp_path / "both.png", "--json",
-                                check=True))
+    both = last_json(sltc_here("plot", out, popup, "-o", tmp_path / "both.png", "--json",
+                               check=True))
     assert both == {"plot": str(tmp_path / "both.png"), "epochs": [3, 3]}
     assert imread(tmp_path / "both.png").shape[:2] == (1210, 1210)
     unnamed = sltc_here("plot", out, popup)

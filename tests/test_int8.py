@@ -17,7 +17,7 @@ from sltc.runtime.graph import Graph
 from sltc.runtime.loader import load
 from sltc.runtime.quantize import int8_kernels
 from sltc.ticket import Ticket
-from tests.helpers import ROOT, discover_here, requires_fashion, sltc
+from tests.helpers import ROOT, discover_here, last_json, requires_fashion, sltc
 
 pytest.importorskip("onnxruntime")
 LENET = ROOT / "tests/data/lenet300-v1.0.slt"
@@ -108,7 +108,7 @@ def test_export_reports_int8_accuracy_and_validate_exits_3_below_tolerance(tmp_p
     path = tmp_path / "q.onnx"
     proc = sltc("export", LENET, "-f", "onnx", "-o", path, "--quantize",
                 "int8", "--json", check=True)
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = last_json(proc)
     assert report["fp32_test_accuracy"] - report["test_accuracy"] <= report["accuracy_bound"]
     shown = json.loads(sltc("validate", path, "--json", check=True).stdout.splitlines()[-1])
     assert shown["test_accuracy"] == report["test_accuracy"] and shown["precision"] == "int8"
