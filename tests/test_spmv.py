@@ -4,7 +4,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sltc.runtime.spmv import SKIP_MIN_COLUMN_NNZ, SparseLinear, SparseRows
+from sltc.runtime.spmv import SKIP_MIN_COLUMN_NNZ, SparseLinear, SparseRows, mkl_product
+
+LIBRARIES = (False, True) if mkl_product() is not None else (False,)  # use_mkl
 
 
 @st.composite
@@ -14,7 +16,7 @@ def problems(draw):
     rows, cols = draw(st.integers(1, 300)), draw(st.integers(1, 300))
     density = draw(st.sampled_from([0.0, 0.05, 0.3, 0.9, 1.0]))
     zeros = draw(st.sampled_from([0.0, 0.1, 0.5, 0.95, 1.0]))
-    batch = draw(st.sampled_from([1, 1, 2, 7]))
+    batch = draw(st.sampled_from([1, 1, 2, 7, 64]))
     weight = rng.standard_normal((rows, cols)).astype(np.float32)
     mask = rng.random((rows, cols)) < density
     x = rng.standard_normal((batch, cols)).astype(np.float32)
@@ -28,9 +30,15 @@ def test_products_match_dense(problem):
     weight, mask, x = problem
     want = x.astype(np.float64) @ (weight * mask).T.astype(np.float64)
     for kind in (SparseLinear, SparseRows):
-        got = kind(weight, mask)(x)
-        assert got.shape == want.shape and got.dtype == np.float32
-        assert np.allclose(got, want, rtol=1e-4, atol=1e-4), kind.__name__
+        for use_mkl in LIBRARIES:
+            got = kind(weight, mask, use_mkl)(x)
+            assert got.shape == want.shape and got.dtype == np.float32
+            assert np.allclose(got, want, rtol=1e-4, atol=1e-4), (kind.__name__, use_mkl)
+
+
+def test_mkl_is_installed_for_the_tests():
+    """The dev install carries MKL, so that the products above test its path too."""
+    assert mkl_product() is not None
 
 
 @settings(max_examples=200, deadline=None)
