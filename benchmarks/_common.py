@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -10,18 +11,17 @@ import time
 from pathlib import Path
 
 
-def sltc(*args) -> str:
-    """Run the real CLI; exit with its one-line error if it fails."""
+def sltc(*args, env: dict | None = None) -> str:
+    """Run the real CLI (``env``: variables to set for it); exit with its one-line error if
+    it fails."""
     proc = subprocess.run([sys.executable, "-m", "sltc.cli", *map(str, args)], text=True,
-                          capture_output=True)
+                          capture_output=True, env=None if env is None else {**os.environ, **env})
     if proc.returncode:
         sys.exit(proc.stderr)
     return proc.stdout
 
 
 def machine() -> dict:
-    import os
-
     return {"platform": platform.platform(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
 

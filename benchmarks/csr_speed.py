@@ -6,10 +6,12 @@ Builds both tickets with ``sltc discover`` on Fashion-MNIST (the synthetic set w
 is missing): the MLP (signed-constant weights, CRBG, 200 steps) and ResNet-20 (CRBG,
 200 steps), then runs ``sltc bench`` with one thread at batches 1, 8, 64 and 256 on the
 run's test images (the csr engine skips zero activations, so its speed depends on them)
-and on uniform random inputs. Each engine runs in its own process, three rounds taking
-turns, best p50 kept (``sltc bench --rounds 3``); the speed-ups are against dense ORT on
-the exported ONNX measured in the same bench call; ``sparse`` is how many of the layers
-that could run sparse the csr engine's calibrated plan runs sparse.
+and (``--inputs test,random``) on uniform random inputs. Each engine runs in its own
+process, three rounds taking turns, best p50 kept (``sltc bench --rounds 3``); the
+speed-ups are against dense ORT on the exported ONNX measured in the same bench call;
+``sparse`` is how many of the layers that could run sparse the csr engine's calibrated
+plan runs sparse. Each bench runs twice, its sparse products above batch 1 on scipy's
+kernels (``SLTC_MKL=0``) and on MKL's (``kernels``), one after the other.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="runs/bench-csr")
     ap.add_argument("--out", default="benchmarks/out/csr_speed.json")
-    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--batch", default="1,8,64,256")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--inputs", default="test")
+    ap.add_argument("--kernels", default="scipy,mkl")
     args = ap.parse_args()
     work = Path(args.work)
     rows = []
@@ -54,20 +58,25 @@ def main() -> None:
         path = ticket(work, name)
         onnx = work / f"{name}.onnx"
         sltc("export", path, "-f", "onnx", "-o", onnx, "--no-check")
-        for inputs in ("test", "random"):
-            records = json.loads(sltc("bench", onnx, path, "--engine", "ort", "--engine", "csr",
-                                      "--batch", args.batch, "--threads", "1", "--repeat",
-                                      args.repeat, "--inputs", inputs, "--rounds", args.rounds,
-                                      "--json"))
-            for r in records:
-                if r["engine"] == "csr" and r["kind"] == "ticket":
-                    rows.append({"network": name, "inputs": inputs, "batch": r["batch"],
-                                 "csr_ms": r["p50_ms"], "ort_ms": r["p50_ms"] * r["speedup"],
-                                 "speedup": r["speedup"],
-                                 "sparse": f"{len(r['sparse_layers'])}/{r['layers']}",
-                                 "sparse_layers": r["sparse_layers"]})
+        for inputs in args.inputs.split(","):
+            for kernels in args.kernels.split(","):
+                records = json.loads(sltc(
+                    "bench", onnx, path, "--engine", "ort", "--engine", "csr", "--batch",
+                    args.batch, "--threads", "1", "--repeat", args.repeat, "--inputs", inputs,
+                    "--rounds", args.rounds, "--json",
+                    env={"SLTC_MKL": "1" if kernels == "mkl" else "0"}))
+                rows += [_row(name, inputs, kernels, r) for r in records
+                         if r["engine"] == "csr" and r["kind"] == "ticket"]
     report(rows, args.out, "csr engine vs dense ONNX Runtime, 1 thread, p50",
-           ["network", "inputs", "batch", "ort_ms", "csr_ms", "speedup", "sparse"])
+           ["network", "inputs", "kernels", "batch", "ort_ms", "csr_ms", "speedup", "sparse"])
+
+
+def _row(name: str, inputs: str, kernels: str, r: dict) -> dict:
+    return {"network": name, "inputs": inputs, "kernels": kernels, "batch": r["batch"],
+            "csr_ms": r["p50_ms"], "ort_ms": r["p50_ms"] * r["speedup"],
+            "speedup": r["speedup"], "speedup_range": r["speedup_range"],
+            "provider": r["provider"], "sparse": f"{len(r['sparse_layers'])}/{r['layers']}",
+            "sparse_layers": r["sparse_layers"]}
 
 
 if __name__ == "__main__":

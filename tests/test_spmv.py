@@ -38,7 +38,7 @@ def test_products_match_dense(problem):
 
 def test_mkl_is_installed_for_the_tests():
     """The dev install carries MKL, so that the products above test its path too."""
-    assert mkl_product() is not None
+    assert mkl_product() is not None, "pip install -e '.[dev]' (or 'sltc[mkl]') installs MKL"
 
 
 @settings(max_examples=200, deadline=None)
