@@ -3,13 +3,14 @@ sparsity times a batch of ReLU outputs (half of them zero), one thread.
 
     python benchmarks/sparse_kernels.py --out benchmarks/out/sparse_kernels.json
 
-Rows: dense onnxruntime (``MatMul``, the baseline of every speed-up), and the ``csr``
-engine's kernels as it calls them (``SparseLinear``): scipy's (zero inputs skipped at
-batch 1), numba's +-c kernel at batch 1 (``runtime/ternary.py``: 16-bit indices, no
-values, zero inputs skipped) and MKL's sparse-times-dense product above batch 1. One
-more, kept here as the measurement behind not using it: a numba +-c kernel by output row,
-vectorised over the batch. The kernels take turns, ``--rounds`` times ``--repeat`` calls
-each; the median of each is kept.
+Rows: dense onnxruntime (``MatMul``, the baseline of every speed-up); scipy's kernels as
+the ``csr`` engine calls them (``SparseLinear`` without MKL: zero inputs skipped at batch
+1); MKL's sparse-times-dense product (``SparseLinear`` with MKL, above batch 1); and, where
+``numba`` is installed (it is not a dependency), two kernels specialised to +-c weights
+with 16-bit indices and no values: by output row (a gather per kept weight, vectorised
+over the batch) and, at batch 1, by input column over the non-zero inputs only (a
+scatter). The kernels take turns, ``--rounds`` times ``--repeat`` calls each; the median
+of each is kept.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # noqa: E402
 
 from sltc.runtime.spmv import SparseLinear, mkl_product  # noqa: E402
-from sltc.runtime.ternary import ternary_kernel  # noqa: E402
 
 SIZE, DENSITY = 2048, 0.1
 
@@ -59,11 +59,15 @@ def onnx_dense(w: np.ndarray):
     return lambda x: sess.run(["y"], {"x": x})[0]
 
 
-def numba_by_rows(w: np.ndarray):
-    """+-c by output row, vectorised over the batch (16-bit indices)."""
-    import numba
+def numba_kernels(w: np.ndarray) -> dict:
+    """+-c kernels with 16-bit indices, where numba is installed."""
+    try:
+        import numba
+    except ImportError:
+        return {}
+    jit = numba.njit(fastmath=True, boundscheck=False)
 
-    @numba.njit(fastmath=True, boundscheck=False)
+    @jit
     def by_rows(pptr, pidx, nptr, nidx, c, xt, y):  # xt: (in, batch), y: (out, batch)
         acc = np.empty(xt.shape[1], np.float32)
         for i in range(len(pptr) - 1):
@@ -79,16 +83,37 @@ def numba_by_rows(w: np.ndarray):
             for b in range(xt.shape[1]):
                 y[i, b] = c * acc[b]
 
-    c = np.float32(np.abs(w[w != 0]).max())
-    rows = [a for m in (sp.csr_matrix(w > 0), sp.csr_matrix(w < 0))
-            for a in (m.indptr.astype(np.int32), m.indices.astype(np.int16))]
+    @jit
+    def by_active_columns(pptr, pidx, nptr, nidx, c, x, y):
+        for j in range(len(x)):
+            v = x[j]
+            if v != 0:
+                for k in range(pptr[j], pptr[j + 1]):
+                    y[pidx[k]] += v
+                for k in range(nptr[j], nptr[j + 1]):
+                    y[nidx[k]] -= v
+        for i in range(len(y)):
+            y[i] *= c
 
-    def run(x):
+    c = np.float32(np.abs(w[w != 0]).max())
+
+    def split(fmt):
+        parts = [sp.csr_matrix(w > 0).asformat(fmt), sp.csr_matrix(w < 0).asformat(fmt)]
+        return [a for m in parts for a in (m.indptr.astype(np.int32), m.indices.astype(np.int16))]
+
+    rows, cols = split("csr"), split("csc")
+
+    def numba_rows(x):
         y = np.empty((SIZE, len(x)), np.float32)
         by_rows(*rows, c, np.ascontiguousarray(x.T), y)
         return y.T
 
-    return run
+    def numba_columns(x):
+        y = np.zeros(SIZE, np.float32)
+        by_active_columns(*cols, c, x[0], y)
+        return y[None]
+
+    return {"numba +-c by row": numba_rows, "numba +-c by active column": numba_columns}
 
 
 def main() -> None:
@@ -100,18 +125,16 @@ def main() -> None:
     args = ap.parse_args()
     w = layer()
     kernels = {"onnxruntime dense": onnx_dense(w),
-               "scipy": SparseLinear(w, w != 0, use_mkl=False, use_numba=False)}
-    if ternary_kernel() is not None:
-        kernels["numba +-c (batch 1)"] = SparseLinear(w, w != 0, use_mkl=False)
-        kernels["numba +-c by row"] = numba_by_rows(w)
+               "scipy": SparseLinear(w, w != 0, use_mkl=False)}
     if mkl_product() is not None:
-        kernels["mkl (above batch 1)"] = SparseLinear(w, w != 0, use_numba=False)
+        kernels["mkl"] = SparseLinear(w, w != 0)
+    kernels.update(numba_kernels(w))
     rng, rows = np.random.default_rng(1), []
     for batch in map(int, args.batch.split(",")):
         x = np.maximum(rng.standard_normal((batch, SIZE)), 0).astype(np.float32)
         want = x.astype(np.float64) @ w.T.astype(np.float64)
-        run = {k: f for k, f in kernels.items()  # each where the engine would run it
-               if not (k.endswith("(batch 1)") and batch > 1 or k.startswith("mkl") and batch == 1)}
+        run = {k: f for k, f in kernels.items() if not (k.endswith("column") and batch > 1)
+               and not (k == "mkl" and batch == 1)}  # mkl: above batch 1 only, as the engine
         for name, f in run.items():
             assert np.allclose(f(x), want, rtol=1e-4, atol=1e-4), name
         times = {k: [] for k in run}

@@ -95,7 +95,6 @@ def sparse_kernel(node: Node, constants: dict, product=_scipy_product,
         y = layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
         return y if bias is None else y + bias
 
-    linear.ternary = getattr(layer, "ternary", None) is not None  # numba's +-c kernel
     return linear
 
 

@@ -1,9 +1,8 @@
 """Inference engines behind a registry; all run the same ``Graph`` and must agree on outputs.
 
 - ``dense``: the numpy executor over ``ops.OPS``, the reference.
-- ``csr``: scipy's sparse kernels (MKL's above batch 1 where installed: ``scipy+mkl``;
-  numba's +-c kernel for signed-constant layers at batch 1: ``+numba``) for the layers
-  where they are faster, onnxruntime (or numpy) for the rest
+- ``csr``: scipy's sparse kernels (MKL's above batch 1 where installed: ``scipy+mkl``) for
+  the layers where they are faster, onnxruntime (or numpy) for the rest
   (``csr.SparseEngine``); cupy (cuSPARSE) when ``provider="cuda"``; int8 onnxruntime
   segments where they are faster only when ``allow_int8``.
 - ``ort``: onnxruntime on an explicitly chosen provider, read back from the session.
@@ -83,9 +82,8 @@ def csr_engine(model: Deployable, provider: str = "cpu", threads: int | None = N
         raise SltcError("--allow int8 runs int8 segments in onnxruntime, which is not "
                         "installed; pip install 'sltc[cpu]', or drop --allow int8")
     engine = SparseEngine(model.graph, threads, use_ort=has_ort(), allow_int8=allow_int8)
-    ternary = any(getattr(k, "ternary", False) for k in engine.kernels.values())
     kernels = "+".join(["scipy"] + ["mkl"] * (spmv.mkl_product() is not None)
-                       + ["numba"] * ternary + ["int8"] * allow_int8)
+                       + ["int8"] * allow_int8)
     return Predictor("csr", kernels, engine, engine.choice)
 
 

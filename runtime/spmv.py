@@ -3,9 +3,8 @@ where it is installed, on MKL's (``pip install 'sltc[mkl]'``).
 
 Linear layers are held by input column (CSC). At batch 1 the product then visits
 only the columns whose input is non-zero; after a ReLU about half of them are,
-so the work and the memory read shrink with the activation sparsity. A signed-constant
-linear layer does so on numba's compiled +-c kernel where numba is installed
-(``ternary``). Layers fed by im2col (many rows per image) are held by output row (CSR).
+so the work and the memory read shrink with the activation sparsity. Layers fed
+by im2col (many rows per image) are held by output row (CSR).
 
 Above batch 1 scipy's kernel is a scalar loop over the batch for each kept weight; MKL's
 sparse-times-dense product (``sparse_dot_mkl``) is vectorised over the batch, 1.7-1.9x
@@ -22,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-
-from .ternary import TernaryColumns, magnitude, ternary_kernel
 
 try:  # the kernels behind scipy.sparse's operators, called without per-call checks
     from scipy.sparse._sparsetools import csc_matvec, csc_matvecs, csr_matvec, csr_matvecs
@@ -110,13 +107,9 @@ class SparseLinear(SparseRows):
 
     fmt = "csc"
 
-    def __init__(self, weight: np.ndarray, mask: np.ndarray, use_mkl: bool = True,
-                 use_numba: bool = True):
+    def __init__(self, weight: np.ndarray, mask: np.ndarray, use_mkl: bool = True):
         super().__init__(weight, mask, use_mkl)
         m = self.matrix
-        c = magnitude(m.data) if use_numba else None
-        self.ternary = None if c is None or ternary_kernel() is None else \
-            TernaryColumns(weight, mask, c)
         # Column j's entry range [indptr[j], indptr[j+1]) packed into one int64, last
         # column first; see ``_matvec_active``.
         spans = np.stack([m.indptr[:-1], m.indptr[1:]], axis=1)[::-1]
@@ -124,8 +117,6 @@ class SparseLinear(SparseRows):
         self.skips = m.nnz >= SKIP_MIN_COLUMN_NNZ * m.shape[1]
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
-        if self.ternary is not None:
-            return self.ternary(x)
         if self.skips:
             reversed_x = x[::-1]
             active = (reversed_x != 0).nonzero()[0]  # faster than flatnonzero on floats
