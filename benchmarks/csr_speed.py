@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report, sltc  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+KERNELS = {"scipy": {"SLTC_MKL": "0"}, "mkl": {"SLTC_MKL": "1"}}  # --kernels: environment
 NETWORKS = {
     "mlp2048": ["model.widths=[2048,2048]", "model.init=signed_constant"],
     "resnet20": ["model.arch=resnet20"],
@@ -50,8 +51,11 @@ def main() -> None:
     ap.add_argument("--batch", default="1,8,64,256")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--inputs", default="test")
-    ap.add_argument("--kernels", default="scipy,mkl")
+    ap.add_argument("--kernels", default=",".join(KERNELS))
     args = ap.parse_args()
+    unknown = set(args.kernels.split(",")) - set(KERNELS)
+    if unknown:
+        ap.error(f"--kernels {','.join(sorted(unknown))}: choose from {','.join(KERNELS)}")
     work = Path(args.work)
     rows = []
     for name in NETWORKS:
@@ -64,7 +68,7 @@ def main() -> None:
                     "bench", onnx, path, "--engine", "ort", "--engine", "csr", "--batch",
                     args.batch, "--threads", "1", "--repeat", args.repeat, "--inputs", inputs,
                     "--rounds", args.rounds, "--json",
-                    env={"SLTC_MKL": "1" if kernels == "mkl" else "0"}))
+                    env=KERNELS[kernels]))
                 rows += [_row(name, inputs, kernels, r) for r in records
                          if r["engine"] == "csr" and r["kind"] == "ticket"]
     report(rows, args.out, "csr engine vs dense ONNX Runtime, 1 thread, p50",

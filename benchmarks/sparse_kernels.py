@@ -42,8 +42,9 @@ def layer(seed: int = 0) -> np.ndarray:
 
 
 def onnx_dense(w: np.ndarray):
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
+
+    from sltc.runtime._ort import session
 
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])], "layer",
@@ -52,10 +53,7 @@ def onnx_dense(w: np.ndarray):
         [numpy_helper.from_array(np.ascontiguousarray(w.T), "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    sess, _ = session(model.SerializeToString(), "cpu", threads=1)
     return lambda x: sess.run(["y"], {"x": x})[0]
 
 

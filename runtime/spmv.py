@@ -15,6 +15,7 @@ one row; ``SLTC_MKL=0`` turns it off.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -35,20 +36,15 @@ SKIP_MIN_ZEROS = 0.2
 SKIP_MIN_COLUMN_NNZ = 32
 
 
-_MKL: list = []  # [dot_product_mkl or None], once looked up
-
-
+@functools.cache
 def mkl_product():
     """``sparse_dot_mkl.dot_product_mkl``, or None where it is not installed or
-    ``SLTC_MKL=0``. MKL is loaded single-threaded (``MKL_THREADING_LAYER=SEQUENTIAL``,
-    so no OpenMP runtime of its own joins the process), from the environment's own
-    ``lib`` folder, where the ``mkl`` wheel puts ``libmkl_rt``, unless ``MKL_RT`` names one."""
-    if not _MKL:
-        _MKL.append(None if os.environ.get("SLTC_MKL") == "0" else _load_mkl())
-    return _MKL[0]
-
-
-def _load_mkl():
+    ``SLTC_MKL=0``; looked up once per process. MKL is loaded single-threaded
+    (``MKL_THREADING_LAYER=SEQUENTIAL``, so no OpenMP runtime of its own joins the
+    process), from the environment's own ``lib`` folder, where the ``mkl`` wheel puts
+    ``libmkl_rt``, unless ``MKL_RT`` names one."""
+    if os.environ.get("SLTC_MKL") == "0":
+        return None
     os.environ.setdefault("MKL_THREADING_LAYER", "SEQUENTIAL")
     found = sorted(Path(sys.prefix, "lib").glob("libmkl_rt.so*"))
     if found and "MKL_RT" not in os.environ:
