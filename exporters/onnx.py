@@ -24,7 +24,7 @@ from sltc.errors import SltcError
 from sltc.outputs import atomic_write, temp_dir
 from sltc.runtime.compact import compact
 from sltc.runtime.graph import Graph
-from sltc.runtime.quantize import channel_axes, int8_kernels, prepare, ternary_scales
+from sltc.runtime.quantize import int8_kernels, prepare
 from sltc.runtime.quantize import quantize as quantize_model
 
 from . import int8
@@ -158,25 +158,24 @@ def _quantized(graph: Graph, props: dict, ticket, quantize: str, data_root, outp
     mode = int8.check_mode(quantize)
     images = int8.calibration_images(ticket.meta, ticket.seed, data_root) \
         if mode == "static" else None
-    kernels = int8_kernels()
     with temp_dir(output) as folder:
         model = prepare(graph.to_onnx(), folder)
-        inexact = set(channel_axes(model)) - set(ternary_scales(model))
-        reduce_range = kernels == "none" and bool(inexact)  # without VNNI: 7-bit weights
         constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-        quantized = quantize_model(model, mode, folder, images, reduce_range)
-    errors = int8.weight_errors(quantized, constants)
+        quantized = quantize_model(model, mode, folder, int8_kernels(), images)
+    errors = int8.weight_errors(quantized.model, constants)
     exact = sorted(name for name, error in errors.items() if error == 0.0)
     props = {**props, "sltc.quantize": quantize, "sltc.quantize_mode": mode,
              "sltc.calibration_images": 0 if images is None else len(images),
-             "sltc.reduce_range": reduce_range, "sltc.exact_weights": json.dumps(exact)}
-    del quantized.metadata_props[:]
-    helper.set_model_props(quantized, {k: str(v) for k, v in props.items()})
+             "sltc.int8_kernels": quantized.kernels, "sltc.reduce_range": quantized.reduce_range,
+             "sltc.exact_weights": json.dumps(exact)}
+    model = quantized.model
+    del model.metadata_props[:]
+    helper.set_model_props(model, {k: str(v) for k, v in props.items()})
     report.update(quantize=quantize, calibration_images=0 if images is None else len(images),
-                  int8_kernels=kernels, reduce_range=reduce_range,
+                  int8_kernels=quantized.kernels, reduce_range=quantized.reduce_range,
                   exact_weights=len(exact), quantized_weights=len(errors),
                   weight_error=max(errors.values(), default=0.0))
-    return quantized
+    return model
 
 
 def int8_accuracy(path, ticket_path, data_root=None) -> dict:

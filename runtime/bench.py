@@ -89,7 +89,7 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
     """Load ``path`` into ``engine`` and time it; call in a fresh process."""
     from .engines import prepare
     from .loader import load
-    from .quantize import int8_kernels
+    from .quantize import cpu_int8_kernels
 
     _limit_threads(threads)
     tic = time.perf_counter()
@@ -101,7 +101,7 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
         model.graph.bounds.batch(batch)
     source = input_source(model, inputs, data_root)
     precision = model.precision
-    kernels = None if precision == "fp32" else int8_kernels()
+    kernels = None if precision == "fp32" else cpu_int8_kernels()
     records = []
     for batch in batches:
         for i in range(warmup):

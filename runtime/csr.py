@@ -32,7 +32,7 @@ from sltc.errors import SltcError
 
 from .graph import Graph, execute, last_reads, node_runner
 from .ops import Node, conv_columns, conv_geometry, conv_output, layer_inputs
-from .quantize import quantize
+from .quantize import cpu_int8_kernels, quantize
 from .spmv import SparseLinear, SparseRows
 
 MAX_DENSITY = 0.5  # denser weights never run sparse
@@ -175,7 +175,7 @@ def _ort_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: li
     model.ir_version = 8
     if int8:
         with tempfile.TemporaryDirectory() as folder:
-            model = quantize(model, "dynamic", Path(folder))
+            model = quantize(model, "dynamic", Path(folder), cpu_int8_kernels()).model
     sess, _ = session(model.SerializeToString(), "cpu", threads)
     return lambda *args: sess.run(outputs, dict(zip(inputs, args, strict=True)))
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +24,10 @@ from .check import Bounds
 from .csr import SparseEngine, sparse_kernel
 from .loader import Deployable
 from .ops import OPS
+from .quantize import KERNELS_ENV, NARROW, cpu_int8_kernels, saturates, wide_weights
 
 ENGINES: Registry = Registry("engine")
+log = logging.getLogger("sltc")
 
 
 @dataclass
@@ -112,10 +115,26 @@ def ort_engine(model: Deployable, provider: str = "cpu", threads: int | None = N
     return Predictor("ort", used, lambda x: sess.run([name_out], {name_in: x})[0])
 
 
+def _warn_saturation(model: Deployable, engine: str) -> None:
+    """An int8 file whose weights use the full int8 range, run through onnxruntime on a
+    CPU whose int8 products saturate (``quantize.SATURATING``), may differ from the exact
+    ``dense`` engine: say so, and how to get a file made for this CPU."""
+    kernels = cpu_int8_kernels()
+    if engine == "dense" or model.precision == "fp32" or not saturates(kernels) or \
+            not wide_weights(model.graph.constants.values()):
+        return
+    log.warning("warning: %s holds int8 weights beyond [-%d, %d] (made for a CPU with VNNI?): "
+                "onnxruntime on this CPU (%s) adds pairs of their products in 16 bits with "
+                "saturation, so engine %r may differ from the exact dense engine; export the "
+                "ticket again here, or with %s=%s", model.path, NARROW, NARROW, kernels, engine,
+                KERNELS_ENV, kernels)
+
+
 def prepare(model: Deployable, engine: str, **options) -> Predictor:
     """The engine's predictor, after one image of zeros went through the graph: a graph
     that fails does so here, in one line, rather than halfway through a test set."""
     factory = ENGINES.get(engine)
+    _warn_saturation(model, engine)
     one = np.zeros((1, *model.graph.input_shape), np.float32)
     try:
         predictor = factory(model, **options)

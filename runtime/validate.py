@@ -12,6 +12,7 @@ from sltc.errors import SltcError
 
 from .engines import prepare
 from .loader import Deployable, kind_of, load
+from .quantize import cpu_int8_kernels
 
 BATCH = 1000  # test images per call, fewer where the graph would hold more than BUDGET
 BUDGET = 1 << 30  # bytes alive at once in the graph
@@ -64,7 +65,9 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     acc = float((predictions == test.labels).mean())
     recorded = model.meta.test_accuracy
     return {"model": str(path), "engine": engine, "provider": predictor.provider,
-            "precision": model.precision, "test_accuracy": acc, "recorded_accuracy": recorded,
+            "precision": model.precision,
+            "int8_kernels": None if model.precision == "fp32" else cpu_int8_kernels(),
+            "test_accuracy": acc, "recorded_accuracy": recorded,
             "sparsity": model.meta.sparsity,
             "difference": None if recorded is None else acc - recorded, "examples": len(test)}
 

@@ -1,6 +1,7 @@
 """Shared test helpers: the real CLI in a subprocess, data availability."""
 
 import contextlib
+import gzip
 import io
 import json
 import os
@@ -65,6 +66,13 @@ def last_json(proc) -> dict:
 def discover_here(*args) -> dict:
     """``sltc discover ARGS --json`` in this process; its summary."""
     return last_json(sltc_here("discover", *args, "--json", check=True))
+
+
+def write_idx(path: Path, array, compress: bool = False) -> None:
+    """An IDX file of uint8 ``array`` (MNIST's format; gzip-compressed where asked)."""
+    head = b"\0\0\x08" + bytes([array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    data = head + array.astype("uint8").tobytes()
+    Path(path).write_bytes(gzip.compress(data) if compress else data)
 
 
 requires_fashion = pytest.mark.skipif(not FASHION.is_dir(),

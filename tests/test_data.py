@@ -1,7 +1,5 @@
 """The IDX reader and the dataset splits."""
 
-import gzip
-import struct
 
 import numpy as np
 import pytest
@@ -9,14 +7,7 @@ import pytest
 from sltc.config import from_dict
 from sltc.data import load_dataset, load_named_split, load_split, read_idx
 from sltc.errors import DataError
-from tests.helpers import sltc
-
-
-def write_idx(path, array, compress):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(
-        struct.pack(">I", d) for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(data)
+from tests.helpers import sltc, write_idx
 
 
 @pytest.mark.parametrize("compress", [True, False])

@@ -35,7 +35,7 @@ from safetensors.numpy import save_file
 from sltc.config import from_dict, load_config
 from sltc.errors import ConfigError, SltcError
 from sltc.runtime import csrfile
-from tests.helpers import ROOT, reseal_ticket, ticket_header
+from tests.helpers import ROOT, reseal_ticket, ticket_header, write_idx
 
 MEMORY_LIMIT = 1 << 30
 TIMEOUT = 60
@@ -312,11 +312,6 @@ def test_gzip_bomb_dataset(user):
 
 
 # --- datasets --------------------------------------------------------------------------------
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    head = b"\0\0\x08" + bytes([array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(head + array.astype(np.uint8).tobytes())
-
 
 def idx_set(root: Path, train=(64, 28, 28), test=(32, 28, 28), labels=1, pixels=None) -> Path:
     """IDX files of random (or ``pixels``) images, ``labels`` labels per image."""

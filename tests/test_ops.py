@@ -6,6 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from sltc.runtime.ops import OPS, Node
+from sltc.runtime.quantize import cpu_int8_kernels, saturates
 
 ort = pytest.importorskip("onnxruntime")
 RNG = np.random.default_rng(0)
@@ -84,8 +85,8 @@ CASES = [
                           _q(np.float32, 0.02, 0.05, 0.1), _q(np.int8, 0, 1, -2)], {"axis": 1}),
     ("DequantizeLinear", [RNG.integers(-999, 999, 7).astype(np.int32), np.float32(0.01)], {}),
     ("DynamicQuantizeLinear", [_f(4, 6) * 3], {"_outputs": 3}),
-    ("MatMulInteger", [RNG.integers(0, 256, (5, 7)).astype(np.uint8),
-                       RNG.integers(-128, 128, (7, 4)).astype(np.int8), np.uint8(3),
+    ("MatMulInteger", [RNG.integers(0, 256, (5, 7)).astype(np.uint8),  # 7-bit weights: exact
+                       RNG.integers(-64, 65, (7, 4)).astype(np.int8), np.uint8(3),  # everywhere
                        _q(np.int8, 0, 1, -1, 2)], {}),
     ("ConvInteger", [RNG.integers(0, 256, (2, 3, 7, 7)).astype(np.uint8),
                      RNG.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8), np.uint8(7)],
@@ -119,6 +120,43 @@ def test_op_matches_onnxruntime(op, arrays, attrs):
     for g, want in zip(got if isinstance(got, tuple) else (got,), wants, strict=False):
         assert g.shape == want.shape and g.dtype == want.dtype
         assert np.allclose(g, want, rtol=1e-5, atol=1e-5)
+
+
+def _saturating_matmul_integer(a, b, a_zero_point, b_zero_point) -> np.ndarray:
+    """onnxruntime's uint8 x int8 product on x86 without VNNI: ``vpmaddubsw`` adds the raw
+    products of each pair of columns (k, k + 1) into 16 bits with saturation, then the
+    zero points are taken out in 32 bits."""
+    a64, b64 = a.astype(np.int64), b.astype(np.int64)
+    k = a.shape[1]
+    pairs = np.pad(a64, ((0, 0), (0, k % 2)))[:, :, None] * np.pad(b64, ((0, k % 2), (0, 0)))
+    raw = np.clip(pairs[:, 0::2] + pairs[:, 1::2], -(2**15), 2**15 - 1).sum(1)
+    za, zb = int(a_zero_point), np.broadcast_to(b_zero_point.astype(np.int64), (b.shape[1],))
+    return (raw - za * b64.sum(0) - zb * a64.sum(1)[:, None] + k * za * zb).astype(np.int32)
+
+
+@pytest.mark.parametrize("case", range(20))
+def test_full_range_matmul_integer_on_this_cpu(case):
+    """With int8 weights past [-64, 64], onnxruntime computes MatMulInteger exactly where
+    the CPU has 32-bit int8 sums, and as ``_saturating_matmul_integer`` (bit for bit) where
+    it does not (``quantize.SATURATING``): the difference the runtime warns of. The op
+    table always computes the exact product that ONNX defines."""
+    rng = np.random.default_rng(case)
+    m, k, n = rng.integers(1, 24, 3)
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    za, zb = np.uint8(rng.integers(0, 256)), rng.integers(-128, 128, n).astype(np.int8)
+    model = _model("MatMulInteger", [a, b, za, zb], {})
+    got, = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": a})
+    exact = OPS["MatMulInteger"](Node.read(model.graph.node[0]), a, b, za, zb)
+    assert np.array_equal(exact, (a.astype(np.int64) - za) @ (b.astype(np.int64) - zb))
+    kernels = cpu_int8_kernels()
+    if kernels in ("sse", "unknown"):  # assumed to saturate, never measured
+        pytest.skip(f"this CPU's int8 path is {kernels}")
+    if saturates(kernels):
+        assert np.array_equal(got, _saturating_matmul_integer(a, b, za, zb))
+    else:
+        assert np.array_equal(got, exact)
 
 
 def test_every_op_in_the_table_is_tested():
