@@ -60,7 +60,7 @@ def main() -> None:
     trainers = {}
     for m in ("crbg", "hard_concrete", "edge_popup"):
         config = load_config(args.example, [f"gates.method={m}", *cap])
-        model = build_model(config, data.input_shape, data.classes, data.mean, data.std)
+        config, model = build_model(config, data.input_shape, data.classes, data.mean, data.std)
         trainers[m] = Trainer(config, model, data_for(config, data, cpu), cpu)
     dense = create_model(base.model, data.input_shape, data.classes, data.mean, data.std)
     opt = torch.optim.Adam(dense.parameters(), lr=1e-3)

@@ -14,46 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report, sltc  # noqa: E402
+from dense import train_dense  # noqa: E402
 
 from sltc.config import load_config  # noqa: E402
-from sltc.data import load_dataset  # noqa: E402
-from sltc.evaluate import accuracy  # noqa: E402
-from sltc.loaders import data_for  # noqa: E402
-from sltc.models import create_model  # noqa: E402
 
 EXAMPLES = {"resnet20": "examples/resnet20-fashion.yaml", "vit": "examples/vit-fashion.yaml"}
-
-
-def dense(example: str) -> dict:
-    """The same architecture with every weight trained, at the ticket's budget."""
-    config = load_config(example)
-    dataset = load_dataset(config.data, config.seed)
-    torch.manual_seed(config.seed)
-    model = create_model(config.model, dataset.input_shape, dataset.classes, dataset.mean,
-                         dataset.std)
-    data = data_for(config, dataset, "cpu")
-    steps = min(len(data.train), config.train.max_steps or 10**12)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps * config.train.epochs)
-    tic = time.perf_counter()
-    for epoch in range(config.train.epochs):
-        model.train()
-        for _, (x, y) in zip(range(steps), data.train.epoch(config.seed, epoch), strict=False):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    seconds = (time.perf_counter() - tic) / config.train.epochs
-    return {"test_accuracy": accuracy(model, data.test), "seconds_per_epoch": seconds}
 
 
 def main() -> None:
@@ -73,7 +42,7 @@ def main() -> None:
                      "sparsity": s["sparsity"], "test_accuracy": s["test_accuracy"],
                      "relaxed_accuracy": s["relaxed_accuracy"],
                      "seconds_per_epoch": s["seconds_per_epoch"]})
-        d = dense(example)
+        d = train_dense(cfg, 1e-3)
         rows.append({"network": name, "training": "dense (all weights)", "budget": budget,
                      "sparsity": 0.0, "test_accuracy": d["test_accuracy"],
                      "relaxed_accuracy": None, "seconds_per_epoch": d["seconds_per_epoch"]})

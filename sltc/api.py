@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .evaluate import resolve_device
 from .layers import gate
 from .loaders import Data, LoaderBatches
-from .models import check_size
+from .models import check_size, with_recipe
 from .rundir import claim
 from .ticket import Ticket
 from .usercode import check_first_batch, first_batch
@@ -89,7 +89,8 @@ def find_ticket(model: nn.Module, train, test, config=None, *, val=None,
             if loader is not None:
                 first_batch(loader, name, like=x)
         train_batches = LoaderBatches(train, dev, config.data.augment)
-        gate(model, config).to(dev)
+        recorded = with_recipe(recorded, model, x.shape[1:], module)  # their network's family
+        gate(model, recorded).to(dev)
         first, labels = next(iter(LoaderBatches([(x, y)], dev)))
         classes = check_first_batch(model, first, labels, module)
         data = Data(train_batches, LoaderBatches(val if val is not None else [], dev),

@@ -31,17 +31,6 @@ DENSE_START_BELOW = 0.85  # CRBG target sparsity under which training starts den
 DENSE_START = (0.75, 0.3)  # gates.mu_init, gates.lambda: training starts dense
 THRESHOLD_START = (0.5, 1.0)  # mu at the freezing threshold
 CRBG_METHODS = ("crbg", "crbg_st")
-CONV_ARCHS = ("conv2", "conv4", "conv6", "resnet20", "resnet32", "resnet56", "resnet18",
-              "resnet50", "wrn")
-TRANSFORMER_ARCHS = ("vit", "vit_tiny", "swin", "swin_tiny")
-# Where a family of networks trains CRBG gates best away from the defaults, the values
-# filled in for the keys a config leaves out (results.md section 10): convolutional
-# networks and transformers at a gate learning rate of 0.05, within a live band of 0.25,
-# with noise falling to 0.1 (Conv-4, ResNet-20 and the ViT all gain; the MLP loses with
-# each of the three at some target, so it keeps the defaults).
-DEEP_RECIPE = {"train": {"lr": 0.05}, "gates": {"mu_margin": 0.25, "sigma_final": 0.1}}
-FAMILIES = {"conv": CONV_ARCHS, "transformer": TRANSFORMER_ARCHS}
-FAMILY_RECIPES = {"conv": DEEP_RECIPE, "transformer": DEEP_RECIPE}
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]  # an image side or channel count
 
@@ -128,14 +117,14 @@ class GatesConfig(_Strict):
     sigma_final: float | None = _f(None, "CRBG: the samples' noise std falls linearly from "
                                    "sigma to this over the run, the L0 term keeping sigma, so "
                                    "that the network trained last is close to the ticket; "
-                                   "null: no fall (0.1 for conv nets and transformers, "
-                                   "results.md section 10)",
+                                   "null: no fall (the CRBG recipe of conv nets and "
+                                   "transformers: 0.1, sltc.recipes)",
                                    gt=0, le=100, allow_inf_nan=False)
     mu_margin: float | None = _f(None, "CRBG: after every step mu is kept within [-margin, "
                                  "1 + margin], where the noise still reaches the clamp's "
                                  "inside and the gate still learns; null: unbounded; conv "
-                                 "nets' and transformers' default is 0.25 (results.md "
-                                 "section 10)", ge=0, le=100, allow_inf_nan=False)
+                                 "nets' and transformers' CRBG recipe: 0.25 "
+                                 "(sltc.recipes)", ge=0, le=100, allow_inf_nan=False)
     spare_dead: bool = _f(False, "CRBG: no L0 push on closed gates whose samples no longer "
                           "reach the clamp's inside, so that they stay within reach instead of "
                           "sinking (results.md section 10)")
@@ -222,8 +211,8 @@ class TrainConfig(_Strict):
     epochs: int = _f(60, "LeNet-300-100's validation accuracy rises up to about 60", ge=1,
                      le=MAX_EPOCHS)
     optimizer: Literal["adam", "sgd"] = _f("adam", "optimizer of the gate parameters")
-    lr: float = _f(0.02, "gate learning rate (tuned on the validation split); conv nets' "
-                   "and transformers' CRBG default is 0.05 (results.md section 10)",
+    lr: float = _f(0.02, "gate learning rate; each method and network family has its own, "
+                   "filled in where a config leaves it out (sltc.recipes)",
                    gt=0, le=100, allow_inf_nan=False)
     momentum: float = _f(0.9, "sgd only", ge=0, lt=1, allow_inf_nan=False)
     weight_decay: float = _f(0.0, "on the gate parameters", ge=0, le=100, allow_inf_nan=False)
@@ -244,6 +233,17 @@ class TrainConfig(_Strict):
                              ge=1, le=4096)
 
 
+class RecipeConfig(_Strict):
+    family: Literal["auto", "mlp", "conv", "residual", "transformer", "none"] = _f(
+        "auto", "the network family whose recipe fills the keys this config leaves out "
+        "(sltc.recipes); auto: read off the network's forward pass; none: the defaults here")
+    chosen: str | None = _f(None, "written by sltc: the recipe filled in (method/family); "
+                            "a config that holds it is used as it is")
+    reason: str | None = _f(None, "written by sltc: why that family, and what chose its recipe",
+                            max_length=2000)
+    filled: list[str] = _f(list, "written by sltc: the keys the recipe filled", max_length=64)
+
+
 class RunConfig(_Strict):
     version: int = _f(CONFIG_VERSION, "config format version")
     seed: int = _f(0, "the weights, gate noise and data order", ge=0, lt=2**64)
@@ -251,21 +251,7 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _family(cls, data: Any) -> Any:
-        """Fill the keys a config leaves out from its network family's CRBG recipe
-        (``FAMILY_RECIPES``); the recorded config then holds the values used."""
-        if not isinstance(data, dict):
-            return data
-        model, gates = (data.get(k) if isinstance(data.get(k), dict) else {}
-                        for k in ("model", "gates"))
-        recipe = FAMILY_RECIPES.get(family(model.get("arch", "mlp")))
-        if recipe is None or gates.get("method", "crbg") not in CRBG_METHODS or not all(
-                isinstance(data.get(k, {}), dict) for k in recipe):
-            return data
-        return {**data, **{k: {**v, **data.get(k, {})} for k, v in recipe.items()}}
+    recipe: RecipeConfig = Field(default_factory=RecipeConfig)
 
     @model_validator(mode="after")
     def _check_version(self) -> RunConfig:
@@ -277,14 +263,8 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def family(arch: Any) -> str | None:
-    """The family of a registry network whose CRBG recipe differs from the defaults."""
-    return next((name for name, archs in FAMILIES.items() if arch in archs), None) \
-        if isinstance(arch, str) else None
-
-
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "gates": GatesConfig,
-            "train": TrainConfig}
+            "train": TrainConfig, "recipe": RecipeConfig}
 EVERY_ARCH = ("arch", "init", "gain")  # model.* keys that every network reads
 
 

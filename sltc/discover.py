@@ -39,7 +39,7 @@ from .freeze import (
 from .layers import STATISTICS, gated_layers
 from .limits import number_in
 from .loaders import Data, data_for
-from .models import PYTHON_PREFIX, build_model
+from .models import build_model, user_module
 from .outputs import atomic_write_json
 from .progress import QUIET, Progress
 from .rebuild import ticket_from_model
@@ -119,11 +119,9 @@ class Trainer:
         """The run a config describes: its dataset and the registry's (or a factory's)
         network; a factory's network is checked against the first batch."""
         dataset = load_dataset(config.data, config.seed)
-        model = build_model(config, dataset.input_shape, dataset.classes, dataset.mean,
-                            dataset.std)
-        arch = config.model.arch
-        module = arch[len(PYTHON_PREFIX):].partition(":")[0] if arch.startswith(PYTHON_PREFIX) \
-            else None
+        config, model = build_model(config, dataset.input_shape, dataset.classes, dataset.mean,
+                                    dataset.std)
+        module = user_module(config.model.arch)
         trainer = cls(config, model, data_for(config, dataset, device, world), device, world,
                       module)
         if module is not None:
@@ -411,9 +409,9 @@ def discover(config, out_dir: str | Path, *, resume: bool = False, device: str =
     """Train the gates, freeze them to a ticket and evaluate it; returns the summary (None
     on torchrun's ranks other than 0)."""
     world = distributed.init(device)
-    try:
-        with rundir.claim(Path(out_dir), config, resume, world.main):
-            trainer = Trainer.from_config(config, resolve_device(device, world), world)
+    try:  # the config the run records holds its recipe: the run is built before it is claimed
+        trainer = Trainer.from_config(config, resolve_device(device, world), world)
+        with rundir.claim(Path(out_dir), trainer.config, resume, world.main):
             return run(trainer, Path(out_dir), resume=resume, progress=progress)
     finally:
         distributed.close(world)
@@ -563,6 +561,7 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
         "train_seconds": float(sum(r["seconds"] for r in rows)),
         "gate_seconds": float(sum(r.get("gate_seconds", 0.0) for r in rows)),
         "method": g.method,
+        "recipe": config.recipe.chosen,
         "granularity": g.granularity,
         "arch": config.model.arch,
         "seed": config.seed,

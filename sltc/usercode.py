@@ -116,6 +116,12 @@ def first_batch(loader, name: str, like: torch.Tensor | None = None):
     return x, y
 
 
+def running(module: str, sample: torch.Tensor):
+    """Around the user's network running on ``sample``: what it raises is a ``BatchError``."""
+    return users_code(f"the network ({module}) on a batch of {_shape(sample)}", BatchError,
+                      f"make its input fit images of {_shape(sample[0])}")
+
+
 def check_first_batch(model, x: torch.Tensor, y: torch.Tensor, module: str) -> int:
     """The network against its first batch, before the first step: its forward and
     backward run on ``PROBE_IMAGES`` images (eval mode: no statistics change), it returns
@@ -123,9 +129,7 @@ def check_first_batch(model, x: torch.Tensor, y: torch.Tensor, module: str) -> i
     ``classes``; anything else is a ``BatchError`` naming the user's module."""
     sample = x[:PROBE_IMAGES]
     model.eval()
-    with users_code(f"the network ({module}) on a batch of {_shape(sample)}", BatchError,
-                    f"make its input fit images of {_shape(sample[0])}"), \
-            _calls(model) as called:
+    with running(module, sample), _calls(model) as called:
         logits = model(sample)
     _check_called(called, module)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or \

@@ -78,3 +78,22 @@ class Idle(nn.Module):
 
     def forward(self, x):
         return self.head(F.relu(self.fc(x.flatten(1))))
+
+
+class ConvNet(nn.Module):
+    """A plain conv net as a user writes it: convs with bias, affine BatchNorm, max pooling,
+    global average pooling and one linear classifier."""
+
+    def __init__(self, input_shape, classes, width=8):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(input_shape[0], width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def convnet(input_shape, classes, width=8):
+    return ConvNet(input_shape, classes, width)

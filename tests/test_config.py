@@ -97,31 +97,3 @@ def test_ramped_target_rises_from_zero_to_the_target(shape, halfway):
     g = from_dict({"gates": {"ramp": 0.5, "ramp_shape": shape}}).gates
     assert [g.ramped(p) for p in (0.0, 0.25, 0.5, 1.0)] == pytest.approx([0, halfway, 0.9, 0.9])
     assert from_dict({}).gates.ramped(0.1) == 0.9  # no ramp: the target from the start
-
-
-@pytest.mark.parametrize("data,lr,margin,sigma_final", [
-    ({}, 0.02, None, None),  # LeNet-300-100: the MLP keeps the defaults
-    ({"model": {"arch": "conv4"}}, 0.05, 0.25, 0.1),  # a conv net: its family's recipe
-    ({"model": {"arch": "resnet20"}, "train": {"lr": 0.01}}, 0.01, 0.25, 0.1),  # given wins
-    ({"model": {"arch": "wrn"}, "gates": {"mu_margin": None}}, 0.05, None, 0.1),  # null given
-    ({"model": {"arch": "resnet20"}, "gates": {"method": "edge_popup"}}, 0.02, None, None),
-    ({"model": {"arch": "vit"}}, 0.05, 0.25, 0.1),  # a transformer: the same recipe
-    ({"model": {"arch": "swin_tiny"}, "gates": {"method": "crbg_st"}}, 0.05, 0.25, 0.1),
-    ({"model": {"arch": "mlp", "widths": [64]}}, 0.02, None, None),
-    ({"model": {"arch": "python:mypkg.nets:build"}}, 0.02, None, None),  # a user's: no family
-])
-def test_deep_nets_train_crbg_gates_with_their_familys_recipe(data, lr, margin, sigma_final):
-    cfg = from_dict(data)
-    assert (cfg.train.lr, cfg.gates.mu_margin, cfg.gates.sigma_final) == (lr, margin,
-                                                                          sigma_final)
-    assert from_dict(cfg.to_dict()) == cfg  # the recorded config holds the values used
-
-
-def test_the_families_name_registry_networks():
-    from sltc.config import CONV_ARCHS, TRANSFORMER_ARCHS
-    from sltc.models import MODELS
-
-    assert set(CONV_ARCHS) | set(TRANSFORMER_ARCHS) <= set(MODELS.names())
-    assert {"conv4", "resnet20", "wrn"} <= set(CONV_ARCHS)
-    assert {"vit", "swin"} <= set(TRANSFORMER_ARCHS)
-    assert not {"mlp"} & set(CONV_ARCHS + TRANSFORMER_ARCHS)

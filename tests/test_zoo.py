@@ -55,14 +55,14 @@ def test_registry_network_end_to_end(arch, tmp_path):
                                          ("swin_tiny", 1 + 12 * 4 + 3 + 1)])
 def test_networks_have_the_published_layer_counts(arch, layers):
     """Gated layers: ResNet-20 = 19 convs + 2 projection shortcuts + the classifier, and so on."""
-    model = build_model(from_dict({"model": {"arch": arch}}), (3, 32, 32), 10, 0.5, 0.25)
+    _, model = build_model(from_dict({"model": {"arch": arch}}), (3, 32, 32), 10, 0.5, 0.25)
     assert len(gated_layers(model)) == layers
     assert model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_wide_resnet_depth_and_width():
-    model = build_model(from_dict({"model": {"arch": "wrn", "depth": 16, "width": 4}}),
-                        (3, 32, 32), 10, 0.5, 0.25)
+    _, model = build_model(from_dict({"model": {"arch": "wrn", "depth": 16, "width": 4}}),
+                           (3, 32, 32), 10, 0.5, 0.25)
     convs = [m for m in gated_layers(model) if len(m.weight_shape) == 4]
     assert len(convs) == 1 + 2 * 6 + 3 and max(m.weight_shape[0] for m in convs) == 64 * 4
     proc = sltc("discover", "examples/synthetic.yaml", "--set", "model.arch=wrn",

@@ -9,6 +9,7 @@ conv2/4/6), ``resnet`` (CIFAR ResNets, ResNet-18/50, Wide-ResNet), ``vit``, ``sw
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import reprlib
@@ -21,7 +22,7 @@ from ..errors import ConfigError, NetworkError, SltcError
 from ..layers import gate
 from ..limits import MAX_WEIGHTS
 from ..registry import Registry
-from ..usercode import described, users_code
+from ..usercode import PROBE_IMAGES, described, running, users_code
 
 MODELS: Registry = Registry("architecture")
 PYTHON_PREFIX = "python:"  # model.arch: python:package.module:factory, a user's own network
@@ -46,6 +47,12 @@ def register(name: str, *reads: str):
         return MODELS.register(name)(factory)
 
     return add
+
+
+def user_module(arch: str) -> str | None:
+    """The module of a ``python:package.module:factory`` network; None for the registry's."""
+    return arch[len(PYTHON_PREFIX):].partition(":")[0] if arch.startswith(PYTHON_PREFIX) \
+        else None
 
 
 def user_factory(arch: str):
@@ -93,11 +100,12 @@ def create_model(cfg, input_shape, classes: int, mean: float, std: float) -> nn.
     return MODELS.get(cfg.arch)(cfg, tuple(input_shape), classes, Normalize(mean, std))
 
 
-def build_model(config, input_shape, classes: int, mean: float, std: float) -> nn.Module:
-    """The gated model: a plain model with gated layers swapped in and every tensor set.
-    The network is first built without memory (on torch's meta device) and refused if it
-    holds more than ``MAX_WEIGHTS`` numbers; a user's factory that cannot build there is
-    counted once built, before it is gated."""
+def build_model(config, input_shape, classes: int, mean: float, std: float):
+    """``(config, model)``: the run's config with its recipe filled in (``sltc.recipes``,
+    the family read off the network) and the gated model, every tensor set. The network is
+    first built without memory (on torch's meta device) and refused if it holds more than
+    ``MAX_WEIGHTS`` numbers; a user's factory that cannot build there is counted once
+    built, and read once built, before it is gated."""
     arch = config.model.arch
     try:
         with torch.device("meta"):
@@ -111,7 +119,25 @@ def build_model(config, input_shape, classes: int, mean: float, std: float) -> n
     model = create_model(config.model, input_shape, classes, mean, std)
     if shell is None:
         check_size(model, arch)
-    return gate(model, config)
+    module = user_module(arch)  # their network runs on real tensors, as it will in training
+    config = with_recipe(config, model if module or shell is None else shell, input_shape,
+                         module)
+    return config, gate(model, config)
+
+
+def with_recipe(config, model: nn.Module, input_shape, module: str | None = None):
+    """``config`` with the recipe of ``model``'s family filled in (``recipes.resolve``): the
+    family read off a forward pass of two blank images on ``model``'s device. ``module``:
+    the user's module where the network is theirs (what it raises is a ``BatchError``)."""
+    from .. import recipes
+
+    if config.recipe.chosen is not None:
+        return config
+    device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
+    x = torch.zeros(PROBE_IMAGES, *input_shape, device=device)
+    with running(module, x) if module else contextlib.nullcontext():
+        family, reason = recipes.family_of(model, x)
+    return recipes.resolve(config, family, reason)
 
 
 def check_size(model: nn.Module, arch: str) -> None:
