@@ -1,5 +1,6 @@
 """The density budget: gate parameters shifted so that their expected density is at most a
-target (``gates.budget: projection``, after ProbMask's projection onto its budget).
+target (``gates.budget: projection``, after ProbMask's projection onto its budget), and the
+hold that keeps the threshold rule on the target from ``gates.deadline`` on (``hold``).
 
 One shift ``c`` per group of layers (all gated layers, or each layer alone), the smallest
 that brings ``sum_i w_i P_i(open | theta_i + c)`` down to ``density * sum_i w_i``; a group
@@ -13,6 +14,7 @@ import torch
 
 TOLERANCE = 1e-5  # relative error in the kept count
 MAX_PASSES = 60
+HOLD_TOLERANCE = 0.0025  # of a group's weights: how far the threshold rule may drift held
 
 
 def expected_kept(layers, c: float) -> float:
@@ -59,3 +61,46 @@ def project(groups, density: float) -> None:
         if c:
             for m in layers:
                 m.gate.shift_(c)
+
+
+def kept(layers, threshold: float) -> int:
+    """The weights of ``layers`` the threshold rule keeps."""
+    return sum(int(m.gate.open_count(threshold)) * m.weights_per_gate for m in layers)
+
+
+def hold(layers, density: float, threshold: float) -> float:
+    """Shift every gate parameter of the group ``layers`` by one ``c`` so that the threshold
+    rule keeps the ``density`` of its weights whose gates rank highest (within
+    ``HOLD_TOLERANCE``: a group already there is left alone); returns ``c``."""
+    total = sum(m.numel for m in layers)
+    want = round(density * total)
+    if abs(kept(layers, threshold) - want) <= HOLD_TOLERANCE * total:
+        return 0.0
+    # each gate's rank against its own opening: kept where positive
+    ranks = torch.cat([(m.gate.rank() - m.gate.opening(threshold)).flatten() for m in layers])
+    sizes = torch.cat([torch.full((m.gate.rank().numel(),), m.weights_per_gate,
+                                  device=ranks.device) for m in layers])
+    c = -_cut(ranks, sizes, want)
+    for m in layers:
+        m.gate.shift_(c)
+    return c
+
+
+def _cut(ranks: torch.Tensor, sizes: torch.Tensor, want: int) -> float:
+    """A value between the ranks of the last gate kept and the first dropped, keeping the
+    highest-ranked gates until they hold ``want`` weights."""
+    if bool((sizes == 1).all()):  # a gate per weight: two order statistics, no sort
+        n, k = ranks.numel(), min(max(want, 0), ranks.numel())
+        if k in (0, n):
+            return float(ranks.max() + 1.0) if k == 0 else float(ranks.min() - 1.0)
+        last = torch.kthvalue(ranks, n - k + 1).values  # the k-th largest: kept
+        first = torch.kthvalue(ranks, n - k).values  # the (k+1)-th largest: dropped
+        return float(last + first) / 2.0
+    order = torch.argsort(ranks, descending=True)
+    k = int(torch.searchsorted(sizes[order].cumsum(0),  # never more than ``want`` weights
+                               torch.tensor(want, device=ranks.device), right=True))
+    if k >= order.numel():
+        return float(ranks.min() - 1.0)
+    if k == 0:
+        return float(ranks.max() + 1.0)
+    return float(ranks[order[k - 1]] + ranks[order[k]]) / 2.0

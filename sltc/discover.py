@@ -112,6 +112,9 @@ class Trainer:
         self.controllers = [Controller(g, m[0].name if len(m) == 1 else "")
                             for m in self.budget_groups]
         self.last_frozen: list[torch.Tensor] | None = None  # the search statistics' reference
+        self.natural_sparsity = float("nan")  # the threshold rule's before the hold, last step
+        self.held_steps, self.held_shift = 0, 0.0  # this epoch: steps the hold moved the gates
+        self.path: dict = {}  # this epoch: the sparsity after the run's first step, at the deadline
         self.gate_clock = GateClock(self.gated, enabled=not t.compile)
 
     @classmethod
@@ -263,15 +266,36 @@ class Trainer:
 
     def _after_step(self, step: int) -> float:
         """The gates' own work after the optimiser's step: their ranges, the budget, the
-        controller. Returns the threshold rule's sparsity."""
+        controller (on the sparsity the gates reached themselves, ``natural_sparsity``),
+        and past ``gates.deadline`` the hold. Returns the threshold rule's sparsity."""
         for layer in self.gated:
             layer.gate.project()
+        g = self.config.gates
+        progress = (step + 1) / self.total_steps
         if self.projected:
-            g = self.config.gates
-            budget.project(self.budget_groups, 1.0 - g.ramped((step + 1) / self.total_steps))
-        current = self.current_sparsity()
+            budget.project(self.budget_groups, 1.0 - g.ramped(progress))
+        current = self.natural_sparsity = self.current_sparsity()
         self._control(current, step)
+        if step == 0:
+            self.path["first_sparsity"] = current
+        if self.holds(progress) and not self.holds(step / self.total_steps):
+            self.path.update(deadline_sparsity=current, deadline_step=step + 1)
+        if self.holds(progress):
+            target = g.ramped(progress)
+            shifts = [budget.hold(group, 1.0 - target, g.threshold)
+                      for group in self.budget_groups]
+            if any(shifts):
+                self.held_steps += 1
+                self.held_shift += max(abs(c) for c in shifts)
+                current = self.current_sparsity()
         return current
+
+    def holds(self, progress: float) -> bool:
+        """Whether the threshold rule is held on the target at ``progress`` (the fraction of
+        the run done): past ``gates.deadline``, for gate methods with a target."""
+        g = self.config.gates
+        return self.uses_l0 and g.target_sparsity is not None and g.lambda_ != 0 and \
+            progress > g.deadline
 
     def frozen_gates(self) -> list[torch.Tensor]:
         """Every gated layer's threshold-rule mask, gate-shaped."""
@@ -298,6 +322,7 @@ class Trainer:
         if self.last_frozen is None:
             self.last_frozen = self.frozen_gates()
         self.gate_clock.reset()
+        self.held_steps, self.held_shift, self.path = 0, 0.0, {}
         totals = np.zeros(4)
         batches = self.data.train.epoch(self.config.seed, epoch, self.world)
         for i, (x, y) in zip(range(self.steps_per_epoch), batches, strict=False):
@@ -318,7 +343,9 @@ class Trainer:
         self.world.broadcast_([b for n, b in self.model.named_buffers() if n.endswith(STATISTICS)])
         return {"train_loss": totals[0] / totals[3], "task_loss": totals[2] / totals[3],
                 "l0": totals[1] / totals[3], **self.search_stats(),
-                "gate_seconds": self.gate_clock.seconds}
+                "gate_seconds": self.gate_clock.seconds,
+                "natural_sparsity": self.natural_sparsity, "held_steps": self.held_steps,
+                "held_shift": self.held_shift, **self.path}
 
     @contextlib.contextmanager
     def as_ticket(self, masks):
@@ -510,6 +537,48 @@ def _denser_fix(gates) -> str:
     return f"try {push}, or a larger train.lr"
 
 
+def enough_steps(first: float, reached: float, steps: int, target: float) -> int | None:
+    """About how many steps the gates need to come from sparsity ``first`` (after the first
+    step) to ``target`` by themselves, at the pace at which they came to ``reached`` in
+    ``steps``: the log-density error falling at the same rate. None where it did not fall."""
+    def error(s):
+        return math.log(max(1.0 - s, 1e-6) / max(1.0 - target, 1e-6))
+
+    fallen = error(first) - error(reached)
+    return math.ceil(steps * error(first) / fallen) if fallen > 0 else None
+
+
+def _held_for_good(summary: dict) -> bool:
+    """Whether the hold did what the gates would not have done by the end of the run: at
+    the deadline they were past the target by more than ``WARN_GAP``, or short of it by
+    more than the pace they kept would have made up in the steps left."""
+    at, target = summary.get("deadline_sparsity"), summary["target_sparsity"]
+    if at is None or abs(at - target) <= WARN_GAP:
+        return False
+    if at > target:
+        return True
+    need = enough_steps(summary["first_sparsity"], at, summary["deadline_step"], target)
+    return need is None or need > summary["total_steps"]
+
+
+def _held_message(summary: dict) -> str:
+    """What the hold did, and the budget that would have spared it."""
+    target, at = summary["target_sparsity"], summary["deadline_sparsity"]
+    steps, total = summary["deadline_step"], summary["total_steps"]
+    head = (f"the gates had come to sparsity {at:.3f} by themselves when {steps / total:.0%} of "
+            f"the run was done (target {target}); sltc held the threshold rule on the target "
+            "from there, so the run ended training the ticket's mask")
+    if at > target:
+        return f"{head}; if the gates went past the target, try a smaller gates.lambda or train.lr"
+    need = enough_steps(summary["first_sparsity"], at, steps, target)
+    if need is None:
+        return f"{head}; they did not come down by themselves: try a larger gates.lambda"
+    budget = math.ceil(need / (steps / total))
+    epochs = math.ceil(budget / summary["steps_per_epoch"])
+    return (f"{head}; at their pace, about {budget:,} steps ({epochs} epoch"
+            f"{'s' * (epochs != 1)} here) would let them get there by themselves in time")
+
+
 def freeze_warnings(summary: dict, gates=None) -> dict[str, str]:
     """When the ticket is worse than the training looked: the freezer had to move the
     sparsity far from where the gates' threshold rule put it, the ticket misses its target,
@@ -518,6 +587,8 @@ def freeze_warnings(summary: dict, gates=None) -> dict[str, str]:
     found = {}
     target, s = summary["target_sparsity"], summary["sparsity"]
     threshold_s = summary["threshold_sparsity"]
+    if target is not None and _held_for_good(summary):
+        found["held"] = _held_message(summary)
     if target is not None and abs(threshold_s - s) > WARN_GAP:
         denser = threshold_s < s
         fix = _denser_fix(gates) if denser else "try a smaller gates.lambda or train.lr"
@@ -571,11 +642,24 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
         "device": str(trainer.device),
         "threads": torch.get_num_threads(),
     })
+    summary.update(_path(rows), total_steps=trainer.total_steps,
+                   steps_per_epoch=trainer.steps_per_epoch)
     for kind, message in freeze_warnings(summary, g).items():
         trainer.warn(kind, message)
     summary["warnings"] = list(trainer.warnings.values())
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _path(rows: list[dict]) -> dict:
+    """The run's way to the target from its epochs' records: the threshold rule's sparsity
+    after the first step, and where the hold last began (its step and the sparsity the
+    gates had reached by themselves), None where it never did."""
+    first = next((r["first_sparsity"] for r in rows if "first_sparsity" in r), None)
+    held = next((r for r in reversed(rows) if "deadline_sparsity" in r), {})
+    return {"first_sparsity": first, "deadline_sparsity": held.get("deadline_sparsity"),
+            "deadline_step": held.get("deadline_step"),
+            "held_steps": sum(r.get("held_steps", 0) for r in rows)}
 
 
 def _json_safe(row: dict) -> dict:

@@ -162,6 +162,11 @@ class Gate(nn.Module):
     def rank(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def opening(self, threshold: float) -> float:
+        """The value of ``rank()`` above which the threshold rule keeps a gate (what
+        ``budget.hold`` shifts the parameters against)."""
+        raise NotImplementedError
+
     def frozen(self, threshold: float) -> torch.Tensor:
         raise NotImplementedError
 
@@ -221,6 +226,9 @@ class CRBGate(Gate):
     def rank(self) -> torch.Tensor:
         return self.mu.detach()
 
+    def opening(self, threshold: float) -> float:
+        return threshold  # clamp(mu, 0, 1) > threshold in [0, 1): mu > threshold
+
     def frozen(self, threshold: float) -> torch.Tensor:
         return torch.clamp(self.mu.detach(), 0.0, 1.0) > threshold
 
@@ -253,6 +261,10 @@ class HardConcreteGate(Gate):
 
     def rank(self) -> torch.Tensor:
         return self.log_alpha.detach()
+
+    def opening(self, threshold: float) -> float:
+        s = (threshold - HC_GAMMA) / (HC_ZETA - HC_GAMMA)  # sigmoid(log_alpha) above this
+        return math.log(s / (1.0 - s))
 
     def frozen(self, threshold: float) -> torch.Tensor:
         return hard_concrete_deterministic(self.log_alpha.detach()) > threshold

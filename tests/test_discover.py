@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sltc.budget import HOLD_TOLERANCE
 from sltc.ticket import Ticket
 from tests.helpers import ROOT, discover_here, kill_after_epochs, last_json, requires_fashion, sltc
 
@@ -119,6 +120,43 @@ def test_baselines_reach_the_target(tmp_path, method):
                 "--set", f"gates.method={method}", check=True)
     summary = last_json(proc)
     assert abs(summary["sparsity"] - 0.8) <= 0.01 and summary["test_accuracy"] > 0.3
+
+
+SHORT = ["--set", "gates.lambda=0.1", "--set", "train.epochs=2", "--set", "train.max_steps=12",
+         "--set", "data.synthetic_size=512", "--set", "data.val_size=64"]
+
+
+@pytest.mark.parametrize("method", ["crbg", "crbg_st", "hard_concrete"])
+def test_every_gate_method_ends_training_the_tickets_mask(tmp_path, method):
+    """A budget far too short for the controller (a tenth of the L0 push, 24 steps): from
+    ``gates.deadline`` on the hold keeps the threshold rule on the target, so the freezer
+    moves the sparsity by less than a point; and the run says the gates did not get there
+    by themselves, and what budget would have let them. Without the hold (deadline 1) the
+    freezer has to move it."""
+    held = discover_here("examples/synthetic.yaml", "--out", tmp_path / "held", *SHORT,
+                         "--set", f"gates.method={method}")
+    assert abs(held["threshold_sparsity"] - 0.8) <= HOLD_TOLERANCE + 1e-3
+    assert abs(held["sparsity"] - held["threshold_sparsity"]) <= 0.01
+    assert held["deadline_step"] == int(0.7 * held["total_steps"]) + 1
+    assert held["deadline_sparsity"] < 0.8 - 0.02
+    warned, = [w for w in held["warnings"] if "by themselves" in w]
+    assert f"{held['deadline_sparsity']:.3f}" in warned
+    assert "steps (" in warned or "did not come down by themselves" in warned
+    free = discover_here("examples/synthetic.yaml", "--out", tmp_path / "free", *SHORT,
+                         "--set", f"gates.method={method}", "--set", "gates.deadline=1")
+    assert free["held_steps"] == 0 and free["deadline_sparsity"] is None
+    assert free["sparsity"] - free["threshold_sparsity"] > 0.02
+
+
+def test_a_resumed_run_is_held_from_its_new_deadline(tmp_path):
+    """Continued from 2 to 4 epochs, a run is held again past 70% of its new length."""
+    out = tmp_path / "run"
+    discover_here("examples/synthetic.yaml", "--out", out, *SHORT)
+    longer = discover_here("examples/synthetic.yaml", "--out", out, *SHORT, "--set",
+                           "train.epochs=4", "--resume")
+    assert longer["total_steps"] == 2 * longer["steps_per_epoch"] * 2
+    assert longer["deadline_step"] == int(0.7 * longer["total_steps"]) + 1
+    assert abs(longer["threshold_sparsity"] - 0.8) <= HOLD_TOLERANCE + 1e-3
 
 
 @pytest.mark.slow

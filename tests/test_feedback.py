@@ -90,6 +90,25 @@ def test_freeze_warnings_fire_on_their_own_gap_only():
     assert freeze_warnings(_summary(relaxed_val_accuracy=None, val_accuracy=None)) == {}
 
 
+def _held(at: float, first: float = 0.3) -> dict:
+    return _summary(first_sparsity=first, deadline_sparsity=at, deadline_step=70,
+                    total_steps=100, steps_per_epoch=10)
+
+
+def test_a_held_run_says_what_budget_would_have_let_the_gates_get_there():
+    """At their pace (the log-density error fell from log 7 to log 4 in 70 steps) the gates
+    need about 244 steps to reach 90%, more than the run's 100: the hold did what they could
+    not, and 244 / 0.7 = 349 steps (35 epochs of 10) would have brought them there by the
+    deadline. Gates that would have got there in the steps left warn of nothing."""
+    told = freeze_warnings(_held(0.6))["held"]
+    assert "sparsity 0.600 by themselves when 70% of the run" in told
+    assert "about 349 steps (35 epochs here)" in told
+    assert freeze_warnings(_held(0.87, first=0.5)) == {}  # 84 steps: within the run's 100
+    assert freeze_warnings(_held(0.89)) == {}  # within 2 points
+    assert "went past the target" in freeze_warnings(_held(0.93))["held"]
+    assert "did not come down" in freeze_warnings(_held(0.6, first=0.6))["held"]
+
+
 def _declared_keys() -> set[str]:
     """Every key a config file can hold: the sections' keys and the top-level scalars."""
     defaults = RunConfig().to_dict()

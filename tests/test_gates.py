@@ -171,15 +171,7 @@ def test_spare_dead_stops_the_l0_push_on_closed_gates_the_noise_cannot_open():
 def test_projection_puts_the_expected_density_on_the_budget(method, density):
     from sltc import budget
 
-    cfg = from_dict({"gates": {"method": method}}).gates
-    torch.manual_seed(6)
-    layers = []
-    for i, (n, per_gate) in enumerate(((3000, 1), (200, 9))):
-        gate = GATES.get(method)((n,), cfg, 0, f"l{i}", 9)
-        with torch.no_grad():
-            next(gate.parameters()).copy_(torch.randn(n) * 2 + 1)
-        layers.append(type("L", (), {"gate": gate, "weights_per_gate": per_gate,
-                                     "numel": n * per_gate})())
+    layers = _group(method, ((3000, 1), (200, 9)))
     total = sum(m.numel for m in layers)
 
     def expected() -> float:
@@ -194,6 +186,48 @@ def test_projection_puts_the_expected_density_on_the_budget(method, density):
     again = [next(m.gate.parameters()).detach().clone() for m in layers]
     budget.project([layers], 0.99)  # within the budget: nothing moves
     assert all(torch.equal(next(m.gate.parameters()).detach(), a) for m, a in zip(layers, again, strict=True))
+
+
+def _group(method: str, sizes, seed: int = 6):
+    """Gates of ``method`` over layers of ``(gates, weights per gate)``, random parameters."""
+    cfg = from_dict({"gates": {"method": method}}).gates
+    torch.manual_seed(seed)
+    layers = []
+    for i, (n, per_gate) in enumerate(sizes):
+        gate = GATES.get(method)((n,), cfg, 0, f"l{i}", 9)
+        with torch.no_grad():
+            next(gate.parameters()).copy_(torch.randn(n) * 2 + 1)
+        layers.append(type("L", (), {"gate": gate, "weights_per_gate": per_gate,
+                                     "numel": n * per_gate})())
+    return layers
+
+
+@pytest.mark.parametrize("method", ["crbg", "crbg_st", "hard_concrete"])
+@pytest.mark.parametrize("sizes", [((3000, 1), (500, 1)), ((300, 9), (40, 25))])
+@pytest.mark.parametrize("density", [0.02, 0.1, 0.5, 0.9])
+def test_the_hold_puts_the_threshold_rule_on_the_target(method, sizes, density):
+    """One shift of every gate of the group: the order of the gates stays, and the threshold
+    rule keeps the highest-ranked gates up to the target's count of weights (with a gate per
+    weight: exactly; per unit: never more, and one more unit would pass it)."""
+    from sltc import budget
+
+    layers = _group(method, sizes)
+    total = sum(m.numel for m in layers)
+    want = round(density * total)
+    before = [next(m.gate.parameters()).detach().clone() for m in layers]
+    c = budget.hold(layers, density, 0.5)
+    shifts = [next(m.gate.parameters()).detach() - b for m, b in zip(layers, before, strict=True)]
+    assert all(torch.allclose(s, torch.full_like(s, c), atol=1e-5) for s in shifts)
+    kept = budget.kept(layers, 0.5)
+    frozen = torch.cat([m.gate.frozen(0.5) for m in layers])
+    ranks = torch.cat([m.gate.rank() - m.gate.opening(0.5) for m in layers])
+    per = torch.cat([torch.full((m.gate.rank().numel(),), m.weights_per_gate) for m in layers])
+    assert ranks[frozen].min() > ranks[~frozen].max()  # the highest-ranked are kept
+    if all(p == 1 for _, p in sizes):
+        assert kept == want
+    else:  # never more than the target; the next unit would pass it
+        assert kept <= want < kept + int(per[~frozen][ranks[~frozen].argmax()])
+    assert budget.hold(layers, density, 0.5) == 0.0  # on the target: nothing moves
 
 
 def test_edge_popup_holds_each_layer_at_its_own_sparsity_through_the_freezer():
