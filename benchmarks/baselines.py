@@ -1,8 +1,8 @@
 """The baselines tuned like CRBG: a recipe grid per method and network family, chosen on the
-validation split, and dense training beside them.
+validation split.
 
     python benchmarks/baselines.py --methods edge_popup --families conv,residual
-    python benchmarks/baselines.py --methods hard_concrete,dense     # every family
+    python benchmarks/baselines.py --methods hard_concrete           # every family
     python benchmarks/baselines.py --table                           # the records so far
 
 Each family is one network's example on Fashion-MNIST (``FAMILIES``: LeNet-300-100 for
@@ -11,9 +11,10 @@ the ViT for transformers), at a 90% target, seed 0, 5,000 validation images, at 
 budget of ``BUDGETS`` (100 steps, one epoch, the example's own epochs). A gate method runs
 every recipe of ``GRID`` (its optimiser keys spelled out, so that no default leaks in):
 edge-popup's paper recipe (SGD 0.1, momentum 0.9) and Adam at 0.02, 0.05 and 0.1, each
-with weight decay 1e-4 and without. ``dense`` trains every weight of the same network
-(``benchmarks/dense.py``) with Adam at each of ``DENSE_LRS``. Runs go ``--workers`` at a
-time, one thread each; records go to ``--out`` (a rerun of some keeps the others).
+with weight decay 1e-4 and without (``--recipes`` names some of them). Runs go
+``--workers`` at a time, one thread each; records go to ``--out`` (a rerun of some keeps
+the others). Dense training of the same networks and budgets is
+``benchmarks/budget_sweep.py``'s.
 
 The winner of a method and family is the recipe with the best mean rank over the budgets
 (rank 1: the best validation accuracy of the ticket at that budget; ties: the higher mean
@@ -29,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
-from _runs import dense, discover, run_all  # noqa: E402
+from _runs import run_all  # noqa: E402
 
 FAMILIES = {"mlp": "examples/lenet300-fashion.yaml", "conv": "examples/conv4-fashion.yaml",
             "residual": "examples/resnet20-fashion.yaml",
@@ -44,26 +45,19 @@ GRID = {
                                   f"train.weight_decay={1e-4 if wd else 0}"]
        for lr in (0.02, 0.05, 0.1) for wd in (False, True)},
 }
-DENSE_LRS = (3e-4, 1e-3, 3e-3, 1e-2)
 COMMON = ["gates.target_sparsity=0.9", "seed=0", "data.val_size=5000"]
 KEY = ("method", "family", "budget", "recipe")
 
 
 def jobs_for(method: str, family: str, runs: Path) -> list[tuple[dict, tuple]]:
     """(record key, job) of every run of ``method`` on ``family``."""
-    example = FAMILIES[family]
-    recipes = {f"adam {lr:g}": lr for lr in DENSE_LRS} if method == "dense" else GRID
     out = []
     for budget, budget_sets in BUDGETS.items():
-        for recipe, recipe_sets in recipes.items():
+        for recipe, recipe_sets in GRID.items():
             key = {"method": method, "family": family, "budget": budget, "recipe": recipe}
             folder = runs / "-".join(str(v).replace(" ", "_") for v in key.values())
-            if method == "dense":
-                job = (dense, example, folder, [*COMMON, *budget_sets], recipe_sets)
-            else:
-                job = (discover, example, folder, [*COMMON, f"gates.method={method}",
-                                                    *budget_sets, *recipe_sets])
-            out.append((key, job))
+            out.append((key, (FAMILIES[family], folder, [*COMMON, f"gates.method={method}",
+                                                          *budget_sets, *recipe_sets])))
     return out
 
 
@@ -116,7 +110,8 @@ def table(records: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", default="edge_popup,hard_concrete,dense")
+    ap.add_argument("--methods", default="edge_popup,hard_concrete")
+    ap.add_argument("--recipes", default=",".join(GRID))
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--budgets", default=",".join(BUDGETS))
     ap.add_argument("--out", default="benchmarks/out/baselines.json")
@@ -129,15 +124,15 @@ def main() -> None:
     if args.table:
         table(old)
         return
-    budgets = args.budgets.split(",")
+    budgets, recipes = args.budgets.split(","), args.recipes.split(",")
     planned = [(k, j) for m in args.methods.split(",") for f in args.families.split(",")
-               for k, j in jobs_for(m, f, Path(args.runs)) if k["budget"] in budgets]
+               for k, j in jobs_for(m, f, Path(args.runs))
+               if k["budget"] in budgets and k["recipe"] in recipes]
 
     def done(job, summary):
-        print(f"{Path(job[2]).name}: val {summary['val_accuracy']:.4f}", flush=True)
+        print(f"{Path(job[1]).name}: val {summary['val_accuracy']:.4f}", flush=True)
 
-    summaries = run_all([j for _, j in planned], workers=args.workers, on_done=done,
-                        runner=lambda job: job[0](*job[1:]))
+    summaries = run_all([j for _, j in planned], workers=args.workers, on_done=done)
     new = [record(k, s) for (k, _), s in zip(planned, summaries, strict=True)]
     redone = {tuple(r[k] for k in KEY) for r in new}
     records = [r for r in old if tuple(r[k] for k in KEY) not in redone] + new
