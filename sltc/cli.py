@@ -162,6 +162,8 @@ def plot(
 @app.command("config")
 def config_(
     example: bool = typer.Option(False, "--example", help="Print a complete commented YAML."),
+    recipes: bool = typer.Option(False, "--recipes", help="Print the recipe of every method "
+                                 "and network family, and what chose it."),
     as_json: bool = JSON_OPT,
 ):
     """Every config key with its type, default and reason (from sltc/config.py)."""
@@ -170,7 +172,18 @@ def config_(
     if example:
         print(example_yaml(), end="")
         return
+    if recipes:
+        from .recipes import recipe_table
+
+        _emit(recipe_table(), as_json, _print_recipes)
+        return
     _emit(reference(), as_json, _print_reference)
+
+
+def _print_recipes(rows: list[dict]) -> None:
+    for row in rows:
+        values = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["values"].items())
+        print(f"{row['method']} / {row['family']}: {values}\n    {row['why']}")
 
 
 def _print_reference(rows: list[dict]) -> None:

@@ -63,6 +63,12 @@ RECIPES: dict[tuple[str, str], Recipe] = {
 }
 
 
+def recipe_table() -> list[dict]:
+    """Every recipe: method, family, the values it fills and what chose them."""
+    return [{"method": m, "family": f, "values": r.values, "why": r.why}
+            for (m, f), r in RECIPES.items()]
+
+
 # --- the family, read off one forward pass -----------------------------------------------------
 
 _PRODUCTS = {torch.matmul, torch.bmm, torch.baddbmm, torch.einsum, F.scaled_dot_product_attention,

@@ -13,7 +13,7 @@ from sltc.data import synthetic_split
 from sltc.models import MODELS, create_model, with_recipe
 from sltc.recipes import FAMILIES, RECIPES, family_of
 from sltc.ticket import Ticket
-from tests.helpers import discover_here
+from tests.helpers import discover_here, last_json, sltc_here
 from tests.models import ConvNet, Idle, mixed
 
 REGISTRY = {"mlp": "mlp", "conv2": "conv", "conv4": "conv", "conv6": "conv",
@@ -150,3 +150,10 @@ def test_find_ticket_reads_the_users_network(tmp_path):
     assert summary["recipe"] == "crbg/conv"
     assert ticket.meta["config"]["train"]["lr"] == 0.05
     assert json.loads((tmp_path / "run/summary.json").read_text())["recipe"] == "crbg/conv"
+
+
+def test_config_lists_every_recipe():
+    rows = last_json(sltc_here("config", "--recipes", "--json", check=True))
+    assert {(r["method"], r["family"]): r["values"] for r in rows} == \
+        {k: r.values for k, r in RECIPES.items()}
+    assert all(r["why"] for r in rows)
