@@ -4,7 +4,8 @@
         --methods crbg,edge_popup,dense
     python benchmarks/budget_sweep.py --networks resnet20 --budgets "100 steps" \
         --methods crbg --variant deadline05 --set gates.deadline=0.5
-    python benchmarks/budget_sweep.py --table     # the records so far, and the figure
+    python benchmarks/budget_sweep.py --table     # the records so far
+    python benchmarks/budget_sweep.py --plot benchmarks/out/figures/budget_sweep.png
 
 Each cell is one network's example on Fashion-MNIST (``NETWORKS``; ``usernet`` is
 ``examples/user_convnet.py``, a conv net in no registry and no recipe's tuning) at a 90%
@@ -87,6 +88,36 @@ def table(records: list[dict]) -> None:
                   f"{d['test_accuracy']:.4f} ({d['val_accuracy']:.4f}) | 0 | | |")
 
 
+def plot(records: list[dict], path: Path, variant: str = "default") -> None:
+    """One panel per network: the ticket's test accuracy at each budget, a line per method
+    (``variant``'s runs; dense at the rate chosen on validation)."""
+    from sltc.plotting import pyplot
+
+    plt = pyplot()
+    networks = [n for n in NETWORKS if any(r["network"] == n for r in records)]
+    fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks), 3.6), squeeze=False)
+    for ax, network in zip(axes[0], networks, strict=True):
+        budgets = [b for b in BUDGETS if any((r["network"], r["budget"]) == (network, b)
+                                             for r in records)]
+        for method in ("crbg", "edge_popup", "hard_concrete", "dense"):
+            ys = []
+            for b in budgets:
+                r = best_dense(records, network, b) if method == "dense" else next(
+                    (r for r in records if (r["network"], r["budget"], r["method"], r["seed"],
+                                            r["variant"]) == (network, b, method, 0, variant)),
+                    None)
+                ys.append(r["test_accuracy"] if r else float("nan"))
+            if any(y == y for y in ys):
+                ax.plot(budgets, ys, marker="o", label=method.replace("_", "-"))
+        ax.set_title(f"{network}, 90% (dense: 0%)")
+        ax.set_xlabel("budget")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--networks", default="conv4,resnet20,vit,usernet")
@@ -99,11 +130,14 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/budget_sweep")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--table", action="store_true", help="print the records so far and stop")
+    ap.add_argument("--plot", default=None, help="draw the records' figure to this PNG")
     args = ap.parse_args()
     out = Path(args.out)
     old = json.loads(out.read_text())["records"] if out.exists() else []
-    if args.table:
+    if args.table or args.plot:
         table(old)
+        if args.plot:
+            plot(old, Path(args.plot))
         return
     planned = [kj for n in args.networks.split(",") for b in args.budgets.split(",")
                for m in args.methods.split(",") for s in map(int, args.seeds.split(","))

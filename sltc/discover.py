@@ -569,7 +569,7 @@ def _held_message(summary: dict) -> str:
             f"the run was done (target {target}); sltc held the threshold rule on the target "
             "from there, so the run ended training the ticket's mask")
     if at > target:
-        return f"{head}; if the gates went past the target, try a smaller gates.lambda or train.lr"
+        return f"{head}; they went past the target: try a smaller gates.lambda or train.lr"
     need = enough_steps(summary["first_sparsity"], at, steps, target)
     if need is None:
         return f"{head}; they did not come down by themselves: try a larger gates.lambda"
