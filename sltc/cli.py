@@ -114,7 +114,8 @@ def freeze(
                         "own rule freezes); add --target-sparsity, or drop --scope")
     trainer = load_run(run_dir, device)
     path = output or Path(run_dir) / "ticket.slt"
-    check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)])
+    check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)],
+                 owned=[Path(run_dir) / "ticket.slt"])
     trainer.progress = Progress(not as_json)
     ticket, scores = freeze_run(trainer, target_sparsity, scope)  # discover's rule, or this target
     ticket.save(path)

@@ -152,21 +152,22 @@ def split_in(root: str, which: str):
 
 
 def dataset_files(cfg, root: str | None = None) -> list[Path]:
-    """What the configured dataset reads (``root`` overrides its folder): its IDX or CIFAR
-    files where they are found, an image folder's ``train`` and ``test`` trees; no command
-    writes over them (``outputs.check_output``)."""
+    """What the configured dataset reads (``root`` overrides its folder), and the folders
+    that hold it: its IDX or CIFAR files where they are found, an image folder's root. No
+    command writes over them or into those folders (``outputs.check_output``)."""
     root = root or cfg.root
     if cfg.name in CIFAR:
         try:
             folder = cifar_folder(cfg.name, root)
         except DataError:
             return []
-        return [folder / f for f in cifar_files(cfg.name)]
+        return [folder, *(folder / f for f in cifar_files(cfg.name))]
     if cfg.name == "folder":
-        return [Path(root) / which for which in ("train", "test")] if root else []
+        return [Path(root)] if root else []
     if cfg.name in HOW_TO_GET:
         dirs = candidate_dirs(cfg.name, root)
-        return [p for split in FILES.values() for stem in split if (p := _find(stem, dirs))]
+        files = [p for split in FILES.values() for stem in split if (p := _find(stem, dirs))]
+        return [*dict.fromkeys(p.parent for p in files), *files]
     return []
 
 

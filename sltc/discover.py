@@ -459,9 +459,11 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
                                 trainer.optimizer)
         start = state["epoch"]
         restore_controllers(trainer.controllers, state)
-    if world.main:  # the config (a resumed run's larger train.epochs too), the epochs so far
+    if world.main:  # the epochs so far read (the last check), then the config (a resumed
+        metrics = out / "metrics.jsonl"  # run's larger train.epochs too) and those epochs
+        rows = [r for r in rundir.read_metrics(metrics) if r["epoch"] <= start]
         config_mod.save_config(config, out / "config.yaml")
-        rows = rundir.trim_metrics(out / "metrics.jsonl", start)
+        rundir.write_metrics(metrics, rows)
     world.barrier()
     epochs = config.train.epochs
     for epoch in range(start, epochs):

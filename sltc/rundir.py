@@ -15,12 +15,26 @@ from pathlib import Path
 
 from .errors import SltcError
 from .limits import MAX_EPOCHS, MAX_METRICS_BYTES, MAX_METRICS_LINE, number_in, regular_size
-from .outputs import atomic_write_text
+from .outputs import atomic_write_text, check_output
 
 MAX_METRIC = 3.4e38  # float32's largest: every value of a metrics line is within it
 MAX_METRIC_VALUES = 32  # of one line (12 today): what read_metrics keeps stays small
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
              "summary.json")
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run directory: ``discover`` writes its ``config.yaml`` and its
+    ``metrics.jsonl`` (or, later, a checkpoint) before the first epoch."""
+    return (folder / "config.yaml").is_file() and any(
+        (folder / name).exists() for name in ("metrics.jsonl", "checkpoint.safetensors"))
+
+
+def run_file(path: Path) -> Path | None:
+    """The run directory of which ``path`` is one of the files (``RUN_FILES``), or None: no
+    command but the one that owns it writes there (``outputs.check_output``)."""
+    path = Path(path)
+    return path.parent if path.name in RUN_FILES and holds_run(path.parent) else None
 
 
 def own_files(run: Path, ticket: bool = True) -> list[Path]:
@@ -138,6 +152,15 @@ def check_out(out: Path, config, resume: bool) -> None:
                         "continue it, or choose another --out")
 
 
+def check_place(out: Path, config) -> None:
+    """``out`` may hold a run: it lies outside the dataset's folders, and its run files are
+    new or regular files (``outputs.check_output``)."""
+    from .data import dataset_files
+
+    for name in RUN_FILES:
+        check_output(out / name, dataset_files(config.data), owned=own_files(out))
+
+
 @contextlib.contextmanager
 def claim(out: Path, config, resume: bool, main: bool = True):
     """Hold the run directory ``out``: lock it and check it, before any work (the main
@@ -145,17 +168,16 @@ def claim(out: Path, config, resume: bool, main: bool = True):
     if not main:
         yield
         return
+    check_place(out, config)
     with locked(out):
         check_out(out, config, resume)
         yield
 
 
-def trim_metrics(path: Path, epochs_done: int) -> list[dict]:
-    """The run's metrics up to epoch ``epochs_done``, rewritten (none for a fresh run; a
-    line a kill cut short is dropped)."""
-    rows = [r for r in read_metrics(path) if r["epoch"] <= epochs_done]
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """``metrics.jsonl`` holding exactly ``rows`` (a resumed run's epochs so far: a line a
+    kill cut short, or an epoch past the checkpoint, dropped; none for a fresh run)."""
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-    return rows
 
 
 def append_metrics(path: Path, row: dict) -> None:

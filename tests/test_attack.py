@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -304,6 +305,108 @@ def test_failures_at_run_time_name_the_node(good, user):
         check(result, 2)
         assert "'pick'" in result.stderr, (case, result.stderr)
     assert not (user / "out.onnx").exists()
+
+
+# --- what commands write -------------------------------------------------------------------
+
+def _special_files(folder: Path) -> dict[str, Path]:
+    """A FIFO, a socket and (where this user may make one) a character device: outputs that
+    a write would replace with a regular file."""
+    import socket
+    import stat
+
+    found = {"fifo": folder / "pipe"}
+    os.mkfifo(found["fifo"])
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "sock"))
+    sock.close()
+    found["socket"] = folder / "sock"
+    try:
+        os.mknod(folder / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        found["device"] = folder / "null"
+    except PermissionError:
+        pass
+    return found
+
+
+def _kinds(paths) -> dict[str, int]:
+    return {str(p): os.lstat(p).st_mode for p in paths}
+
+
+def test_outputs_never_land_on_the_users_files(good, synthetic_run, user):
+    """An output is a new or a regular file: never a device, FIFO or socket, a run's own
+    files (but the ticket its freeze writes), or a file inside a dataset's folder; a
+    refused --resume leaves the run's config as it was."""
+    from tests.test_fuzz import idx_set
+
+    run, other = user / "run", user / "other"
+    shutil.copytree(synthetic_run, run)
+    shutil.copytree(synthetic_run, other)
+    special = _special_files(user)
+    data = idx_set(user / "idx")
+    mnist = af.write_ticket(good / "model.slt", user / "mnist.slt",
+                            onnx.load(str(good / "model.onnx")))
+    header_data = {"name": "mnist", "root": str(data)}
+    _record_data(mnist, header_data)
+    ticket = good / "model.slt"
+    cases = {
+        "export onnx over the run's config": ["export", ticket, "-f", "onnx", "--no-check",
+                                              "-o", run / "config.yaml"],
+        "export csr over the run's checkpoint": ["export", ticket, "-f", "csr", "-o",
+                                                 run / "checkpoint.safetensors"],
+        "export ticket over the run's summary": ["export", ticket, "-f", "ticket", "-o",
+                                                 run / "summary.json"],
+        "inspect --plot over the run's metrics": ["inspect", ticket, "--plot",
+                                                  run / "metrics.jsonl"],
+        "freeze into another run": ["freeze", run, "-o", other / "ticket.slt"],
+        "export into the dataset's folder": ["export", mnist, "-f", "csr", "-o",
+                                             data / "model.csr.safetensors"],
+        "discover into the dataset's folder": [
+            "discover", ROOT / "examples/synthetic.yaml", "--set", "data.name=mnist", "--set",
+            f"data.root={data}", "--set", "data.val_size=16", "--out", data / "run"],
+        "resume onto a FIFO of metrics": [
+            "discover", run / "config.yaml", "--out", other, "--resume", "--set",
+            "train.epochs=4"],
+    }
+    (other / "metrics.jsonl").unlink()
+    os.mkfifo(other / "metrics.jsonl")
+    for kind, path in special.items():
+        cases[f"inspect --plot onto a {kind}"] = ["inspect", ticket, "--plot", path]
+        cases[f"export onto a {kind}"] = ["export", ticket, "-f", "csr", "-o", path]
+        cases[f"bench --plot onto a {kind}"] = ["bench", good / "model.onnx", "--engine",
+                                                "dense", "--batch", "1", "--repeat", "1",
+                                                "--plot", path]
+    kinds = _kinds([*special.values(), other / "metrics.jsonl"])
+    results = drive(user, {k: [str(a) for a in v] for k, v in cases.items()})
+    for case, result in results.items():
+        try:
+            check(result, 2)
+        except AssertionError as e:
+            raise AssertionError(f"{case}: {e}") from None
+    assert _kinds([*special.values(), other / "metrics.jsonl"]) == kinds
+    assert not (data / "run").exists() and not (data / "model.csr.safetensors").exists()
+    assert (other / "config.yaml").read_bytes() == (synthetic_run / "config.yaml").read_bytes()
+
+
+def test_freeze_writes_its_own_runs_ticket(synthetic_run, tmp_path):
+    """The one run file a command other than discover writes: freeze, its run's ticket."""
+    from tests.helpers import sltc_here
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    (run / "ticket.slt").unlink()
+    sltc_here("freeze", run, "--json", check=True)
+    assert (run / "ticket.slt").read_bytes() == (synthetic_run / "ticket.slt").read_bytes()
+
+
+def _record_data(ticket: Path, data: dict) -> None:
+    """Rewrite a ticket's recorded ``meta.config.data`` (every checksum kept right)."""
+    from tests.helpers import reseal_ticket, ticket_header
+
+    raw = ticket.read_bytes()
+    header = ticket_header(raw)
+    header["meta"]["config"]["data"].update(data)
+    ticket.write_bytes(reseal_ticket(raw, header))
 
 
 # --- in process: the rules against the spec, the torch rebuild, the batch bounds ---------------

@@ -810,14 +810,28 @@ def test_output_checks_in_process(good, tmp_path):
     (folder / "train/cat").mkdir(parents=True)
     cfg = from_dict({"data": {"name": "folder", "root": str(folder)}}).data
     trees = dataset_files(cfg)
-    with pytest.raises(SltcError, match="lies inside"):
-        check_output(folder / "train/cat/new.png", trees)
-    check_output(folder / "new.png", trees)  # beside the trees, not in them
+    for inside in (folder / "train/cat/new.png", folder / "new.png"):  # the dataset's folder
+        with pytest.raises(SltcError, match="lies inside"):
+            check_output(inside, trees)
+    check_output(tmp_path / "new.png", trees)  # beside it
     run = tmp_path / "run"
     run.mkdir()
-    check_output(run / "ticket.slt", own_files(run, ticket=False))  # freeze writes it
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "metrics.jsonl").write_text("")
+    check_output(run / "ticket.slt", own_files(run, ticket=False),  # freeze writes it
+                 owned=[run / "ticket.slt"])
     with pytest.raises(SltcError, match="reads or must keep"):
         check_output(run / "ticket.slt", own_files(run))
+    for name in ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
+                 "summary.json"):  # a run's files, whoever reads what
+        with pytest.raises(SltcError, match="of the run in"):
+            check_output(run / name, [good / "model.slt"])
+    check_output(run / "model.onnx", [good / "model.slt"])  # a file of the user's own
+    os.mkfifo(tmp_path / "fifo")
+    for special, kind in ((tmp_path / "fifo", "a FIFO"), ("/dev/null", "a character device"),
+                          (tmp_path, "a directory")):
+        with pytest.raises(SltcError, match=kind):
+            check_output(special, [good / "model.slt"])
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     with pytest.raises(SltcError, match="cannot follow"):
         check_output(tmp_path / "loop", [good / "model.slt"])
