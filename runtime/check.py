@@ -390,6 +390,11 @@ def _rules(node, shapes: dict, known: dict, where: str) -> None:
     for index, rank in rules.ranks.items():
         if len(shapes[node.input[index]][1]) != rank:
             raise GraphError(f"{where}: input {index} must have rank {rank} (2-D windows only)")
+    for index in rules.scalars:
+        if index < len(node.input) and node.input[index] and \
+                math.prod(shapes[node.input[index]][1]) != 1:
+            raise GraphError(f"{where}: input {index} must hold one element (the input's zero "
+                             "point is per tensor)")
     if rules.rule is not None:
         dtypes = [np.dtype(helper.tensor_dtype_to_np_dtype(shapes[n][0])) if n else None
                   for n in node.input]

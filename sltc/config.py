@@ -33,6 +33,8 @@ THRESHOLD_START = (0.5, 1.0)  # mu at the freezing threshold
 CRBG_METHODS = ("crbg", "crbg_st")
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]  # an image side or channel count
+MAX_IMAGE_SIDE = 2048  # an image folder's resized side: 12 MiB an RGB image, 50 MiB as float32
+ImageSide = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 
 
 class _Strict(BaseModel):
@@ -88,10 +90,10 @@ class DataConfig(_Strict):
     augment: list[Literal["crop", "flip"]] = _f(
         list, "crop: random crop after zero padding of 4; flip: horizontal; off for "
         "(Fashion-)MNIST, on in the CIFAR examples, as the SLT papers do")
-    image_size: list[Side] | None = _f(None, "`folder`: resize every image to [H, W] (null: "
-                                      "the first training image's size)",
-                                      min_length=2, max_length=2)
-    workers: int = _f(2, "`folder`: DataLoader worker processes", ge=0, le=256)
+    image_size: list[ImageSide] | None = _f(None, "`folder`: resize every image to [H, W] "
+                                           "(null: the first training image's size)",
+                                           min_length=2, max_length=2)
+    workers: int = _f(2, "`folder`: DataLoader worker processes", ge=0, le=16)
 
     @model_validator(mode="after")
     def _check_synthetic(self) -> DataConfig:

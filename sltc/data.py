@@ -171,6 +171,25 @@ def dataset_files(cfg, root: str | None = None) -> list[Path]:
     return []
 
 
+def check_data_folder(cfg, root: str | None) -> None:
+    """A folder given for the dataset (``--data``) must hold it: read from there, never
+    from the folders searched otherwise; a generated (synthetic) dataset reads none."""
+    if root is None:
+        return
+    if cfg.name == "synthetic":
+        raise DataError(f"--data {root}: this model's dataset is synthetic, generated from its "
+                        "seed, and read from no folder; drop --data")
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DataError(f"--data {root}: no such folder; pass the folder that holds the "
+                        "dataset")
+    if cfg.name in CIFAR or cfg.name in HOW_TO_GET:
+        found = [p for p in dataset_files(cfg, root) if p.is_file()]
+        if not found or not all(p.resolve().is_relative_to(folder.resolve()) for p in found):
+            raise DataError(f"--data {root}: the {cfg.name} files are not in it; pass the "
+                            "folder that holds them")
+
+
 def recorded_files(meta: dict, root: str | None = None) -> list[Path]:
     """``dataset_files`` of the config a ticket or export records (``meta["config"]``);
     none where its data section does not validate."""
@@ -251,6 +270,7 @@ def recorded_test_set(data: dict, seed: int, root: str | None = None, input_shap
     if not valid_seed(seed):
         raise DataError("the model's recorded seed is not an integer in [0, 2**64); re-export "
                         "the model from its ticket")
+    check_data_folder(cfg, root)
     test = load_named_split(cfg, seed, "test", root)
     if input_shape is not None:
         check_fits(test, input_shape, classes, root or cfg.root or cfg.name)

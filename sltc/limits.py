@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import stat
 from pathlib import Path
 
@@ -76,3 +77,44 @@ def require_regular(path: str | Path, what: str, error=SltcError) -> int:
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{path}: not a regular file; pass a {what} file")
     return st.st_size
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the least of the system's available memory
+    (``MemAvailable``), the address-space limit (``ulimit -v``) less what the process has
+    mapped, and its cgroup's ``memory.max`` less what the cgroup uses; None where Linux
+    says none of them."""
+    found = [_meminfo("/proc/meminfo", "MemAvailable")]
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    mapped = _meminfo("/proc/self/status", "VmSize")
+    if soft != resource.RLIM_INFINITY and mapped is not None:
+        found.append(soft - mapped)
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    known = [max(0, n) for n in found if n is not None]
+    return min(known) if known else None
+
+
+def _meminfo(path: str, key: str) -> int | None:
+    """A ``KEY: N kB`` line of a /proc file, in bytes."""
+    try:
+        with open(path) as f:
+            line = next((line for line in f if line.startswith(f"{key}:")), None)
+        return int(line.split()[1]) * 1024 if line else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def check_memory(need: int, what: str, fix: str) -> None:
+    """Refuse, before allocating them, ``need`` bytes that this process cannot have
+    (``available_memory``): a ``ConfigError`` saying ``what`` needs them and ``fix``."""
+    from .errors import ConfigError
+
+    available = available_memory()
+    if available is not None and need > available:
+        raise ConfigError(f"{what} needs about {need / 2**30:.1f} GiB of memory, and this "
+                          f"process may use {available / 2**30:.1f} GiB more; {fix}")

@@ -267,6 +267,25 @@ def integer_division_by_zero():
                     inits=[_int64("zero", 0)])
 
 
+# --- integer products -------------------------------------------------------------------------
+
+def _as_uint8(name: str, source: str = "input") -> list:
+    """``source`` (pixels in [0, 1]) as uint8 in [0, 255], named ``name``."""
+    return [const(f"{name}.scale", 255.0, np.float32),
+            helper.make_node("Mul", [source, f"{name}.scale"], [f"{name}.wide"], name=f"{name}.wide"),
+            helper.make_node("Cast", [f"{name}.wide"], [name], name=name, to=TensorProto.UINT8)]
+
+
+def conv_integer_channel_zero_point():
+    """A ConvInteger whose input zero point has one value per channel (ONNX: a scalar)."""
+    return attached(helper.make_node("Concat", ["input", "input"], ["two"], name="two", axis=1),
+                    *_as_uint8("x", "two"),
+                    helper.make_node("ConvInteger", ["x", "w", "x.zero"], ["y"], name="conv"),
+                    helper.make_node("Cast", ["y"], ["bomb"], name="back", to=TensorProto.FLOAT),
+                    inits=[numpy_helper.from_array(np.ones((1, 2, 3, 3), np.int8), "w"),
+                           numpy_helper.from_array(np.array([0, 7], np.uint8), "x.zero")])
+
+
 # --- external data ----------------------------------------------------------------------------
 
 def _external(tensor: onnx.TensorProto, location: str, length: int | None = None,

@@ -145,13 +145,15 @@ class Outcome(Result):
     read: list
 
 
-def drive(user: Path, cases: dict[str, list]) -> dict[str, Outcome]:
+def drive(user: Path, cases: dict[str, list], env: dict | None = None) -> dict[str, Outcome]:
     """Run ``cases`` (name -> sltc arguments) in one process in ``user``; the user's files
-    must come out as they went in."""
+    must come out as they went in. ``env``: case name -> the environment variables set (a
+    None value: unset) for that case alone."""
     mark = user.parent / "imported"
     watched = [user / "secret.bin", user / "notes.txt"] if _reads_show(user.parent) else []
     spec = user.parent / "cases.json"
-    spec.write_text(json.dumps({"cases": [{"name": k, "args": v} for k, v in cases.items()],
+    spec.write_text(json.dumps({"cases": [{"name": k, "args": v, "env": (env or {}).get(k, {})}
+                                          for k, v in cases.items()],
                                 "watch": [str(p) for p in watched], "mark": str(mark),
                                 "timeout": TIMEOUT}))
     out = user.parent / "results.jsonl"
@@ -284,6 +286,13 @@ def test_interface_mismatches(good, user):
     attack(good, user, {"flat-input": af.input_784()}, kinds=("onnx",), match={"flat": "784"})
 
 
+def test_zero_points_are_per_tensor(good, user):
+    """ONNX takes one zero point for ConvInteger's input (and onnxruntime for MatMulInteger's
+    first): one per channel is refused, not run by the numpy engine alone."""
+    attack(good, user, {"conv-integer": af.conv_integer_channel_zero_point()},
+           match={"conv-integer": "one element"})
+
+
 def test_node_count_bombs(good, user):
     attack(good, user, {"200k-nodes": af.many_nodes(), "100k-inputs": af.wide_node()},
            bench={"200k-nodes"}, match={"200k": "nodes", "100k": "inputs"})
@@ -407,6 +416,220 @@ def _record_data(ticket: Path, data: dict) -> None:
     header = ticket_header(raw)
     header["meta"]["config"]["data"].update(data)
     ticket.write_bytes(reseal_ticket(raw, header))
+
+
+# --- users' code, options, environment variables -------------------------------------------
+
+USERNET = """
+import os, pathlib, sys, time
+import torch
+from torch import nn
+
+HERE = pathlib.Path(__file__).parent
+
+
+class Net(nn.Module):
+    def __init__(self, shape, classes, exit_in_training=False):
+        super().__init__()
+        self.fc = nn.Linear(int(torch.tensor(shape).prod()), classes)
+        self.exit_in_training = exit_in_training
+
+    def forward(self, x):
+        if self.training and self.exit_in_training:
+            sys.exit(0)
+        return self.fc(x.flatten(1))
+
+
+class Stop(BaseException):
+    pass
+
+
+def exits(shape, classes):
+    sys.exit(0)
+
+
+def stops(shape, classes):
+    raise Stop("not an Exception")
+
+
+def interrupts(shape, classes):
+    raise KeyboardInterrupt
+
+
+def exits_in_forward(shape, classes):
+    return Net(shape, classes, exit_in_training=True)
+
+
+def forks(shape, classes):
+    ready, told = os.pipe()
+    if os.fork() == 0:  # a child that would run for ten minutes
+        (HERE / f"child-{os.getpid()}.pid").write_text("")
+        os.write(told, b"x")
+        time.sleep(600)
+        os._exit(0)
+    os.read(ready, 1)
+    return Net(shape, classes)
+
+
+def forks_and_returns(shape, classes):
+    os.fork()  # parent and child both come back with a network
+    (HERE / f"returned-{os.getpid()}.pid").write_text("")
+    return Net(shape, classes)
+"""
+
+
+def _discover(out: Path, *sets: str) -> list:
+    return ["discover", ROOT / "examples/synthetic.yaml", "--out", out, "--set",
+            "train.epochs=1", "--set", "train.max_steps=2",
+            *[a for s in sets for a in ("--set", s)]]
+
+
+def _one_line(result: Outcome, code: int) -> str:
+    """Exit ``code`` with one ``sltc: error:`` line, within the time and memory."""
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert result.code == code and len(lines) == 1, (result.code, result.stderr[-2000:])
+    assert lines[0].startswith("sltc: error: "), lines
+    assert result.peak_rss < MEMORY_LIMIT and result.seconds < TIMEOUT
+    return lines[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_users_code_ends_in_one_line(user):
+    """Whatever a user's module, factory or forward raises or does (SystemExit with any
+    code, a BaseException of its own, a fork) is one line, exit 2, naming file:line; Ctrl-C
+    raised there is an interruption (130); no forked process outlives its command."""
+    (user / "usernet.py").write_text(USERNET)
+    (user / "exit_at_import.py").write_text("import sys\nsys.exit(3)\n")
+    net = "model.widths=null"
+    cases = {name: _discover(user / f"run-{name}", f"model.arch=python:usernet:{name}", net)
+             for name in ("exits", "stops", "interrupts", "exits_in_forward", "forks",
+                          "forks_and_returns")}
+    cases["exit at import"] = _discover(user / "run-import",
+                                        "model.arch=python:exit_at_import:build", net)
+    results = drive(user, {k: [str(a) for a in v] for k, v in cases.items()})
+    said = {name: _one_line(results[name], 2) for name in
+            ("exits", "stops", "exits_in_forward", "exit at import")}
+    assert "SystemExit: 0 (usernet.py:" in said["exits"]
+    assert "Stop: not an Exception (usernet.py:" in said["stops"]
+    assert "step 1 raised SystemExit: 0 (usernet.py:" in said["exits_in_forward"]
+    assert "SystemExit: 3 (exit_at_import.py:2)" in said["exit at import"]
+    assert "interrupted" in _one_line(results["interrupts"], 130)
+    for name in ("forks", "forks_and_returns"):
+        check(results[name], 0)
+        assert (user / f"run-{name}" / "ticket.slt").is_file()
+    forked = [int(p.stem.split("-")[1]) for p in user.glob("child-*.pid")]
+    returned = [int(p.stem.split("-")[1]) for p in user.glob("returned-*.pid")]
+    assert len(forked) == 2 and len(returned) == 3  # a factory runs twice: meta device, real
+    assert not [pid for pid in forked + returned if _alive(pid)]
+    assert len(list((user / "run-forks_and_returns").glob("*"))) == 5  # one run, not two
+
+
+def test_options_and_inputs_that_were_exit_1(good, user):
+    """Options without a bound, and inputs that ended in exit 1 or were silently replaced:
+    each is one line, exit 2, before the work starts."""
+    from tests.test_fuzz import idx_set, image_folder
+
+    onnx_model = good / "model.onnx"
+    bench = ["bench", onnx_model, "--engine", "dense"]
+    small = idx_set(user / "small", train=(600, 8, 8), test=(32, 8, 8))
+    mnist = af.write_ticket(good / "model.slt", user / "mnist.slt",
+                            onnx.load(str(good / "model.onnx")))
+    _record_data(mnist, {"name": "mnist", "root": str(idx_set(user / "idx"))})
+    images = image_folder(user / "images")
+    _text_bomb(next((images / "train").rglob("*.png")))
+    export = ["export", mnist, "-f", "onnx", "-o", user / "q.onnx", "--quantize", "int8"]
+    cases = {
+        "bench --rounds 1e9": [*bench, "--rounds", "1000000000"],
+        "bench --warmup 1e9": [*bench, "--warmup", "1000000000"],
+        "bench --repeat 1e9": [*bench, "--repeat", "1000000000"],
+        "bench --batch 100000": [*bench, "--batch", "100000"],
+        "train.threads 4096": _discover(user / "r1", "train.threads=4096"),
+        "data.workers 256": _discover(user / "r2", "data.workers=256"),
+        "data.image_size 8192": _discover(user / "r3", "data.name=folder",
+                                          f"data.root={images}", "data.image_size=[8192,8192]"),
+        "a PNG's text chunk inflates too far": _discover(
+            user / "r4", "data.name=folder", f"data.root={images}", "data.workers=0",
+            "data.val_size=2"),
+        "export --quantize int8 --data missing": [*export, "--data", user / "no/such/dir"],
+        "export --quantize int8 --data 8x8": [*export, "--data", small],
+    }
+    results = drive(user, {k: [str(a) for a in v] for k, v in cases.items()})
+    said = {name: _one_line(result, 2) for name, result in results.items()}
+    for name, word in (("--rounds", "--rounds"), ("--warmup", "--warmup"),
+                       ("--repeat", "--repeat"), ("--batch", "--batch"),
+                       ("threads", "train.threads"), ("workers", "data.workers"),
+                       ("image_size", "image_size"), ("text chunk", "decompression bomb"),
+                       ("missing", "no such folder"), ("8x8", "8 x 8")):
+        line = next(v for k, v in said.items() if name in k)
+        assert word in line, line
+    assert not (user / "q.onnx").exists()
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused(user):
+    """model.widths [15000, 15000] is under the weight limit, but its run needs about 11 GiB
+    (50 bytes a weight): where the process may have less (here ulimit -v 8 GiB) it is one
+    line before a weight is made."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    proc = subprocess.run([sys.executable, "-m", "sltc.cli", *map(str, _discover(
+        user / "wide", "model.widths=[15000,15000]"))], cwd=user, capture_output=True,
+        text=True, timeout=TIMEOUT, preexec_fn=limit, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    line, = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "needs about 11.0 GiB of memory" in line, proc.stderr
+    assert not (user / "wide").exists()
+
+
+def _text_bomb(png: Path) -> None:
+    """Add a zTXt chunk to ``png`` that inflates past Pillow's limit on text chunks."""
+    import struct
+    import zlib
+
+    from PIL import PngImagePlugin
+
+    data = png.read_bytes()
+    text = b"k\0\0" + zlib.compress(b"a" * (PngImagePlugin.MAX_TEXT_CHUNK + 10), 9)
+    chunk = struct.pack(">I", len(text)) + b"zTXt" + text + struct.pack(
+        ">I", zlib.crc32(b"zTXt" + text))
+    at = data.index(b"IDAT") - 4
+    png.write_bytes(data[:at] + chunk + data[at:])
+
+
+def test_environment_variables(good, user):
+    """Variables torchrun or the user set: a value sltc reads is checked (one line, exit 2),
+    one it passes on runs (exit 0)."""
+    ticket = good / "model.slt"
+    cases = {
+        "WORLD_SIZE=abc": (_discover(user / "a"), {"WORLD_SIZE": "abc"}),
+        "WORLD_SIZE=2 without RANK": (_discover(user / "b"), {"WORLD_SIZE": "2", "RANK": None}),
+        "RANK=5 of 2": (_discover(user / "c"), {"WORLD_SIZE": "2", "RANK": "5"}),
+        "LOCAL_RANK=x": (_discover(user / "d"), {"WORLD_SIZE": "2", "RANK": "0",
+                                                  "LOCAL_RANK": "x"}),
+        "SLTC_INT8_KERNELS=fast": (["export", ticket, "-f", "onnx", "--quantize", "int8-dynamic",
+                                    "--no-check", "-o", user / "q.onnx"],
+                                   {"SLTC_INT8_KERNELS": "fast"}),
+        "OMP_NUM_THREADS=abc": (["inspect", ticket], {"OMP_NUM_THREADS": "abc"}),
+        "SLTC_PROGRESS_SECONDS=abc": (["validate", ticket, "--engine", "dense"],
+                                      {"SLTC_PROGRESS_SECONDS": "abc"}),
+    }
+    results = drive(user, {k: [str(a) for a in v[0]] for k, v in cases.items()},
+                    {k: v[1] for k, v in cases.items()})
+    for name in ("WORLD_SIZE=abc", "WORLD_SIZE=2 without RANK", "RANK=5 of 2", "LOCAL_RANK=x",
+                 "SLTC_INT8_KERNELS=fast"):
+        assert name.split("=")[0] in _one_line(results[name], 2)
+    for name in ("OMP_NUM_THREADS=abc", "SLTC_PROGRESS_SECONDS=abc"):
+        check(results[name], 0)
+    assert not (user / "q.onnx").exists() and not list(user.glob("[abcd]"))
 
 
 # --- in process: the rules against the spec, the torch rebuild, the batch bounds ---------------

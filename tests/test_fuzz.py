@@ -1094,3 +1094,9 @@ def test_the_spec_states_the_limits():
     row = rows["a config file"]
     assert power(config.MAX_CONFIG_BYTES) in row and f"{config.MAX_CONFIG_NODES:,}" in row
     assert f"nesting {config.MAX_CONFIG_DEPTH} deep" in row
+    from sltc import models
+
+    row = rows["config values"]
+    assert f"sides up to {config.MAX_IMAGE_SIDE:,}" in row
+    assert f"`data.workers` up to {config.DataConfig.model_fields['workers'].metadata[1].le}" in row
+    assert f"{models.TRAINING_BYTES} bytes a weight" in row
