@@ -214,8 +214,18 @@ def _node(node: onnx.NodeProto, external: list) -> None:
             _sparse(a.sparse_tensor, f"{_name(node)} attribute {a.name!r}", external)
 
 
-def _interface(model: onnx.ModelProto, sources: set[str]) -> tuple[onnx.ValueInfoProto, int]:
-    """The one input (float32, any batch, a fixed image shape) and one output."""
+def _unique(names: list[str]) -> None:
+    """No two initializers (sparse ones included) share a name: which would fill it?"""
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise GraphError(f"two initializers are named {twice!r}; each name is one tensor")
+
+
+def _interface(model: onnx.ModelProto, sources: set[str], skeleton: bool
+               ) -> tuple[onnx.ValueInfoProto, int]:
+    """The one input (float32, any batch, a fixed image shape) and one output, declared
+    float32 (N, classes) in a ``skeleton`` (a ticket's, a CSR export's: a file that says its
+    classes), and so where declared at all in an ONNX file."""
     g = model.graph
     inputs = [i for i in g.input if i.name not in sources]
     if len(inputs) != 1 or len(g.output) != 1:
@@ -231,6 +241,10 @@ def _interface(model: onnx.ModelProto, sources: set[str]) -> tuple[onnx.ValueInf
                          f"{MAX_SIDE}")
     out = y.type.tensor_type
     classes = 0
+    if skeleton and not out.HasField("shape"):
+        raise GraphError(f"a skeleton declares its output {y.name!r}: float32 (N, classes)")
+    if out.elem_type not in (TensorProto.UNDEFINED, TensorProto.FLOAT):
+        raise GraphError(f"the graph's output {y.name!r} must be declared float32")
     if out.HasField("shape"):
         dims_out = list(out.shape.dim)
         if len(dims_out) != 2 or dims_out[0].HasField("dim_value") or not dims_out[
@@ -446,6 +460,7 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
                          f"{MAX_GRAPH_NODES:,}")
     external: list = []
     sources, values = {}, {}
+    _unique([t.name for t in g.initializer] + [s.values.name for s in g.sparse_initializer])
     for t in g.initializer:
         what = f"initializer {t.name!r}"
         if is_placeholder(t) and folder is None:
@@ -469,7 +484,7 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
         for a in node.attribute:
             if a.type == AttributeProto.SPARSE_TENSOR:
                 check_sparse(a.sparse_tensor, f"{_name(node)} attribute {a.name!r}")
-    x, declared = _interface(model, set(sources))
+    x, declared = _interface(model, set(sources), classes is not None)
     shape = tuple(d.dim_value for d in x.type.tensor_type.shape.dim[1:])
     if input_shape is not None and list(shape) != list(input_shape):
         raise GraphError(f"the graph's input is N x {list(shape)} but the file says its input "

@@ -747,3 +747,24 @@ def test_batch_bounds(good):
     huge = graph_check.MAX_BATCH_BYTES // per_image + 1
     with pytest.raises(GraphError, match="smaller batch"):
         bounds.batch(huge)
+
+
+def test_initializer_names_are_unique_and_a_skeletons_output_declared():
+    """Two initializers of one name are refused (which would fill it?); a skeleton declares
+    its output float32 (N, classes), an ONNX file may leave it undeclared (format.md
+    section 2.6, rules 3 and 6)."""
+    from sltc.errors import GraphError
+
+    twice = af.model(*af.head())
+    twice.graph.initializer.append(twice.graph.initializer[0])
+    with pytest.raises(GraphError, match="two initializers are named 'head.w'"):
+        graph_check.check_model(twice)
+    bare = af.model(*af.head())
+    bare.graph.output[0].CopyFrom(onnx.helper.make_empty_tensor_value_info("logits"))
+    assert graph_check.check_model(bare).classes == 10  # an ONNX file's
+    with pytest.raises(GraphError, match="a skeleton declares its output"):
+        graph_check.check_model(bare, (1, 28, 28), 10)
+    wrong = af.model(*af.head())
+    wrong.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+    with pytest.raises(GraphError, match="declared float32"):
+        graph_check.check_model(wrong)
