@@ -116,6 +116,7 @@ class Node:
 
 
 LAYERS = ("MatMul", "Gemm", "Conv")  # the products by a weight: a network's layers
+NEVER_FOLDED = frozenset({"DequantizeLinear"})  # an int8 weight stays int8 for onnxruntime
 
 
 def layer_inputs(node: Node) -> tuple[str | None, str | None]:

@@ -23,7 +23,7 @@ from .limits import MAX_EPOCHS, MAX_SIDE, number_in, read_limited
 CONFIG_VERSION = 1
 MAX_WIDTH = 1 << 16  # units or channels of one layer
 MAX_IMAGES = 1 << 24
-MAX_SYNTHETIC_PIXELS = 1 << 30  # 4 GiB of float32: a synthetic set larger than any real one
+MAX_SYNTHETIC_PIXELS = 1 << 26  # above Fashion-MNIST's 4.7e7; its test set: 2**24 at most
 MAX_CONFIG_BYTES = 1 << 20  # a config file; real ones are a few hundred bytes
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb's billions)
 MAX_CONFIG_DEPTH = 64

@@ -38,6 +38,7 @@ CIFAR = {"cifar10": 10, "cifar100": 100}  # name -> classes
 FOUND_IN_A_FOLDER = ("MNIST-style IDX files (t10k-images-idx3-ubyte[.gz], ...), CIFAR's "
                      "binary batches, or train/ and test/ image folders")
 STATS_SAMPLE = 1 << 62  # training images for the mean and std (all; a folder samples)
+SYNTHETIC_CHUNK = 1 << 20  # pixels of a synthetic set made at a time
 
 
 @dataclass(frozen=True)
@@ -109,14 +110,20 @@ def load_split(name: str, split: str, root: str | None = None) -> Split:
 
 def synthetic_split(seed: int, split: str, n: int, classes: int = 10,
                     shape: tuple[int, ...] = (1, 28, 28)) -> Split:
-    """Noisy class templates: learnable in seconds, no files needed."""
+    """Noisy class templates: learnable in seconds, no files needed. Made
+    ``SYNTHETIC_CHUNK`` pixels at a time: the uint8 images and one chunk's float64 numbers
+    are all it holds (a pixel takes about 120 ns: 2**24 of them, 2 s)."""
     size = int(np.prod(shape))
     templates = uniform01(seed, "synthetic/templates", classes * size).reshape(classes, size)
     labels = (uniform01(seed, f"synthetic/{split}/labels", n) * classes).astype(np.int64)
-    noise = uniform01(seed, f"synthetic/{split}/noise", n * size).reshape(n, size)
-    pixels = 0.6 * templates[labels] + 0.4 * noise
-    images = np.round(pixels * 255).astype(np.uint8).reshape(n, *shape)
-    return Split(images, labels)
+    images = np.empty((n, size), np.uint8)
+    rows = max(1, SYNTHETIC_CHUNK // size)
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        noise = uniform01(seed, f"synthetic/{split}/noise", (b - a) * size, a * size)
+        pixels = 0.6 * templates[labels[a:b]] + 0.4 * noise.reshape(b - a, size)
+        images[a:b] = np.round(pixels * 255)
+    return Split(images.reshape(n, *shape), labels)
 
 
 def load_named_split(cfg, seed: int, which: str, root: str | None = None):

@@ -286,6 +286,130 @@ def test_interface_mismatches(good, user):
     attack(good, user, {"flat-input": af.input_784()}, kinds=("onnx",), match={"flat": "784"})
 
 
+def test_bounds_that_did_not_hold(good, user):
+    """What passed the old bounds and then ran past 1 GiB or 60 s: two 0.75 GiB values alive
+    at once, an integer product's 2**28-element output (numpy holds it in float64), 64
+    integer products of 4096 cubed, 65,000 tiny nodes, 64 nodes of 1,024 inputs each."""
+    attack(good, user, {"two-alive": af.values_alive(3 << 26),
+                        "integer-output": af.integer_product(1 << 20),
+                        "integer-work": af.integer_products(64, 4096),
+                        "65k-nodes": af.many_nodes(65_000), "wide-sums": af.wide_sums(64)},
+           bench={"two-alive"}, match={"two-alive": "bytes at once",
+                                       "integer-output": "bytes at once",
+                                       "integer-work": "units of work", "65k": "nodes",
+                                       "wide": "inputs and outputs together"})
+
+
+def _accepts(engine: str = "dense"):
+    """Whether a skeleton passes every graph rule and ``engine``'s bytes at batch 1."""
+    from sltc.errors import GraphError
+
+    def accepted(graph) -> bool:
+        try:
+            graph_check.check_model(graph, (1, 28, 28), 10).batch(1, engine)
+        except GraphError:
+            return False
+        return True
+
+    return accepted
+
+
+LARGEST = {  # kind -> (builder, engines whose bound it probes, most to try, what binds it)
+    "values": (af.values_alive, ENGINES, 1 << 30, "bytes at once"),
+    "weights": (af.weights_handed, (*ENGINES, "export"), 1 << 30, "bytes at once"),
+    "integer": (af.integer_product, ENGINES, 1 << 30, "bytes at once"),
+    "pools": (af.pools, ("dense",), 64, "units of work"),
+    "node values": (af.wide_sums, ("dense",), 1 << 10, "inputs and outputs together"),
+}
+
+
+def largest_accepted() -> dict:
+    """(kind, engine) -> (size, graph) of the largest graph of that kind each bound accepts
+    (the largest chain of nodes: as many as the node bound takes); one size more is
+    refused by that bound."""
+    from sltc.errors import GraphError
+    from sltc.limits import MAX_GRAPH_NODES
+
+    found = {}
+    for kind, (build, engines, most, binds) in LARGEST.items():
+        for engine in engines:
+            size, graph = af.largest(build, _accepts(engine), 1, most)
+            with pytest.raises(GraphError, match=binds):
+                graph_check.check_model(build(size + 1), (1, 28, 28), 10).batch(1, engine)
+            found[kind, engine] = size, graph
+    chain = MAX_GRAPH_NODES - len(af.many_nodes(0).graph.node)
+    with pytest.raises(GraphError, match="nodes"):
+        graph_check.check_model(af.many_nodes(chain + 1))
+    found["nodes", "dense"] = chain, af.many_nodes(chain)
+    return found
+
+
+def test_each_bound_is_the_one_that_binds():
+    """One size past the largest accepted graph of each kind is refused by that kind's
+    bound (bytes at once in each engine, work, nodes, node values); the largest is within
+    them all (the node chain's check, 7 s, is left to the slow test that runs it)."""
+    from sltc.limits import MAX_GRAPH_BYTES, MAX_GRAPH_WORK
+
+    for (kind, engine), (size, graph) in largest_accepted().items():
+        if kind != "nodes":
+            bounds = graph_check.check_model(graph, (1, 28, 28), 10)
+            assert bounds.held(1, engine) <= MAX_GRAPH_BYTES and bounds.work <= MAX_GRAPH_WORK
+        assert size > 1, (kind, engine)
+
+
+@pytest.mark.slow
+def test_the_largest_accepted_graphs_keep_the_promise(good, tmp_path):
+    """The largest graph of each kind that the bounds accept, run in the command and
+    engine whose bound it reaches (bench at validate's batch; the ONNX export with its
+    parity check; validate and bench over the largest synthetic test set a file may name):
+    each ends within 60 s and 1 GiB, measured in a process of its own."""
+    from sltc.runtime.loader import load
+    from tests.test_fuzz import run_clis
+
+    cases = {}
+    for (kind, engine), (size, graph) in largest_accepted().items():
+        path = af.write_ticket(good / "model.slt", tmp_path / f"{kind}-{engine}.slt", graph)
+        if engine == "export":
+            cases[f"{kind} {size}: export"] = ["export", path, "-f", "onnx", "-o",
+                                               tmp_path / f"{kind}.onnx"]
+            continue
+        runs = ENGINES if kind in ("pools", "nodes", "node values") else (engine,)
+        for e in runs:
+            batch = load(path).graph.bounds.batch_for(1000, e)
+            cases[f"{kind} {size}: bench {e} at {batch}"] = [
+                "bench", path, "--engine", e, "--batch", batch, "--warmup", 0, "--repeat", 1]
+    data = tmp_path / "data.slt"
+    shutil.copy(good / "model.slt", data)
+    _record_data(data, {"synthetic_size": (1 << 26) // 784})  # the config's largest
+    for e in ("dense", "ort"):
+        cases[f"data: validate {e}"] = ["validate", data, "--engine", e, "--tolerance", 1]
+    cases["data: bench --inputs test"] = ["bench", data, "--engine", "dense", "--inputs", "test",
+                                          "--batch", 1, "--warmup", 0, "--repeat", 1]
+    results = dict(zip(cases, run_clis([(args, tmp_path) for args in cases.values()]),
+                       strict=True))
+    for case, result in results.items():
+        print(f"{case}: exit {result.code}, {result.seconds:.1f} s, "
+              f"{result.peak_rss / 2**20:.0f} MiB")
+    for case, result in results.items():
+        assert "Traceback" not in result.stderr, (case, result.stderr[-2000:])
+        assert result.code == 0 or len(result.stderr.strip().splitlines()) == 1, (case,
+                                                                                 result.stderr)
+        assert result.peak_rss < MEMORY_LIMIT and result.seconds < TIMEOUT, case
+
+
+def test_a_recorded_synthetic_set_is_bounded(good, user):
+    """A file's meta naming a synthetic set of 2**30 pixels (its test set 2**28) is refused
+    on load, before one is made: 2**26 is the config's own bound."""
+    ticket = user / "models" / "huge-data.slt"
+    shutil.copy(good / "model.slt", ticket)
+    _record_data(ticket, {"synthetic_size": (1 << 30) // 784 + 1})
+    cases = {f"validate {e}": ["validate", ticket, "--engine", e] for e in ("dense", "ort")}
+    cases["bench --inputs test"] = ["bench", ticket, "--engine", "dense", "--inputs", "test",
+                                    "--batch", "1", "--repeat", "1"]
+    for case, result in drive(user, {k: [str(a) for a in v] for k, v in cases.items()}).items():
+        assert "synthetic_size" in _one_line(result, 2), case
+
+
 def test_zero_points_are_per_tensor(good, user):
     """ONNX takes one zero point for ConvInteger's input (and onnxruntime for MatMulInteger's
     first): one per channel is refused, not run by the numpy engine alone."""
@@ -667,12 +791,20 @@ def test_the_spec_states_the_graph_limits():
     text = (ROOT / "docs/format.md").read_text()
     row = next(line for line in text.split("## 5. Load limits")[1].splitlines()
                if line.startswith("| a graph"))
-    for value in (limits.MAX_GRAPH_NODES, limits.MAX_NODE_VALUES, limits.MAX_VALUE_ELEMENTS,
-                  limits.MAX_GRAPH_BYTES, limits.MAX_GRAPH_WORK, limits.MAX_BATCH_BYTES):
+    for value in (limits.MAX_GRAPH_NODES, limits.MAX_GRAPH_VALUES, limits.MAX_NODE_VALUES,
+                  limits.MAX_VALUE_ELEMENTS, limits.MAX_GRAPH_WORK):
         assert power(value) in row, value
+    bytes_at_once = f"{power(limits.MEMORY)} - {power(limits.BASELINE)}"
+    assert limits.MAX_GRAPH_BYTES == limits.MEMORY - limits.BASELINE and bytes_at_once in row
     assert f"{limits.MAX_RANK} dimensions" in row
     rules = text.split("### 2.6 Graph rules")[1].split("### 2.5")[0]
     assert f"{limits.MAX_GRAPH_NODES:,} nodes" in rules and f"{graph_check.SMALL:,}" in rules
+    assert f"{limits.MAX_GRAPH_BYTES:,}" in rules and f"{limits.MAX_GRAPH_VALUES:,}" in rules
+    copies = graph_check.WEIGHT_COPIES
+    assert (f"{copies['ort']} in the `ort` engine, {copies['csr']} in `csr`, "
+            f"{copies['export']} in the ONNX export") in " ".join(rules.split())
+    assert f"divided by {graph_check.MACS_PER_VISIT}" in rules
+    assert f"plus {graph_check.NODE_WORK:,}." in rules
     assert "version {} to {}".format(*graph_check.OPSETS) in rules
 
 
@@ -730,9 +862,10 @@ def test_every_command_computes_with_the_skeleton(good, tmp_path):
     assert scores["eval"] < ticket.meta["test_accuracy"] - 0.5
 
 
-def test_batch_bounds(good):
-    """Each batch size is checked before it runs; validate's batch keeps the values alive at
-    once under its budget."""
+def test_batch_bounds(good, monkeypatch):
+    """Each batch size is checked before it runs, in the engine that runs it (its copies of
+    the weights it hands to onnxruntime count); validate's batch keeps the bytes alive at
+    once under the limit."""
     from sltc.errors import GraphError
     from sltc.runtime.loader import load
 
@@ -742,9 +875,15 @@ def test_batch_bounds(good):
     bounds.batch(1000)
     assert bounds.peak[1000] > bounds.peak[2] > one
     per_image = bounds.peak[2] - one
-    assert bounds.batch_for(one + 10 * per_image, 1000) in (9, 10, 11)
-    assert bounds.batch_for(1 << 40, 1000) == 1000 and bounds.batch_for(1, 1000) == 1
-    huge = graph_check.MAX_BATCH_BYTES // per_image + 1
+    assert bounds.handed == sum(a.nbytes for a in model.graph.folded().constants.values())
+    assert bounds.held(1, "ort") == one + graph_check.WEIGHT_COPIES["ort"] * bounds.handed
+    assert bounds.batch_for(1000) == 1000
+    monkeypatch.setattr(graph_check, "MAX_GRAPH_BYTES", one + 10 * per_image)
+    assert bounds.batch_for(1000) in (9, 10, 11) and bounds.batch_for(1000, "ort") < 9
+    monkeypatch.setattr(graph_check, "MAX_GRAPH_BYTES", 1)
+    assert bounds.batch_for(1000) == 1
+    monkeypatch.undo()
+    huge = graph_check.MAX_GRAPH_BYTES // per_image + 1
     with pytest.raises(GraphError, match="smaller batch"):
         bounds.batch(huge)
 

@@ -32,12 +32,13 @@ from onnx import TensorProto, helper
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from sltc import limits
 from sltc.config import from_dict, load_config
 from sltc.errors import ConfigError, SltcError
 from sltc.runtime import csrfile
 from tests.helpers import ROOT, reseal_ticket, ticket_header, write_idx
 
-MEMORY_LIMIT = 1 << 30
+MEMORY_LIMIT = limits.MEMORY
 TIMEOUT = 60
 
 
@@ -1070,7 +1071,6 @@ def test_csr_sparsity_must_agree_with_the_masks(good):
 
 def test_the_spec_states_the_limits():
     """docs/format.md section 5 gives every load limit as sltc/limits.py enforces it."""
-    from sltc import limits
 
     text = (ROOT / "docs/format.md").read_text().split("## 5. Load limits")[1]
     rows = {line.split("|")[1].strip(): line.split("|")[2] for line in text.splitlines()
