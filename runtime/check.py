@@ -322,7 +322,15 @@ class Bounds:
             self.infer(2)
         per_image = max(self.peak[2] - self.peak[1], 1)
         fixed = max(self.held(1, engine) - per_image, 0)
-        return int(min(largest, max(1, (MAX_GRAPH_BYTES - fixed) // per_image)))
+        batch = int(min(largest, max(1, (MAX_GRAPH_BYTES - fixed) // per_image)))
+        while batch > 1:  # the peak may grow faster at larger batches (another node's)
+            if batch not in self.peak:
+                self.infer(batch)
+            held = self.held(batch, engine)
+            if held <= MAX_GRAPH_BYTES:
+                break
+            batch = min(batch - 1, batch * MAX_GRAPH_BYTES // held)
+        return max(batch, 1)
 
 
 def _type(dtype: int, dims) -> onnx.TypeProto:

@@ -535,7 +535,6 @@ def run_difference(a: dict, b: dict) -> str | None:
     return first_difference(fixed(a), fixed(b))
 
 
-def save_config(config: RunConfig, path: Path) -> None:
-    from .outputs import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+def config_yaml(config: RunConfig) -> str:
+    """The YAML of a run's ``config.yaml`` (``rundir.write_config`` writes it)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -484,7 +484,7 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
     if world.main:  # the epochs so far read (the last check), then the config (a resumed
         metrics = out / "metrics.jsonl"  # run's larger train.epochs too) and those epochs
         rows = [r for r in rundir.read_metrics(metrics) if r["epoch"] <= start]
-        config_mod.save_config(config, out / "config.yaml")
+        rundir.write_config(out / "config.yaml", config)
         rundir.write_metrics(metrics, rows)
     world.barrier()
     epochs = config.train.epochs

@@ -33,10 +33,8 @@ def check_output(path: str | Path, inputs: Iterable[str | Path], owned: Iterable
     (``require_replaceable``), one of ``inputs`` (the files and folders a command reads or
     must keep: the same path once links resolve, the same file under another name (a hard
     link), or a file inside an input folder: a dataset's), or a file of a run directory
-    (``rundir.run_file``) other than those in ``owned``, the run files this command writes
+    (``run_file``) other than those in ``owned``, the run files this command writes
     (``freeze``: its run's ticket)."""
-    from .rundir import run_file
-
     target = _resolved(path)
     require_replaceable(path)
     written = _identity(target)
@@ -57,6 +55,24 @@ def check_output(path: str | Path, inputs: Iterable[str | Path], owned: Iterable
         raise SltcError(f"cannot write {path}: it is the {target.name} of the run in {run}, "
                         "which only sltc discover (and freeze, for the ticket) writes; choose "
                         "another output path")
+
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
+             "summary.json")  # what discover writes in a run directory (sltc.rundir)
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run directory: ``discover`` writes its ``config.yaml`` and its
+    ``metrics.jsonl`` (or, later, a checkpoint) before the first epoch."""
+    return (folder / "config.yaml").is_file() and any(
+        (folder / name).exists() for name in ("metrics.jsonl", "checkpoint.safetensors"))
+
+
+def run_file(path: Path) -> Path | None:
+    """The run directory of which ``path`` is one of the files (``RUN_FILES``), or None: no
+    command but the one that owns it writes there."""
+    path = Path(path)
+    return path.parent if path.name in RUN_FILES and holds_run(path.parent) else None
 
 
 KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",

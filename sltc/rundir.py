@@ -15,28 +15,10 @@ from pathlib import Path
 
 from .errors import SltcError
 from .limits import MAX_EPOCHS, MAX_METRICS_BYTES, MAX_METRICS_LINE, number_in, regular_size
-from .outputs import atomic_write_text, check_output
+from .outputs import RUN_FILES, atomic_write_text, check_output
 
 MAX_METRIC = 3.4e38  # float32's largest: every value of a metrics line is within it
 MAX_METRIC_VALUES = 32  # of one line (12 today): what read_metrics keeps stays small
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
-             "summary.json")
-
-
-def holds_run(folder: Path) -> bool:
-    """Whether ``folder`` is a run directory: ``discover`` writes its ``config.yaml`` and its
-    ``metrics.jsonl`` (or, later, a checkpoint) before the first epoch."""
-    return (folder / "config.yaml").is_file() and any(
-        (folder / name).exists() for name in ("metrics.jsonl", "checkpoint.safetensors"))
-
-
-def run_file(path: Path) -> Path | None:
-    """The run directory of which ``path`` is one of the files (``RUN_FILES``), or None: no
-    command but the one that owns it writes there (``outputs.check_output``)."""
-    path = Path(path)
-    return path.parent if path.name in RUN_FILES and holds_run(path.parent) else None
-
-
 def own_files(run: Path, ticket: bool = True) -> list[Path]:
     """The run's files, which no other command writes over (``outputs.check_output``); its
     ticket too unless ``ticket`` is false (``freeze`` writes it)."""
@@ -172,6 +154,13 @@ def claim(out: Path, config, resume: bool, main: bool = True):
     with locked(out):
         check_out(out, config, resume)
         yield
+
+
+def write_config(path: Path, config) -> None:
+    """The run's ``config.yaml``: every key, the recipe's filled in."""
+    from .config import config_yaml
+
+    atomic_write_text(path, config_yaml(config))
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:

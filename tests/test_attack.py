@@ -211,7 +211,7 @@ BOMBS = {"expand": af.expand, "constant-of-shape": af.constant_of_shape, "tile":
 def test_shape_and_size_bombs(good, user):
     attack(good, user, {name: build() for name, build in BOMBS.items()},
            bench={"expand", "batch-threshold"},
-           match={"work": "multiply-add", "many-bytes": "bytes", "batch-squared": "batch",
+           match={"work": "units of work", "many-bytes": "bytes", "batch-squared": "batch",
                   "batch-threshold": "batch"})
 
 
