@@ -47,9 +47,9 @@ SMALL_WORK = 1 << 16  # by nodes of at most this much work (shape arithmetic)
 # float64 one for an integer product), a node about 20 us however small.
 MACS_PER_VISIT = 64  # a product's multiply-adds cost one element visit per 64
 NODE_WORK = 1 << 10  # a node's own cost, in element visits
-PRODUCTS = ("MatMul", "MatMulInteger", "Gemm", "Conv", "ConvInteger")
 # temporaries the size of the output that numpy's function for the op holds while it runs,
-# the output aside (tracemalloc): 1 / (x + exp(-x)), erf's three, softmax's exponentials
+# the output aside (measured with tracemalloc): sigmoid's 1 + exp(-x), Gelu's erf terms,
+# softmax's exponentials
 SCRATCH = {"Sigmoid": 1, "Gelu": 2, "Softmax": 1, "LayerNormalization": 2, "MaxPool": 1,
            "AveragePool": 2, "DequantizeLinear": 1}
 # copies of the weights handed to onnxruntime that each engine (and the ONNX export, with its
