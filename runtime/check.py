@@ -42,9 +42,9 @@ DOMAINS = ("", "ai.onnx")
 SMALL = 1 << 12  # values of at most this many elements are computed while inferring,
 SMALL_WORK = 1 << 16  # by nodes of at most this much work (shape arithmetic)
 # The cost model (format.md section 2.6, rule 8), measured on numpy's dense engine, the
-# slowest: an element visit costs 0.1 to 16 ns (a float Add; Erf, a 3x3 MaxPool window,
-# numpy's batched 2x2 MatMul), a product's multiply-add 0.04 to 0.25 ns (a BLAS GEMM; a
-# float64 one for an integer product), a node about 20 us however small.
+# slowest, by benchmarks/graph_costs.py: a unit costs 0.2 to 15 ns (a float Add's visit; a
+# 3x3 MaxPool's, numpy's batched 2x2 MatMul's), a BLAS multiply-add 0.04 ns (a float64 one
+# for an integer product 0.2 ns), a node about 20 us however small.
 MACS_PER_VISIT = 64  # a product's multiply-adds cost one element visit per 64
 NODE_WORK = 1 << 10  # a node's own cost, in element visits
 # temporaries the size of the output that numpy's function for the op holds while it runs,

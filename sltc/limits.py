@@ -27,7 +27,7 @@ MAX_EPOCHS = 100_000  # epochs of one run
 MAX_SIDE = 8192  # an input dimension: an image side or a channel count
 # a graph (a ticket's skeleton, an ONNX file), checked whole before it runs (format.md section 2.6)
 MAX_GRAPH_NODES = 1 << 14  # nodes (the registry's swin, 3 stages of 2 blocks: 1,515)
-MAX_GRAPH_VALUES = 1 << 16  # inputs and outputs of all nodes (checked: 0.2 ms a node, 33 us each)
+MAX_GRAPH_VALUES = 1 << 16  # inputs and outputs of all nodes (check: 0.5 ms a node, 34 us each)
 MAX_NODE_VALUES = 1 << 10  # inputs, and outputs, of one node
 MAX_RANK = 8  # dimensions of one value
 MAX_VALUE_ELEMENTS = MAX_WEIGHTS  # one value (an initializer, an activation) at batch 1

@@ -698,9 +698,9 @@ def test_options_and_inputs_that_were_exit_1(good, user):
 
 
 def test_a_run_that_cannot_fit_in_memory_is_refused(user):
-    """model.widths [15000, 15000] is under the weight limit, but its run needs about 11 GiB
-    (50 bytes a weight): where the process may have less (here ulimit -v 8 GiB) it is one
-    line before a weight is made."""
+    """model.widths [15000, 15000] is under the weight limit, but its run needs about 11.5
+    GiB (52 bytes a weight): where the process may have less (here ulimit -v 8 GiB) it is
+    one line before a weight is made."""
     import resource
 
     def limit():
@@ -710,7 +710,7 @@ def test_a_run_that_cannot_fit_in_memory_is_refused(user):
         user / "wide", "model.widths=[15000,15000]"))], cwd=user, capture_output=True,
         text=True, timeout=TIMEOUT, preexec_fn=limit, env={**os.environ, "PYTHONPATH": str(ROOT)})
     line, = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and "needs about 11.0 GiB of memory" in line, proc.stderr
+    assert proc.returncode == 2 and "needs about 11.5 GiB of memory" in line, proc.stderr
     assert not (user / "wide").exists()
 
 
