@@ -43,8 +43,8 @@ def _layer(ticket, spec: LayerSpec, values: str, tensors: dict) -> dict:
         if values == "stored":
             w = ticket.dense_weight(name).reshape(shape[0], -1)
             tensors[f"{name}.values"] = w[mask2d].astype(np.float32)
-    elif values == "stored":
-        tensors[f"{name}.values"] = ticket.dense_weight(name).astype(np.float32)
+    elif values == "stored":  # the whole weight, flat (format.md section 3)
+        tensors[f"{name}.values"] = ticket.dense_weight(name).astype(np.float32).reshape(-1)
     return entry
 
 

@@ -36,12 +36,14 @@ def calibration_images(meta: dict, seed: int, data_root=None) -> np.ndarray:
     """``CALIBRATION_IMAGES`` of the ticket's training split (validation images left out),
     evenly spaced, as float32 in [0, 1]."""
     from sltc.config import DataConfig
-    from sltc.data import load_dataset
+    from sltc.data import check_data_folder, check_fits, load_dataset
 
-    data = dict(meta["config"]["data"])
+    cfg = DataConfig.model_validate(meta["config"]["data"])
+    check_data_folder(cfg, data_root)
     if data_root is not None:
-        data["root"] = str(data_root)
-    train = load_dataset(DataConfig.model_validate(data), seed).train
+        cfg = cfg.model_copy(update={"root": str(data_root)})
+    train = load_dataset(cfg, seed).train
+    check_fits(train, meta["input_shape"], meta["classes"], data_root or cfg.root or cfg.name)
     index = np.unique(np.linspace(0, len(train) - 1, min(CALIBRATION_IMAGES, len(train)))
                       .round().astype(np.int64))
     return train.take(index).batch(0, len(index)).astype(np.float32) / np.float32(255)

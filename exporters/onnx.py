@@ -33,7 +33,6 @@ from ._registry import EXPORTERS
 log = logging.getLogger("sltc")
 WEIGHTS = ("dense", "sparse", "auto")  # auto: whichever file is smaller
 EXTERNAL_DATA_BYTES = 1_800_000_000  # above this, weights go to a side file (protobuf's 2 GB cap)
-PARITY_BYTES = 1 << 30  # the parity check's batch keeps the reference graph under this
 
 
 def parity(model_path: str, reference: Graph, data: dict, seed: int, data_root=None,
@@ -44,7 +43,7 @@ def parity(model_path: str, reference: Graph, data: dict, seed: int, data_root=N
     from sltc.data import recorded_test_set
     from sltc.runtime._ort import session
 
-    batch = reference.bounds.batch_for(PARITY_BYTES, batch)
+    batch = reference.bounds.batch_for(batch, "export")
     if data["name"] == "loaders":
         x = np.random.default_rng(0).random((min(batch, 64), *reference.input_shape),
                                             dtype=np.float32)
@@ -85,6 +84,7 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
         raise SltcError("--data is read only by the parity check (and --quantize int8's "
                         "calibration), which --no-check skips; drop one of them")
     meta = ticket.meta
+    ticket.bounds.batch(1, "export")  # its copies of the weights too, before any is made
     reference = graph = Graph.from_ticket(ticket)
     if compact_units:
         graph = compact(graph)

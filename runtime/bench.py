@@ -98,7 +98,7 @@ def measure(path: str, engine: str, batches: list[int], threads: int, provider: 
                         allow_fallback=allow_fallback, allow_int8=allow_int8)
     load_s = time.perf_counter() - tic
     for batch in batches:  # every batch size within the graph's bounds, before any input
-        model.graph.bounds.batch(batch)
+        model.graph.bounds.batch(batch, engine)
     source = input_source(model, inputs, data_root)
     precision = model.precision
     kernels = None if precision == "fp32" else cpu_int8_kernels()

@@ -24,9 +24,9 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from sltc.errors import GraphError
 from sltc.limits import (
-    MAX_BATCH_BYTES,
     MAX_GRAPH_BYTES,
     MAX_GRAPH_NODES,
+    MAX_GRAPH_VALUES,
     MAX_GRAPH_WORK,
     MAX_NODE_VALUES,
     MAX_RANK,
@@ -35,12 +35,28 @@ from sltc.limits import (
 )
 from sltc.skeleton import LOCATION, is_placeholder
 
-from .ops import DTYPES, OPS, Node
+from .ops import DTYPES, NEVER_FOLDED, OPS, Node
 
 OPSETS = (13, 21)  # the default domain's versions whose ops the table follows
 DOMAINS = ("", "ai.onnx")
 SMALL = 1 << 12  # values of at most this many elements are computed while inferring,
 SMALL_WORK = 1 << 16  # by nodes of at most this much work (shape arithmetic)
+# The cost model (format.md section 2.6, rule 8), measured on numpy's dense engine, the
+# slowest, by benchmarks/graph_costs.py: a unit costs 0.2 to 15 ns (a float Add's visit; a
+# 3x3 MaxPool's, numpy's batched 2x2 MatMul's), a BLAS multiply-add 0.04 ns (a float64 one
+# for an integer product 0.2 ns), a node about 20 us however small.
+MACS_PER_VISIT = 64  # a product's multiply-adds cost one element visit per 64
+NODE_WORK = 1 << 10  # a node's own cost, in element visits
+# temporaries the size of the output that numpy's function for the op holds while it runs,
+# the output aside (measured with tracemalloc): sigmoid's 1 + exp(-x), Gelu's erf terms,
+# softmax's exponentials
+SCRATCH = {"Sigmoid": 1, "Gelu": 2, "Softmax": 1, "LayerNormalization": 2, "MaxPool": 1,
+           "AveragePool": 2, "DequantizeLinear": 1}
+# copies of the weights handed to onnxruntime that each engine (and the ONNX export, with its
+# parity check) holds beside the graph's own at their most: measured, see
+# tests/test_attack.py::test_the_largest_accepted_graphs_keep_the_promise
+WEIGHT_COPIES = {"dense": 0, "csr": 8, "ort": 3, "export": 2}
+LIGHTER = {"csr": "use engine 'ort' or 'dense'", "ort": "use engine 'dense'"}
 ATTRIBUTE_KINDS = {AttributeProto.INT, AttributeProto.FLOAT, AttributeProto.STRING,
                    AttributeProto.INTS, AttributeProto.FLOATS, AttributeProto.TENSOR,
                    AttributeProto.SPARSE_TENSOR}
@@ -214,8 +230,18 @@ def _node(node: onnx.NodeProto, external: list) -> None:
             _sparse(a.sparse_tensor, f"{_name(node)} attribute {a.name!r}", external)
 
 
-def _interface(model: onnx.ModelProto, sources: set[str]) -> tuple[onnx.ValueInfoProto, int]:
-    """The one input (float32, any batch, a fixed image shape) and one output."""
+def _unique(names: list[str]) -> None:
+    """No two initializers (sparse ones included) share a name: which would fill it?"""
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise GraphError(f"two initializers are named {twice!r}; each name is one tensor")
+
+
+def _interface(model: onnx.ModelProto, sources: set[str], skeleton: bool
+               ) -> tuple[onnx.ValueInfoProto, int]:
+    """The one input (float32, any batch, a fixed image shape) and one output, declared
+    float32 (N, classes) in a ``skeleton`` (a ticket's, a CSR export's: a file that says its
+    classes), and so where declared at all in an ONNX file."""
     g = model.graph
     inputs = [i for i in g.input if i.name not in sources]
     if len(inputs) != 1 or len(g.output) != 1:
@@ -231,6 +257,10 @@ def _interface(model: onnx.ModelProto, sources: set[str]) -> tuple[onnx.ValueInf
                          f"{MAX_SIDE}")
     out = y.type.tensor_type
     classes = 0
+    if skeleton and not out.HasField("shape"):
+        raise GraphError(f"a skeleton declares its output {y.name!r}: float32 (N, classes)")
+    if out.elem_type not in (TensorProto.UNDEFINED, TensorProto.FLOAT):
+        raise GraphError(f"the graph's output {y.name!r} must be declared float32")
     if out.HasField("shape"):
         dims_out = list(out.shape.dim)
         if len(dims_out) != 2 or dims_out[0].HasField("dim_value") or not dims_out[
@@ -250,7 +280,9 @@ def _interface(model: onnx.ModelProto, sources: set[str]) -> tuple[onnx.ValueInf
 class Bounds:
     """A checked graph: what inference needs, and its sizes at batch 1. ``batch(n)`` infers
     the graph again at batch ``n`` (once per size) and refuses it where a value would grow
-    faster than the batch or the values alive at once pass ``MAX_BATCH_BYTES``."""
+    faster than the batch or the bytes alive at once would pass ``MAX_GRAPH_BYTES``: its
+    values and each node's scratch, and an engine's own copies of the weights it hands to
+    onnxruntime (``WEIGHT_COPIES``)."""
 
     nodes: list
     opset: list  # the model's opset_import
@@ -263,47 +295,103 @@ class Bounds:
     elements: dict = field(default_factory=dict)  # value -> elements at batch 1
     peak: dict = field(default_factory=dict)  # batch -> bytes alive at once
     work: int = 0  # at batch 1
+    handed: int = 0  # bytes of the constants (once folded) that the other nodes read
 
     def infer(self, batch: int) -> dict:
         """Name -> (dtype, dims) of every value at ``batch``; sums up bytes and work."""
         return _infer(self, batch)
 
-    def batch(self, n: int) -> None:
-        if n in self.peak:
-            return
-        self.infer(n)
-        if self.peak[n] > MAX_BATCH_BYTES:
-            raise GraphError(f"at batch {n} the graph holds {self.peak[n]:,} bytes at once, over "
-                             f"sltc's limit of {MAX_BATCH_BYTES:,}; use a smaller batch")
+    def held(self, n: int, engine: str = "dense") -> int:
+        """Bytes alive at once at batch ``n`` (inferred) in ``engine``."""
+        return self.peak[n] + WEIGHT_COPIES[engine] * self.handed
 
-    def batch_for(self, budget: int, largest: int) -> int:
-        """The largest batch up to ``largest`` whose values alive at once fit ``budget``
-        bytes (at least 1)."""
-        self.batch(2)
+    def batch(self, n: int, engine: str = "dense") -> None:
+        if n not in self.peak:
+            self.infer(n)
+        if self.held(n, engine) > MAX_GRAPH_BYTES:
+            copies = f" (with engine {engine!r}'s copies of its {self.handed:,} bytes of " \
+                f"weights)" if WEIGHT_COPIES[engine] else ""
+            fix = "use a smaller batch" if n > 1 else LIGHTER.get(engine, "make the graph smaller")
+            raise GraphError(f"at batch {n} the graph holds {self.held(n, engine):,} bytes at "
+                             f"once{copies}, over sltc's limit of {MAX_GRAPH_BYTES:,}; {fix}")
+
+    def batch_for(self, largest: int, engine: str = "dense") -> int:
+        """The largest batch up to ``largest`` whose bytes alive at once in ``engine`` fit
+        ``MAX_GRAPH_BYTES`` (at least 1)."""
+        if 2 not in self.peak:
+            self.infer(2)
         per_image = max(self.peak[2] - self.peak[1], 1)
-        fixed = max(self.peak[1] - per_image, 0)
-        return int(min(largest, max(1, (budget - fixed) // per_image)))
+        fixed = max(self.held(1, engine) - per_image, 0)
+        batch = int(min(largest, max(1, (MAX_GRAPH_BYTES - fixed) // per_image)))
+        while batch > 1:  # the peak may grow faster at larger batches (another node's)
+            if batch not in self.peak:
+                self.infer(batch)
+            held = self.held(batch, engine)
+            if held <= MAX_GRAPH_BYTES:
+                break
+            batch = min(batch - 1, batch * MAX_GRAPH_BYTES // held)
+        return max(batch, 1)
 
 
 def _type(dtype: int, dims) -> onnx.TypeProto:
     return helper.make_tensor_type_proto(dtype, list(dims))
 
 
-def _work(node, ins: list, outs: list) -> int:
-    """Multiply-adds of a product; elements visited by anything else."""
+def _attrs(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _products(node, ins: list, outs: list) -> tuple[int, int]:
+    """A product's multiply-adds, and the elements of its im2col columns (a convolution's
+    input patches, copied out): (0, 0) for any other node."""
     out = sum(math.prod(d) for d in outs)
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if node.op_type == "MatMul" and ins[0]:
-        return out * ins[0][-1]
-    if node.op_type == "Gemm" and len(ins[0]) == 2:
-        return out * ins[0][0 if attrs.get("transA") else 1]
-    if node.op_type == "Conv":
-        return out * math.prod(ins[1][1:])
-    if node.op_type in ("MaxPool", "AveragePool"):
-        return out * math.prod(attrs.get("kernel_shape", [1]))
+    op = node.op_type
+    if op in ("MatMul", "MatMulInteger") and ins[0]:
+        return out * ins[0][-1], 0
+    if op == "Gemm" and len(ins[0]) == 2:
+        return out * ins[0][0 if _attrs(node).get("transA") else 1], 0
+    if op in ("Conv", "ConvInteger") and len(ins[1]) == 4 and ins[1][0]:
+        macs = out * math.prod(ins[1][1:])
+        return macs, macs * _attrs(node).get("group", 1) // ins[1][0]
+    return 0, 0
+
+
+def _work(node, ins: list, outs: list) -> int:
+    """Element visits (the elements of its inputs and outputs, a convolution's columns, a
+    pool's windows; ``Shape`` and ``Size``: their outputs), its multiply-adds over
+    ``MACS_PER_VISIT``, and ``NODE_WORK``."""
+    out = sum(math.prod(d) for d in outs)
+    macs, columns = _products(node, ins, outs)
     if node.op_type in ("Shape", "Size"):  # read the shape, not the elements
-        return out
-    return out + sum(math.prod(d) for d in ins)
+        visits = out
+    else:
+        visits = out + sum(math.prod(d) for d in ins) + columns
+    if node.op_type in ("MaxPool", "AveragePool"):
+        visits += out * math.prod(_attrs(node).get("kernel_shape", [1]))
+    return visits + -(-macs // MACS_PER_VISIT) + NODE_WORK
+
+
+def _scratch(node, ins: list, outs: list, out_bytes: int) -> int:
+    """Bytes numpy's function for the node holds while it runs, its inputs and outputs
+    aside: an integer product's float64 copies of its inputs, columns and sum (float64
+    keeps it exact and fast), a float convolution's columns and sum, a pool's padded input,
+    ``SCRATCH``'s temporaries, ``DynamicQuantizeLinear``'s two float copies of its input."""
+    op = node.op_type
+    _, columns = _products(node, ins, outs)
+    out = sum(math.prod(d) for d in outs)
+    if op in ("MatMulInteger", "ConvInteger"):
+        return 8 * (sum(math.prod(d) for d in ins[:2]) + columns + out)
+    itemsize = out_bytes // max(out, 1)
+    if op == "Conv":
+        return itemsize * (columns + out)
+    if op == "DynamicQuantizeLinear":
+        return 2 * 4 * math.prod(ins[0])
+    if op in ("MaxPool", "AveragePool") and ins and len(ins[0]) == 4:
+        pads = _attrs(node).get("pads", [0, 0, 0, 0])
+        padded = ins[0][0] * ins[0][1] * (ins[0][2] + pads[0] + pads[2]) * (
+            ins[0][3] + pads[1] + pads[3])
+        return itemsize * padded + SCRATCH[op] * out_bytes
+    return SCRATCH.get(op, 0) * out_bytes
 
 
 def _computed(node, known: dict, shapes: dict):
@@ -332,6 +420,8 @@ def _infer(bounds: Bounds, batch: int) -> dict:
     alive = sum(math.prod(d) * _itemsize(t) for t, d in shapes.values())
     peak = alive
     work = 0
+    fixed = set(bounds.sources)  # the values a folded graph holds as constants
+    handed = set()  # ... and those of them that the other nodes read
     for i, node in enumerate(bounds.nodes):
         where = _name(node)
         missing = [name for name in node.input if name and name not in shapes]
@@ -349,7 +439,11 @@ def _infer(bounds: Bounds, batch: int) -> dict:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise GraphError(f"{where}: {first}") from None
         ins = [shapes[name][1] for name in node.input if name]
-        outs = []
+        if node.op_type not in NEVER_FOLDED and all(n in fixed for n in node.input if n):
+            fixed.update(n for n in node.output if n)
+        else:
+            handed.update(n for n in node.input if n in fixed)
+        outs, out_bytes = [], 0
         for name in node.output:
             if not name:
                 continue
@@ -368,11 +462,12 @@ def _infer(bounds: Bounds, batch: int) -> dict:
                                  f"{bounds.elements[name]:,} at batch 1")
             shapes[name] = (t.elem_type, _dims(dims, f"{where} output {name!r}", None))
             outs.append(shapes[name][1])
-            alive += math.prod(shapes[name][1]) * _itemsize(t.elem_type)
+            out_bytes += math.prod(shapes[name][1]) * _itemsize(t.elem_type)
+        alive += out_bytes
         _rules(node, shapes, known, where)
         cost = _work(node, ins, outs)
         work += cost
-        peak = max(peak, alive)
+        peak = max(peak, alive + _scratch(node, ins, outs, out_bytes))
         for name in set(node.input) | set(node.output):
             if name and last.get(name, -1) <= i and name not in bounds.sources and \
                     name != bounds.input_name:
@@ -382,6 +477,7 @@ def _infer(bounds: Bounds, batch: int) -> dict:
     bounds.peak[batch] = peak
     if batch == 1:
         bounds.work = work
+        bounds.handed = sum(math.prod(shapes[n][1]) * _itemsize(shapes[n][0]) for n in handed)
     return shapes
 
 
@@ -390,6 +486,11 @@ def _rules(node, shapes: dict, known: dict, where: str) -> None:
     for index, rank in rules.ranks.items():
         if len(shapes[node.input[index]][1]) != rank:
             raise GraphError(f"{where}: input {index} must have rank {rank} (2-D windows only)")
+    for index in rules.scalars:
+        if index < len(node.input) and node.input[index] and \
+                math.prod(shapes[node.input[index]][1]) != 1:
+            raise GraphError(f"{where}: input {index} must hold one element (the input's zero "
+                             "point is per tensor)")
     if rules.rule is not None:
         dtypes = [np.dtype(helper.tensor_dtype_to_np_dtype(shapes[n][0])) if n else None
                   for n in node.input]
@@ -439,8 +540,13 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
     if len(g.node) > MAX_GRAPH_NODES:
         raise GraphError(f"the graph has {len(g.node):,} nodes, over sltc's limit of "
                          f"{MAX_GRAPH_NODES:,}")
+    references = sum(len(node.input) + len(node.output) for node in g.node)
+    if references > MAX_GRAPH_VALUES:
+        raise GraphError(f"the graph's nodes have {references:,} inputs and outputs together, "
+                         f"over sltc's limit of {MAX_GRAPH_VALUES:,}")
     external: list = []
     sources, values = {}, {}
+    _unique([t.name for t in g.initializer] + [s.values.name for s in g.sparse_initializer])
     for t in g.initializer:
         what = f"initializer {t.name!r}"
         if is_placeholder(t) and folder is None:
@@ -464,7 +570,7 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
         for a in node.attribute:
             if a.type == AttributeProto.SPARSE_TENSOR:
                 check_sparse(a.sparse_tensor, f"{_name(node)} attribute {a.name!r}")
-    x, declared = _interface(model, set(sources))
+    x, declared = _interface(model, set(sources), classes is not None)
     shape = tuple(d.dim_value for d in x.type.tensor_type.shape.dim[1:])
     if input_shape is not None and list(shape) != list(input_shape):
         raise GraphError(f"the graph's input is N x {list(shape)} but the file says its input "
@@ -482,8 +588,9 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
         raise GraphError(f"the graph holds {bounds.peak[1]:,} bytes at once for one image, over "
                          f"sltc's limit of {MAX_GRAPH_BYTES:,}")
     if bounds.work > MAX_GRAPH_WORK:
-        raise GraphError(f"the graph takes {bounds.work:,} multiply-adds and element visits per "
-                         f"image, over sltc's limit of {MAX_GRAPH_WORK:,}")
+        raise GraphError(f"the graph takes {bounds.work:,} units of work per image (element "
+                         f"visits, multiply-adds / {MACS_PER_VISIT}, {NODE_WORK:,} a node), "
+                         f"over sltc's limit of {MAX_GRAPH_WORK:,}")
     out_type, out = shapes[g.output[0].name]
     bounds.classes = out[-1] if len(out) == 2 and out[0] == 1 else 0
     if out_type != TensorProto.FLOAT or not bounds.classes or declared not in (0, bounds.classes):

@@ -20,6 +20,7 @@ segment beside sparse and fp32.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -384,12 +385,18 @@ class SparseEngine:
             self.plans[batch] = self.calibrate(np.asarray(x[:batch], dtype=np.float32))
         return self.plans[batch]
 
+    @functools.cached_property
+    def baseline(self) -> Plan:
+        """The whole graph in one onnxruntime session (or numpy): one for every batch size,
+        so that its copy of the weights is made once."""
+        return build_plan(self.graph, {}, self.values, self.threads, self.use_ort)
+
     def calibrate(self, x: np.ndarray) -> Plan:
         """The plan for batches of ``len(x)``, measured on ``x``: sparse layers where they
         win; then (``allow_int8``) int8 segments where they win, around those sparse layers
         or in a plan without them, whichever is faster; a plan that does not beat
         onnxruntime's whole fp32 graph by ``PLAN_WIN`` is dropped for it."""
-        baseline = build_plan(self.graph, {}, self.values, self.threads, self.use_ort)
+        baseline = self.baseline
         chosen = {}
         for group in self._groups(len(x)):
             for name, arg in zip(group, self._probe(x, group), strict=True):

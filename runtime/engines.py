@@ -39,10 +39,10 @@ class Predictor:
     bounds: Bounds | None = None  # the graph's: each new batch size is checked first
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Logits of ``x``; a batch size the graph's bounds refuse, or a failure inside
-        numpy or onnxruntime, is one ``SltcError`` line."""
+        """Logits of ``x``; a batch size the graph's bounds refuse (in this engine), or a
+        failure inside numpy or onnxruntime, is one ``SltcError`` line."""
         if self.bounds is not None:
-            self.bounds.batch(len(x))
+            self.bounds.batch(len(x), self.engine)
         try:
             return self.predict(x)
         except SltcError:
@@ -137,6 +137,7 @@ def prepare(model: Deployable, engine: str, **options) -> Predictor:
     _warn_saturation(model, engine)
     one = np.zeros((1, *model.graph.input_shape), np.float32)
     try:
+        model.graph.bounds.batch(1, engine)  # the engine's copies of the weights too
         predictor = factory(model, **options)
         predictor.bounds = model.graph.bounds
         predictor(one)

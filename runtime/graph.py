@@ -18,10 +18,9 @@ from onnx import TensorProto, helper, numpy_helper
 from sltc.errors import GraphError
 
 from .check import Bounds, check_model
-from .ops import OPS, Node, sparse_to_dense
+from .ops import NEVER_FOLDED, OPS, Node, sparse_to_dense
 
 IR_VERSION = 8
-KEPT = frozenset({"DequantizeLinear"})  # never folded: an int8 weight stays int8 for onnxruntime
 
 
 def _first_line(e: Exception) -> str:
@@ -92,14 +91,14 @@ class Graph:
 
     def folded(self) -> Graph:
         """Nodes whose inputs are all constants evaluated once (e.g. a weight's Transpose),
-        but for ``KEPT`` ops; a constant goes once no node after it reads it."""
+        but for ``NEVER_FOLDED`` ops; a constant goes once no node after it reads it."""
         constants, nodes, masked = dict(self.constants), [], set(self.masked)
         last = {name: i for i, node in enumerate(self.nodes) for name in node.inputs}
         last[self.output_name] = len(self.nodes)
         kept = set()  # what the nodes left to run read
         with np.errstate(all="ignore"):
             for i, node in enumerate(self.nodes):
-                if node.op in KEPT or not all(not name or name in constants
+                if node.op in NEVER_FOLDED or not all(not name or name in constants
                                               for name in node.inputs):
                     nodes.append(node)
                     kept.update(node.inputs)

@@ -78,6 +78,7 @@ class Op:
     outputs: tuple[int, int] = (1, 1)
     attrs: dict = field(default_factory=dict)  # name -> Attr; any other attribute is refused
     ranks: dict = field(default_factory=dict)  # input index -> the rank it must have
+    scalars: tuple[int, ...] = ()  # inputs that must hold one element (a per-tensor zero point)
     rule: Callable | None = None  # (input dtypes, known input values or None) -> what breaks it
 
     def __call__(self, node, *inputs):
@@ -115,6 +116,7 @@ class Node:
 
 
 LAYERS = ("MatMul", "Gemm", "Conv")  # the products by a weight: a network's layers
+NEVER_FOLDED = frozenset({"DequantizeLinear"})  # an int8 weight stays int8 for onnxruntime
 
 
 def layer_inputs(node: Node) -> tuple[str | None, str | None]:
@@ -509,13 +511,13 @@ def _centred(x: np.ndarray, zero_point, axis: int) -> np.ndarray:
                                    _along(zero_point, x, axis).astype(np.float64))
 
 
-@op("MatMulInteger", inputs=(2, 4), rule=_quantized_type)
+@op("MatMulInteger", inputs=(2, 4), rule=_quantized_type, scalars=(2,))
 def matmul_integer(node, a, b, a_zero_point=None, b_zero_point=None):
     return np.matmul(_centred(a, a_zero_point, -2), _centred(b, b_zero_point, -1)).astype(np.int32)
 
 
 @op("ConvInteger", inputs=(2, 4), attrs={**WINDOW, "group": integer(1, MAX_SIDE)},
-    ranks={0: 4, 1: 4}, rule=_quantized_type)
+    ranks={0: 4, 1: 4}, rule=_quantized_type, scalars=(2,))
 def conv_integer(node, x, w, x_zero_point=None, w_zero_point=None):
     return conv(node, _centred(x, x_zero_point, 1), _centred(w, w_zero_point, 0)).astype(np.int32)
 

@@ -14,8 +14,7 @@ from .engines import prepare
 from .loader import Deployable, kind_of, load
 from .quantize import cpu_int8_kernels
 
-BATCH = 1000  # test images per call, fewer where the graph would hold more than BUDGET
-BUDGET = 1 << 30  # bytes alive at once in the graph
+BATCH = 1000  # test images per call, fewer where the graph would pass its bytes alive at once
 
 
 def gpu_available(engine: str) -> bool:
@@ -55,7 +54,7 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
     test = model_test_set(model, data_root)
     predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback,
                         allow_int8=allow_int8)
-    batch = model.graph.bounds.batch_for(BUDGET, batch)
+    batch = model.graph.bounds.batch_for(batch, engine)
     predictions = []
     for i in range(0, len(test), batch):
         x = test.batch(i, i + batch).astype(np.float32) / np.float32(255)

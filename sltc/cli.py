@@ -114,7 +114,8 @@ def freeze(
                         "own rule freezes); add --target-sparsity, or drop --scope")
     trainer = load_run(run_dir, device)
     path = output or Path(run_dir) / "ticket.slt"
-    check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)])
+    check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)],
+                 owned=[Path(run_dir) / "ticket.slt"])
     trainer.progress = Progress(not as_json)
     ticket, scores = freeze_run(trainer, target_sparsity, scope)  # discover's rule, or this target
     ticket.save(path)
@@ -274,13 +275,18 @@ def _allow_int8(allow: list[str]) -> bool:
     return bool(allow)
 
 
-def _ints(text: str, flag: str) -> list[int]:
+MAX_WARMUP, MAX_REPEAT, MAX_ROUNDS = 10_000, 100_000, 100  # bench: calls and rounds
+MAX_BATCH = 1 << 16  # images of one bench batch, as data.batch_size
+
+
+def _ints(text: str, flag: str, high: int) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values or min(values) < 1:
-        raise SltcError(f"{flag} {text!r}: expected positive integers separated by commas, e.g. 1,64")
+    if not values or min(values) < 1 or max(values) > high:
+        raise SltcError(f"{flag} {text[:40]!r}: expected integers in [1, {high}] separated by "
+                        "commas, e.g. 1,64")
     return values
 
 
@@ -292,9 +298,9 @@ def bench(
     threads: int = typer.Option(1, "--threads", min=1, max=os.cpu_count() or 1,
                                 help="Threads per engine, at most the CPUs of this machine."),
     provider: str = typer.Option("cpu", "--provider", help="cpu or cuda."),
-    warmup: int = typer.Option(20, "--warmup", min=0),
-    repeat: int = typer.Option(200, "--repeat", min=1),
-    rounds: int = typer.Option(1, "--rounds", min=1,
+    warmup: int = typer.Option(20, "--warmup", min=0, max=MAX_WARMUP),
+    repeat: int = typer.Option(200, "--repeat", min=1, max=MAX_REPEAT),
+    rounds: int = typer.Option(1, "--rounds", min=1, max=MAX_ROUNDS,
                                help="Run every model and engine this many times, taking turns; "
                                     "keep each one's best p50 (evens out the machine's drift) "
                                     "and mark speed-ups whose rounds straddle 1x with ~."),
@@ -315,7 +321,7 @@ def bench(
     from .outputs import check_output
     from .progress import Progress
 
-    batches = _ints(batch, "--batch")
+    batches = _ints(batch, "--batch", MAX_BATCH)
     if data is not None and inputs != "test":
         raise SltcError("--data is read only with --inputs test; add --inputs test, or drop "
                         "--data")
@@ -373,6 +379,14 @@ def _usage_line(e) -> str:
     return f"{message} (see {where} --help)"
 
 
+def out_of_memory(e: Exception) -> bool:
+    """Whether ``e`` is an allocation the machine refused: numpy's ``MemoryError``, or
+    torch's allocator failing on the CPU or a GPU."""
+    text = str(e)
+    return isinstance(e, MemoryError) or isinstance(e, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text)
+
+
 def main() -> None:
     """Exit codes: 0 done, 1 an internal error (a bug: report it), 2 a user mistake
     (one line naming it and the fix), 3 a check that failed, 130 interrupted."""
@@ -389,12 +403,23 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         code = 130
     except Exception as e:  # noqa: BLE001 - anything else is a bug, said as one
+        if out_of_memory(e):  # sizes the user chose that this machine cannot hold
+            print("sltc: error: out of memory: this machine cannot hold what the command "
+                  f"allocates ({' '.join(str(e).split())[:200]}); use a smaller batch, image "
+                  "size or network", file=sys.stderr)
+            sys.exit(2)
         if os.environ.get("SLTC_DEBUG"):
             raise
         print(f"sltc: internal error: {type(e).__name__}: {' '.join(str(e).split())[:500]}; "
               "this is a bug in sltc: rerun with SLTC_DEBUG=1 for the traceback and report it",
               file=sys.stderr)
         code = 1
+    except BaseException as e:  # noqa: BLE001 - SystemExit and the like: a user's code's
+        from .usercode import described  # (sltc raises none), where no narrower check was
+
+        print(f"sltc: error: code outside sltc raised {described(e)}; fix that code",
+              file=sys.stderr)
+        code = 2
     if code == 130:
         print("sltc: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

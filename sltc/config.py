@@ -23,7 +23,7 @@ from .limits import MAX_EPOCHS, MAX_SIDE, number_in, read_limited
 CONFIG_VERSION = 1
 MAX_WIDTH = 1 << 16  # units or channels of one layer
 MAX_IMAGES = 1 << 24
-MAX_SYNTHETIC_PIXELS = 1 << 30  # 4 GiB of float32: a synthetic set larger than any real one
+MAX_SYNTHETIC_PIXELS = 1 << 26  # above Fashion-MNIST's 4.7e7; its test set: 2**24 at most
 MAX_CONFIG_BYTES = 1 << 20  # a config file; real ones are a few hundred bytes
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb's billions)
 MAX_CONFIG_DEPTH = 64
@@ -33,6 +33,8 @@ THRESHOLD_START = (0.5, 1.0)  # mu at the freezing threshold
 CRBG_METHODS = ("crbg", "crbg_st")
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]  # an image side or channel count
+MAX_IMAGE_SIDE = 2048  # an image folder's resized side: 12 MiB an RGB image, 50 MiB as float32
+ImageSide = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 
 
 class _Strict(BaseModel):
@@ -88,10 +90,10 @@ class DataConfig(_Strict):
     augment: list[Literal["crop", "flip"]] = _f(
         list, "crop: random crop after zero padding of 4; flip: horizontal; off for "
         "(Fashion-)MNIST, on in the CIFAR examples, as the SLT papers do")
-    image_size: list[Side] | None = _f(None, "`folder`: resize every image to [H, W] (null: "
-                                      "the first training image's size)",
-                                      min_length=2, max_length=2)
-    workers: int = _f(2, "`folder`: DataLoader worker processes", ge=0, le=256)
+    image_size: list[ImageSide] | None = _f(None, "`folder`: resize every image to [H, W] "
+                                           "(null: the first training image's size)",
+                                           min_length=2, max_length=2)
+    workers: int = _f(2, "`folder`: DataLoader worker processes", ge=0, le=16)
 
     @model_validator(mode="after")
     def _check_synthetic(self) -> DataConfig:
@@ -533,7 +535,6 @@ def run_difference(a: dict, b: dict) -> str | None:
     return first_difference(fixed(a), fixed(b))
 
 
-def save_config(config: RunConfig, path: Path) -> None:
-    from .outputs import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+def config_yaml(config: RunConfig) -> str:
+    """The YAML of a run's ``config.yaml`` (``rundir.write_config`` writes it)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -38,6 +38,7 @@ CIFAR = {"cifar10": 10, "cifar100": 100}  # name -> classes
 FOUND_IN_A_FOLDER = ("MNIST-style IDX files (t10k-images-idx3-ubyte[.gz], ...), CIFAR's "
                      "binary batches, or train/ and test/ image folders")
 STATS_SAMPLE = 1 << 62  # training images for the mean and std (all; a folder samples)
+SYNTHETIC_CHUNK = 1 << 20  # pixels of a synthetic set made at a time
 
 
 @dataclass(frozen=True)
@@ -109,14 +110,20 @@ def load_split(name: str, split: str, root: str | None = None) -> Split:
 
 def synthetic_split(seed: int, split: str, n: int, classes: int = 10,
                     shape: tuple[int, ...] = (1, 28, 28)) -> Split:
-    """Noisy class templates: learnable in seconds, no files needed."""
+    """Noisy class templates: learnable in seconds, no files needed. Made
+    ``SYNTHETIC_CHUNK`` pixels at a time: the uint8 images and one chunk's float64 numbers
+    are all it holds (a pixel takes about 120 ns: 2**24 of them, 2 s)."""
     size = int(np.prod(shape))
     templates = uniform01(seed, "synthetic/templates", classes * size).reshape(classes, size)
     labels = (uniform01(seed, f"synthetic/{split}/labels", n) * classes).astype(np.int64)
-    noise = uniform01(seed, f"synthetic/{split}/noise", n * size).reshape(n, size)
-    pixels = 0.6 * templates[labels] + 0.4 * noise
-    images = np.round(pixels * 255).astype(np.uint8).reshape(n, *shape)
-    return Split(images, labels)
+    images = np.empty((n, size), np.uint8)
+    rows = max(1, SYNTHETIC_CHUNK // size)
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        noise = uniform01(seed, f"synthetic/{split}/noise", (b - a) * size, a * size)
+        pixels = 0.6 * templates[labels[a:b]] + 0.4 * noise.reshape(b - a, size)
+        images[a:b] = np.round(pixels * 255)
+    return Split(images.reshape(n, *shape), labels)
 
 
 def load_named_split(cfg, seed: int, which: str, root: str | None = None):
@@ -152,22 +159,42 @@ def split_in(root: str, which: str):
 
 
 def dataset_files(cfg, root: str | None = None) -> list[Path]:
-    """What the configured dataset reads (``root`` overrides its folder): its IDX or CIFAR
-    files where they are found, an image folder's ``train`` and ``test`` trees; no command
-    writes over them (``outputs.check_output``)."""
+    """What the configured dataset reads (``root`` overrides its folder), and the folders
+    that hold it: its IDX or CIFAR files where they are found, an image folder's root. No
+    command writes over them or into those folders (``outputs.check_output``)."""
     root = root or cfg.root
     if cfg.name in CIFAR:
         try:
             folder = cifar_folder(cfg.name, root)
         except DataError:
             return []
-        return [folder / f for f in cifar_files(cfg.name)]
+        return [folder, *(folder / f for f in cifar_files(cfg.name))]
     if cfg.name == "folder":
-        return [Path(root) / which for which in ("train", "test")] if root else []
+        return [Path(root)] if root else []
     if cfg.name in HOW_TO_GET:
         dirs = candidate_dirs(cfg.name, root)
-        return [p for split in FILES.values() for stem in split if (p := _find(stem, dirs))]
+        files = [p for split in FILES.values() for stem in split if (p := _find(stem, dirs))]
+        return [*dict.fromkeys(p.parent for p in files), *files]
     return []
+
+
+def check_data_folder(cfg, root: str | None) -> None:
+    """A folder given for the dataset (``--data``) must hold it: read from there, never
+    from the folders searched otherwise; a generated (synthetic) dataset reads none."""
+    if root is None:
+        return
+    if cfg.name == "synthetic":
+        raise DataError(f"--data {root}: this model's dataset is synthetic, generated from its "
+                        "seed, and read from no folder; drop --data")
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DataError(f"--data {root}: no such folder; pass the folder that holds the "
+                        "dataset")
+    if cfg.name in CIFAR or cfg.name in HOW_TO_GET:
+        found = [p for p in dataset_files(cfg, root) if p.is_file()]
+        if not found or not all(p.resolve().is_relative_to(folder.resolve()) for p in found):
+            raise DataError(f"--data {root}: the {cfg.name} files are not in it; pass the "
+                            "folder that holds them")
 
 
 def recorded_files(meta: dict, root: str | None = None) -> list[Path]:
@@ -250,6 +277,7 @@ def recorded_test_set(data: dict, seed: int, root: str | None = None, input_shap
     if not valid_seed(seed):
         raise DataError("the model's recorded seed is not an integer in [0, 2**64); re-export "
                         "the model from its ticket")
+    check_data_folder(cfg, root)
     test = load_named_split(cfg, seed, "test", root)
     if input_shape is not None:
         check_fits(test, input_shape, classes, root or cfg.root or cfg.name)

@@ -53,11 +53,15 @@ def share(indices: torch.Tensor, world: World) -> torch.Tensor:
 
 def init(device: str) -> World:
     """The world torchrun describes in the environment (``WORLD_SIZE``, ``RANK``,
-    ``LOCAL_RANK``), or one process."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    ``LOCAL_RANK``), or one process; values torchrun would not set are a ``SltcError``."""
+    size = _env_int("WORLD_SIZE", 1, 1)
     if size == 1:
         return World()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if "RANK" not in os.environ:
+        raise SltcError(f"WORLD_SIZE={size} but RANK is not set: torchrun sets both; start "
+                        "with torchrun --nproc_per_node N -m sltc discover ..., or unset "
+                        "WORLD_SIZE to run in one process")
+    rank, local_rank = _env_int("RANK", 0, 0, size - 1), _env_int("LOCAL_RANK", 0, 0, size - 1)
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.set_device(local_rank)
@@ -69,6 +73,26 @@ def init(device: str) -> World:
             raise SltcError(f"cannot join the torchrun group ({e}); start with torchrun "
                             "--nproc_per_node N -m sltc discover ...") from None
     return World(rank, size, local_rank)
+
+
+MAX_WORLD = 1 << 16  # processes of one run
+
+
+def _env_int(name: str, default: int, low: int, high: int = MAX_WORLD) -> int:
+    """The environment variable ``name`` as an integer in ``[low, high]`` (``default`` where
+    unset), or a ``SltcError`` naming it."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise SltcError(f"{name}={text[:40]!r}: expected an integer in [{low}, {high}] (torchrun "
+                        "sets it); unset WORLD_SIZE, RANK and LOCAL_RANK to run in one "
+                        "process, or start with torchrun")
+    return value
 
 
 def close(world: World) -> None:

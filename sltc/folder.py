@@ -11,6 +11,7 @@ before the first step.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ import numpy as np
 from .errors import DataError
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
-STATS_IMAGES = 2000  # training images read for the normalisation mean and std
+STATS_IMAGES = 2000  # training images read for the normalisation mean and std,
+STATS_BYTES = 1 << 24  # at most this many pixels of them (the std holds 8 bytes a pixel)
 
 
 def _open(path: Path):
@@ -36,6 +38,9 @@ def _open(path: Path):
         found = str(e).split(",")[0].strip().rstrip(".")  # Pillow's "Image size (N pixels) ..."
         raise DataError(f"{path}: {found} (a decompression bomb?); remove the image or "
                         "shrink it") from None
+    except ValueError as e:  # Pillow's own limits: a text chunk that inflates too far
+        raise DataError(f"{path}: {str(e)[:200]} (a decompression bomb?); remove the image or "
+                        "replace it") from None
     except (OSError, UnidentifiedImageError):
         raise DataError(f"{path}: not a readable PNG or JPEG image; remove or replace it") from None
 
@@ -68,7 +73,7 @@ class FolderSplit:
                 if image.size != self.size[::-1]:
                     image = image.resize(self.size[::-1])
                 pixels = np.array(image, dtype=np.uint8)  # writable: torch takes it as is
-        except OSError:
+        except (OSError, ValueError):
             raise DataError(f"{path}: the image data is damaged; remove or replace it") from None
         return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
@@ -76,8 +81,9 @@ class FolderSplit:
         return np.stack([self.load(i) for i in range(start, min(stop, len(self)))])
 
     def sample(self, count: int) -> np.ndarray:
-        """Up to ``count`` images spread evenly over the split (for the mean and std)."""
-        count = min(count, len(self), STATS_IMAGES)
+        """Up to ``count`` images spread evenly over the split (for the mean and std), at
+        most ``STATS_IMAGES`` and ``STATS_BYTES`` of pixels (at least one image)."""
+        count = min(count, len(self), STATS_IMAGES, max(1, STATS_BYTES // math.prod(self.shape)))
         return np.stack([self.load(i) for i in np.linspace(0, len(self) - 1, count).astype(int)])
 
 

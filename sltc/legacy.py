@@ -6,14 +6,53 @@ graph. This reader keeps those tickets loading; nothing writes op lists any more
 
 from __future__ import annotations
 
+import reprlib
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import TicketError
+from .limits import MAX_SIDE, number_in
 from .skeleton import INPUT, OUTPUT, placeholder
 
 OPSET = 17
+FIELDS = {"normalize": ("mean", "std"), "flatten": (), "linear": ("name",),
+          "conv2d": ("name", "padding"), "batchnorm": ("name", "eps"), "relu": (),
+          "maxpool": ("kernel",)}  # each op's fields besides ``op``: these, no more
+
+
+def _between(low: float, high: float):
+    return lambda v: type(v) is not bool and number_in(v, low, high)
+
+
+def _integer(low: int, high: int):
+    return lambda v: type(v) is int and low <= v <= high
+
+
+VALUES = {  # each field's rule, and how a message says it
+    "mean": (_between(-1e6, 1e6), "a number in [-1e6, 1e6]"),
+    "std": (_between(1e-12, 1e6), "a number in [1e-12, 1e6]"),
+    "eps": (_between(1e-12, 1e6), "a number in [1e-12, 1e6]"),
+    "name": (lambda v: isinstance(v, str), "a layer name"),
+    "padding": (_integer(0, MAX_SIDE), f"an integer in [0, {MAX_SIDE}]"),
+    "kernel": (_integer(1, MAX_SIDE), f"an integer in [1, {MAX_SIDE}]")}
+
+
+def _check_op(op, i: int) -> None:
+    """One 1.0 op against format.md section 2.5: a known kind with exactly its fields, each
+    within its rule (``VALUES``)."""
+    kind = op.get("op") if isinstance(op, dict) else None
+    if kind not in FIELDS:
+        raise TicketError(f"format 1.0 graph: op {i} is not one of {', '.join(FIELDS)}")
+    if set(op) != {"op", *FIELDS[kind]}:
+        raise TicketError(f"format 1.0 graph: op {i} ({kind}) has the fields "
+                          f"{sorted(set(op) - {'op'})}; it takes {list(FIELDS[kind])}")
+    for key in FIELDS[kind]:
+        test, says = VALUES[key]
+        if not test(op[key]):
+            raise TicketError(f"format 1.0 graph: op {i} ({kind}): {key} "
+                              f"{reprlib.repr(op[key])} is not {says}")
 
 
 def _op_nodes(op: dict, i: int, x: str, y: str, shapes: dict, inits: list) -> list:
@@ -56,8 +95,11 @@ def _op_nodes(op: dict, i: int, x: str, y: str, shapes: dict, inits: list) -> li
 def skeleton_from_ops(ops: list[dict], shapes: dict, input_shape, classes: int) -> onnx.ModelProto:
     """The skeleton of a 1.0 op list; ``shapes`` maps layer names and extras to shapes."""
     nodes, inits, x = [], [], INPUT
+    if not isinstance(ops, list):
+        raise TicketError("format 1.0 graph: meta.graph must be a list of ops")
     try:
         for i, op in enumerate(ops):
+            _check_op(op, i)
             y = f"op{i}.{op['op']}"
             nodes += _op_nodes(op, i, x, y, shapes, inits)
             x = y

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import stat
 from pathlib import Path
 
@@ -25,13 +26,15 @@ MAX_METRICS_LINE = 1 << 12  # one epoch's line of it (about 360 bytes), at most 
 MAX_EPOCHS = 100_000  # epochs of one run
 MAX_SIDE = 8192  # an input dimension: an image side or a channel count
 # a graph (a ticket's skeleton, an ONNX file), checked whole before it runs (format.md section 2.6)
-MAX_GRAPH_NODES = 1 << 16  # nodes (the registry's swin, 3 stages of 2 blocks: 1,515)
+MAX_GRAPH_NODES = 1 << 14  # nodes (the registry's swin, 3 stages of 2 blocks: 1,515)
+MAX_GRAPH_VALUES = 1 << 16  # inputs and outputs of all nodes (check: 0.5 ms a node, 34 us each)
 MAX_NODE_VALUES = 1 << 10  # inputs, and outputs, of one node
 MAX_RANK = 8  # dimensions of one value
 MAX_VALUE_ELEMENTS = MAX_WEIGHTS  # one value (an initializer, an activation) at batch 1
-MAX_GRAPH_BYTES = 1 << 31  # values alive at once at batch 1, each freed after its last use
-MAX_GRAPH_WORK = 1 << 36  # multiply-adds (products) and element visits (the rest) per image
-MAX_BATCH_BYTES = 1 << 34  # values alive at once at the batch a command runs
+MEMORY = 1 << 30  # what one command holds at most (the fuzz and attack suites' limit)
+BASELINE = 1 << 28  # of it, the interpreter and libraries (numpy, onnx, onnxruntime, scipy)
+MAX_GRAPH_BYTES = MEMORY - BASELINE  # alive at once, any batch: values, scratch, weight copies
+MAX_GRAPH_WORK = 1 << 30  # element visits, multiply-adds / 64 and 1,024 a node, per image
 
 
 def number_in(value, low: float = -math.inf, high: float = math.inf) -> bool:
@@ -76,3 +79,44 @@ def require_regular(path: str | Path, what: str, error=SltcError) -> int:
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{path}: not a regular file; pass a {what} file")
     return st.st_size
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the least of the system's available memory
+    (``MemAvailable``), the address-space limit (``ulimit -v``) less what the process has
+    mapped, and its cgroup's ``memory.max`` less what the cgroup uses; None where Linux
+    says none of them."""
+    found = [_meminfo("/proc/meminfo", "MemAvailable")]
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    mapped = _meminfo("/proc/self/status", "VmSize")
+    if soft != resource.RLIM_INFINITY and mapped is not None:
+        found.append(soft - mapped)
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    known = [max(0, n) for n in found if n is not None]
+    return min(known) if known else None
+
+
+def _meminfo(path: str, key: str) -> int | None:
+    """A ``KEY: N kB`` line of a /proc file, in bytes."""
+    try:
+        with open(path) as f:
+            line = next((line for line in f if line.startswith(f"{key}:")), None)
+        return int(line.split()[1]) * 1024 if line else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def check_memory(need: int, what: str, fix: str) -> None:
+    """Refuse, before allocating them, ``need`` bytes that this process cannot have
+    (``available_memory``): a ``ConfigError`` saying ``what`` needs them and ``fix``."""
+    from .errors import ConfigError
+
+    available = available_memory()
+    if available is not None and need > available:
+        raise ConfigError(f"{what} needs about {need / 2**30:.1f} GiB of memory, and this "
+                          f"process may use {available / 2**30:.1f} GiB more; {fix}")

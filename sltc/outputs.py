@@ -1,5 +1,6 @@
-"""What a command writes: never over a file it reads (``check_output``), and whole or not
-at all (``atomic_write``: a temp file beside the target, then ``os.replace``).
+"""What a command writes: a new or regular file, never one it reads, a run's own file or a
+dataset's (``check_output``), and whole or not at all (``atomic_write``: a temp file beside
+the target, then ``os.replace``).
 
 The temp file is ``.NAME.PID.RANDOM.tmp``; one that a killed process left behind is
 removed by the next write of the same file.
@@ -12,6 +13,7 @@ import glob
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,11 +27,16 @@ def _umask() -> int:
     return mask
 
 
-def check_output(path: str | Path, inputs: Iterable[str | Path]) -> None:
-    """Refuse to write ``path`` where it would replace one of ``inputs``, the files a
-    command reads or must keep: the same path once links resolve, the same file under
-    another name (a hard link), or a file inside an input folder (an image folder's tree)."""
+def check_output(path: str | Path, inputs: Iterable[str | Path], owned: Iterable[str | Path] = ()
+                 ) -> None:
+    """Refuse to write ``path`` where it would replace anything but a new or regular file
+    (``require_replaceable``), one of ``inputs`` (the files and folders a command reads or
+    must keep: the same path once links resolve, the same file under another name (a hard
+    link), or a file inside an input folder: a dataset's), or a file of a run directory
+    (``run_file``) other than those in ``owned``, the run files this command writes
+    (``freeze``: its run's ticket)."""
     target = _resolved(path)
+    require_replaceable(path)
     written = _identity(target)
     for source in inputs:
         source = Path(source)
@@ -43,6 +50,53 @@ def check_output(path: str | Path, inputs: Iterable[str | Path]) -> None:
             what = f"it is {source} under another name" if same else f"it lies inside {source}"
             raise SltcError(f"cannot write {path}: {what}, which this command reads or must "
                             "keep; choose another output path")
+    run = run_file(target)
+    if run is not None and target not in {_resolved(p) for p in owned}:
+        raise SltcError(f"cannot write {path}: it is the {target.name} of the run in {run}, "
+                        "which only sltc discover (and freeze, for the ticket) writes; choose "
+                        "another output path")
+
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
+             "summary.json")  # what discover writes in a run directory (sltc.rundir)
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run directory: ``discover`` writes its ``config.yaml`` and its
+    ``metrics.jsonl`` (or, later, a checkpoint) before the first epoch."""
+    return (folder / "config.yaml").is_file() and any(
+        (folder / name).exists() for name in ("metrics.jsonl", "checkpoint.safetensors"))
+
+
+def run_file(path: Path) -> Path | None:
+    """The run directory of which ``path`` is one of the files (``RUN_FILES``), or None: no
+    command but the one that owns it writes there."""
+    path = Path(path)
+    return path.parent if path.name in RUN_FILES and holds_run(path.parent) else None
+
+
+KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+         stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+def require_replaceable(path: str | Path) -> None:
+    """``path`` is new or a regular file (once links resolve): never a device, FIFO, socket
+    or directory, which a write would replace with a file, nor below a file."""
+    above = next((p for p in Path(path).parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise SltcError(f"cannot write {path}: {above} is a file, not a folder; choose "
+                        "another path")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise SltcError(f"cannot write {path} ({e.strerror}); choose another output path") \
+            from None
+    if not stat.S_ISREG(mode):
+        what = KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        fix = "name the file to write" if stat.S_ISDIR(mode) else "choose another output path"
+        raise SltcError(f"cannot write {path}: it is {what}, not a regular file; {fix}")
 
 
 def _resolved(path: str | Path) -> Path:
@@ -63,14 +117,10 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)``, then rename onto ``path``; no partial file on failure.
-    A path that names a directory, or a place that cannot be written, is a ``SltcError``."""
+    A path that names a directory, a device, a FIFO or a socket, or a place that cannot be
+    written, is a ``SltcError``."""
     path = Path(path)
-    if path.is_dir():
-        raise SltcError(f"{path} is a directory; name the file to write")
-    above = next((p for p in path.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise SltcError(f"cannot write {path}: {above} is a file, not a folder; choose "
-                        "another path")
+    require_replaceable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(path)

@@ -141,7 +141,8 @@ def model_from_ticket(ticket: Ticket, model: nn.Module | None = None) -> nn.Modu
         config = config_mod.from_dict(meta["config"], "ticket")
         pre = meta["preprocessing"]
         model = gate(model, config) if model is not None else build_model(
-            config, meta["input_shape"], meta["classes"], pre["mean"], pre["std"])[1]
+            config, meta["input_shape"], meta["classes"], pre["mean"], pre["std"],
+            training=False)[1]
     except Exception as e:  # noqa: BLE001 - any failure here means a ticket we cannot rebuild
         raise TicketError(f"cannot rebuild the torch model from the ticket's config ({e})") from None
     state = {k: torch.from_numpy(v) for k, v in ticket.extras.items()}

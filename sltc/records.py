@@ -19,6 +19,7 @@ from .seeding import INITS
 
 GRANULARITIES = ("weight", "neuron", None)
 MAX_CLASSES = 1 << 20
+STD_RANGE = (1e-12, 1e6)  # a drawn tensor's std, as a preprocessing std
 SPARSITY_TOLERANCE = 1e-9  # a recorded sparsity against the masks: another order of float64 sums
 
 
@@ -104,8 +105,9 @@ class DrawnTensor:
         name = entry["name"]
         if not isinstance(name, str) or entry["init"] != "normal":
             raise TicketError(f"tensor {name!r}: init must be 'normal'")
-        if not number_in(entry["std"]) or not entry["std"] > 0:
-            raise TicketError(f"tensor {name!r}: std must be a positive number")
+        if not number_in(entry["std"], *STD_RANGE):
+            raise TicketError(f"tensor {name!r}: std must be a number in [{STD_RANGE[0]}, "
+                              f"{STD_RANGE[1]:g}]")
         return cls(name, _int_list(entry["shape"], f"tensor {name!r} shape"), entry["std"])
 
     def to_json(self) -> dict:
@@ -153,7 +155,9 @@ class ModelMeta:
                               "positive std")
         if not number_in(meta.get("sparsity"), 0, 1):
             raise TicketError(f"broken header: {what}.sparsity must be a number in [0, 1]")
-        accuracy = meta.get("test_accuracy")
+        if "test_accuracy" not in meta:  # null where unknown, never absent
+            raise TicketError(f"broken header: missing key '{what}.test_accuracy'")
+        accuracy = meta["test_accuracy"]
         if accuracy is not None and not number_in(accuracy, 0, 1):
             raise TicketError(f"broken header: {what}.test_accuracy must be null or a number "
                               "in [0, 1]")

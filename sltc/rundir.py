@@ -15,14 +15,10 @@ from pathlib import Path
 
 from .errors import SltcError
 from .limits import MAX_EPOCHS, MAX_METRICS_BYTES, MAX_METRICS_LINE, number_in, regular_size
-from .outputs import atomic_write_text
+from .outputs import RUN_FILES, atomic_write_text, check_output
 
 MAX_METRIC = 3.4e38  # float32's largest: every value of a metrics line is within it
 MAX_METRIC_VALUES = 32  # of one line (12 today): what read_metrics keeps stays small
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
-             "summary.json")
-
-
 def own_files(run: Path, ticket: bool = True) -> list[Path]:
     """The run's files, which no other command writes over (``outputs.check_output``); its
     ticket too unless ``ticket`` is false (``freeze`` writes it)."""
@@ -138,6 +134,15 @@ def check_out(out: Path, config, resume: bool) -> None:
                         "continue it, or choose another --out")
 
 
+def check_place(out: Path, config) -> None:
+    """``out`` may hold a run: it lies outside the dataset's folders, and its run files are
+    new or regular files (``outputs.check_output``)."""
+    from .data import dataset_files
+
+    for name in RUN_FILES:
+        check_output(out / name, dataset_files(config.data), owned=own_files(out))
+
+
 @contextlib.contextmanager
 def claim(out: Path, config, resume: bool, main: bool = True):
     """Hold the run directory ``out``: lock it and check it, before any work (the main
@@ -145,17 +150,23 @@ def claim(out: Path, config, resume: bool, main: bool = True):
     if not main:
         yield
         return
+    check_place(out, config)
     with locked(out):
         check_out(out, config, resume)
         yield
 
 
-def trim_metrics(path: Path, epochs_done: int) -> list[dict]:
-    """The run's metrics up to epoch ``epochs_done``, rewritten (none for a fresh run; a
-    line a kill cut short is dropped)."""
-    rows = [r for r in read_metrics(path) if r["epoch"] <= epochs_done]
+def write_config(path: Path, config) -> None:
+    """The run's ``config.yaml``: every key, the recipe's filled in."""
+    from .config import config_yaml
+
+    atomic_write_text(path, config_yaml(config))
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """``metrics.jsonl`` holding exactly ``rows`` (a resumed run's epochs so far: a line a
+    kill cut short, or an epoch past the checkpoint, dropped; none for a fresh run)."""
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-    return rows
 
 
 def append_metrics(path: Path, row: dict) -> None:

@@ -123,9 +123,10 @@ def normal_span(seed: int, name: str, std: float, start: int, stop: int) -> np.n
     return (std * z).astype(np.float32)
 
 
-def uniform01(seed: int, name: str, count: int) -> np.ndarray:
-    """Uniform float64 numbers in [0, 1) from the top 24 bits of each word."""
-    return (random_words(seed, name, count) >> np.uint32(8)).astype(np.float64) / 2.0**24
+def uniform01(seed: int, name: str, count: int, start: int = 0) -> np.ndarray:
+    """Uniform float64 numbers in [0, 1) from the top 24 bits of words ``start`` to
+    ``start + count - 1``."""
+    return (random_words(seed, name, count, start) >> np.uint32(8)).astype(np.float64) / 2.0**24
 
 
 def permutation(seed: int, name: str, n: int) -> np.ndarray:

@@ -246,6 +246,10 @@ def _read_layers(header: dict, body: memoryview, minor: int) -> tuple[dict, dict
             raise TicketError(f"the ticket claims more than {MAX_WEIGHTS} weights")
         if spec.name in layers:
             raise TicketError("broken header: duplicate layer names")
+        if not spec.gated and (entry["encoding"] != "constant" or
+                               entry["ones"] != math.prod(mask_shape)):
+            raise TicketError(f"layer {spec.name!r} is ungated (granularity null): its mask is "
+                              "encoding constant, all ones")
         payload = _payload(body, entry, offset, f"layer {spec.name!r}")
         offset += entry["length"]
         flat = maskcode.decode(entry["encoding"], payload, math.prod(mask_shape), entry["ones"])
@@ -274,9 +278,10 @@ def _read_skeleton(header: dict, body: memoryview, offset: int) -> tuple[onnx.Mo
     return skeleton.parse(skeleton.decode(payload, entry["size"])), offset + entry["length"]
 
 
-def check_meta(meta, seed: int) -> None:
+def check_meta(meta, seed: int) -> dict:
     """A ticket's ``meta``: the model entries, and a ``config`` that validates and names
-    the ticket's seed."""
+    the ticket's seed. Returns ``meta`` with its config whole: every key a config may hold,
+    a missing one at its default (format.md section 2.1)."""
     from . import config as config_mod
 
     ModelMeta.from_json(meta)
@@ -289,6 +294,7 @@ def check_meta(meta, seed: int) -> None:
     if config.seed != seed:
         raise TicketError(f"broken header: meta.config.seed {config.seed} is not the ticket's "
                           f"seed {seed}")
+    return {**meta, "config": config.to_dict()}
 
 
 def check_skeleton(graph: onnx.ModelProto, meta: dict) -> Bounds:
@@ -301,11 +307,18 @@ def check_skeleton(graph: onnx.ModelProto, meta: dict) -> Bounds:
 
 
 def _check_version(header: dict, minor: int) -> None:
-    """A header of the version the preamble names: 1.0 has ``meta.graph`` and no skeleton."""
-    if minor == 0 and "skeleton" in header and "graph" not in header.get("meta", {}):
+    """A header of the version the preamble names: 1.0 has ``meta.graph`` and no skeleton,
+    1.1 (and above) a skeleton and no ``meta.graph``."""
+    meta = header.get("meta")
+    graph = isinstance(meta, dict) and "graph" in meta
+    if minor == 0 and "skeleton" in header and not graph:
         raise TicketError("the preamble says format 1.0 but the header is a 1.1 header (a "
                           "skeleton, no meta.graph): the file's minor version (bytes 10-11) "
                           "is wrong; write 1")
+    if minor >= 1 and "skeleton" not in header and graph:
+        raise TicketError(f"the preamble says format 1.{minor} but the header is a 1.0 header "
+                          "(a meta.graph, no skeleton): the file's minor version (bytes "
+                          "10-11) is wrong; write 0")
 
 
 def masks_sparsity(layers: dict[str, LayerSpec], masks: dict[str, np.ndarray]) -> float:
@@ -328,8 +341,7 @@ def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
     if sum(t.numel for t in tensors) + sum(s.numel for s in layers.values()) > MAX_WEIGHTS:
         raise TicketError(f"the ticket claims more than {MAX_WEIGHTS} weights")
     extras, offset = _read_extras(header, body, offset)
-    meta = header["meta"]
-    check_meta(meta, seed)
+    meta = check_meta(header["meta"], seed)
     check_sparsity(meta["sparsity"], masks_sparsity(layers, masks))
     if minor >= 1:
         graph, offset = _read_skeleton(header, body, offset)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sysconfig
+import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,14 +57,45 @@ def _shown(filename: str) -> str:
 
 @contextlib.contextmanager
 def users_code(what: str, error: type[SltcError] = NetworkError, fix: str = ""):
-    """Any exception raised inside (sltc's own errors and Ctrl-C aside) as one ``error``
-    line: ``what raised Type: message (file:line); fix``."""
+    """Whatever the user's code raises inside (sltc's own errors and Ctrl-C aside), an
+    ``Exception``, ``SystemExit`` or any other ``BaseException``, as one ``error`` line:
+    ``what raised Type: message (file:line); fix``. A process their code forked does not
+    go on past it: a child that comes back into sltc ends there, and a child left running
+    is stopped (``_own_process``)."""
+    with _own_process():
+        try:
+            yield
+        except (SltcError, KeyboardInterrupt):
+            raise
+        except BaseException as e:  # noqa: BLE001 - whatever the user's code raises is theirs
+            raise error(f"{what} raised {described(e)}" + (f"; {fix}" if fix else "")) \
+                from None
+
+
+@contextlib.contextmanager
+def _own_process():
+    """Around the user's code: a process it forked that returns here ends at once (it would
+    go on running sltc beside this one), and one it left running is killed and reaped."""
+    pid, before = os.getpid(), _children()
     try:
         yield
-    except SltcError:
-        raise
-    except Exception as e:  # noqa: BLE001 - whatever the user's code raises is theirs
-        raise error(f"{what} raised {described(e)}" + (f"; {fix}" if fix else "")) from None
+    finally:
+        if os.getpid() != pid:
+            os._exit(0)
+        for child in _children() - before:
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+
+
+def _children() -> set[int]:
+    """The processes this thread has started and not yet reaped (Linux's /proc; none
+    elsewhere)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/children") as f:
+            return {int(pid) for pid in f.read().split()}
+    except OSError:
+        return set()
 
 
 def _shape(t) -> str:

@@ -5,14 +5,16 @@ mark module was imported and whether a watched file was read (its access time mo
 
     python -m tests.attack_driver CASES.json RESULTS.jsonl
 
-CASES.json: ``{"cases": [{"name": ..., "args": [...]}], "watch": [paths], "mark": path,
-"timeout": seconds}``. One JSON line per case goes to RESULTS.jsonl as it ends, after a
+CASES.json: ``{"cases": [{"name": ..., "args": [...], "env": {...}}], "watch": [paths],
+"mark": path, "timeout": seconds}``; a case's ``env`` (optional) sets variables for it alone
+(null: unset). One JSON line per case goes to RESULTS.jsonl as it ends, after a
 ``{"start": name}`` line, so a case that hangs past ``timeout`` (the process is then ended by
 faulthandler's watchdog, which needs no GIL) is named by the last ``start``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -58,6 +60,22 @@ def _run(args: list[str]) -> tuple[int, str, str]:
         return code, out.read().decode(errors="replace"), err.read().decode(errors="replace")
 
 
+@contextlib.contextmanager
+def _environment(changes: dict):
+    """``os.environ`` with ``changes`` (a None value unsets), as it was afterwards."""
+    saved = dict(os.environ)
+    for key, value in changes.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def main() -> None:
     spec = json.loads(open(sys.argv[1]).read())
     watch = {p: os.stat(p).st_atime_ns for p in spec["watch"]}
@@ -67,7 +85,8 @@ def main() -> None:
             results.flush()
             faulthandler.dump_traceback_later(spec["timeout"], exit=True, file=results)
             tic = time.perf_counter()
-            code, out, err = _run(case["args"])
+            with _environment(case.get("env", {})):
+                code, out, err = _run(case["args"])
             seconds = time.perf_counter() - tic
             faulthandler.cancel_dump_traceback_later()
             read = [p for p, atime in watch.items() if os.stat(p).st_atime_ns != atime]

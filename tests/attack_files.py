@@ -201,14 +201,14 @@ def batch_squared():
 
 
 def work():
-    """A product of (N, 8192, 8192) by (8192, 8192): 2**39 multiply-adds per image, from
-    tensors that each fit the limits."""
+    """A product of (N, 4096, 4096) by (4096, 4096): 2**36 multiply-adds per image (2**30
+    units of work, besides its element visits), from tensors that each fit the limits."""
     return attached(const("one", 1.0, np.float32),
                     helper.make_node("Expand", ["one", "shape"], ["big"], name="expand"),
                     helper.make_node("ConstantOfShape", ["square"], ["w"], name="w",
                                      value=numpy_helper.from_array(np.ones(1, np.float32))),
                     helper.make_node("MatMul", ["big", "w"], ["bomb"], name="product"),
-                    inits=[_int64("shape", [1, 8192, 8192]), _int64("square", [8192, 8192])])
+                    inits=[_int64("shape", [1, 4096, 4096]), _int64("square", [4096, 4096])])
 
 
 def many_bytes():
@@ -265,6 +265,97 @@ def integer_division_by_zero():
                     helper.make_node("Div", ["ints", "zero"], ["q"], name="divide"),
                     helper.make_node("Cast", ["q"], ["bomb"], name="back", to=TensorProto.FLOAT),
                     inits=[_int64("zero", 0)])
+
+
+# --- integer products -------------------------------------------------------------------------
+
+def _as_uint8(name: str, source: str = "input") -> list:
+    """``source`` (pixels in [0, 1]) as uint8 in [0, 255], named ``name``."""
+    return [const(f"{name}.scale", 255.0, np.float32),
+            helper.make_node("Mul", [source, f"{name}.scale"], [f"{name}.wide"], name=f"{name}.wide"),
+            helper.make_node("Cast", [f"{name}.wide"], [name], name=name, to=TensorProto.UINT8)]
+
+
+def conv_integer_channel_zero_point():
+    """A ConvInteger whose input zero point has one value per channel (ONNX: a scalar)."""
+    return attached(helper.make_node("Concat", ["input", "input"], ["two"], name="two", axis=1),
+                    *_as_uint8("x", "two"),
+                    helper.make_node("ConvInteger", ["x", "w", "x.zero"], ["y"], name="conv"),
+                    helper.make_node("Cast", ["y"], ["bomb"], name="back", to=TensorProto.FLOAT),
+                    inits=[numpy_helper.from_array(np.ones((1, 2, 3, 3), np.int8), "w"),
+                           numpy_helper.from_array(np.array([0, 7], np.uint8), "x.zero")])
+
+
+# --- the largest graphs each bound accepts (sized by ``largest``) -----------------------------
+
+def _fill(name: str, dims, value=1.0, dtype=np.float32) -> list:
+    """``name``: a value of ``dims`` made by ConstantOfShape (a few bytes in the file)."""
+    return [const(f"{name}.dims", list(dims), np.int64),
+            helper.make_node("ConstantOfShape", [f"{name}.dims"], [name], name=name,
+                             value=numpy_helper.from_array(np.array([value], dtype)))]
+
+
+def values_alive(size: int):
+    """Two float32 values of ``size`` elements alive at once (constant: folded once)."""
+    return attached(*_fill("v", [size]), helper.make_node("Add", ["v", "v"], ["bomb"], name="twice"))
+
+
+def weights_handed(width: int):
+    """A product by a (784, ``width``) weight made from nothing: the engines hand it to
+    onnxruntime, which copies it."""
+    return attached(*_fill("w", [784, width], 0.001),
+                    helper.make_node("Flatten", ["input"], ["pixels"], name="pixels"),
+                    helper.make_node("MatMul", ["pixels", "w"], ["bomb"], name="product"))
+
+
+def integer_product(rows: int):
+    """A MatMulInteger of (``rows``, 256) uint8 by (256, 256) int8: numpy computes it in
+    float64."""
+    return attached(*_fill("a", [rows, 256], 3, np.uint8), *_fill("b", [256, 256], 5, np.int8),
+                    helper.make_node("MatMulInteger", ["a", "b"], ["y"], name="product"),
+                    helper.make_node("Cast", ["y"], ["bomb"], name="back", to=TensorProto.FLOAT))
+
+
+def pools(count: int):
+    """``count`` 3x3 max pools of (1, 64, 256, 256): the slowest work per unit numpy does."""
+    nodes = _fill("p0", [1, 64, 256, 256])
+    for i in range(count):
+        nodes.append(helper.make_node("MaxPool", [f"p{i}"], [f"p{i + 1}"], name=f"pool{i}",
+                                      kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    nodes.append(helper.make_node("Identity", [f"p{count}"], ["bomb"], name="last"))
+    return attached(*nodes)
+
+
+def integer_products(count: int, side: int):
+    """``count`` MatMulInteger of ``side`` x ``side`` by ``side`` x ``side``, each summed
+    as it is made."""
+    nodes = [*_fill("a", [side, side], 3, np.uint8), *_fill("b", [side, side], 5, np.int8)]
+    for i in range(count):
+        nodes += [helper.make_node("MatMulInteger", ["a", "b"], [f"y{i}"], name=f"product{i}"),
+                  helper.make_node("Cast", [f"y{i}"], [f"c{i}"], name=f"back{i}",
+                                   to=TensorProto.FLOAT),
+                  helper.make_node("ReduceSum", [f"c{i}"], [f"f{i}"], name=f"sum{i}",
+                                   keepdims=0)]
+    nodes.append(helper.make_node("Sum", [f"f{i}" for i in range(count)], ["bomb"], name="sum"))
+    return attached(*nodes)
+
+
+def wide_sums(count: int, inputs: int = 1024):
+    """``count`` Sum nodes of ``inputs`` inputs each (a scalar): values for the check to read."""
+    nodes = [const("s0", 1.0, np.float32)]
+    for i in range(count):
+        nodes.append(helper.make_node("Sum", [f"s{i}"] * inputs, [f"s{i + 1}"], name=f"sum{i}"))
+    nodes.append(helper.make_node("Identity", [f"s{count}"], ["bomb"], name="last"))
+    return attached(*nodes)
+
+
+def largest(build, accepted, low: int = 1, high: int = 1 << 40) -> tuple[int, onnx.ModelProto]:
+    """The largest size in [low, high) whose ``build(size)`` ``accepted`` says yes to (a
+    bisection), and that graph."""
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if accepted(build(middle)) else (low, middle)
+    return low, build(low)
 
 
 # --- external data ----------------------------------------------------------------------------

@@ -60,10 +60,10 @@ def test_start_depends_on_method_and_target(gates, start):
 
 
 def test_resolved_config_round_trips(tmp_path):
-    from sltc.config import save_config
+    from sltc.rundir import write_config
 
     cfg = load_config("examples/lenet300-fashion.yaml", ["train.epochs=3"])
-    save_config(cfg, tmp_path / "c.yaml")
+    write_config(tmp_path / "c.yaml", cfg)
     assert load_config(tmp_path / "c.yaml") == cfg
 
 

@@ -287,3 +287,18 @@ def test_external_data_lands_whole_or_not_at_all(synthetic_run, tmp_path, monkey
     x = np.zeros((2, 1, 28, 28), np.float32)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.run(["logits"], {"input": x})[0].shape == (2, 10)
+
+
+def test_stored_values_of_an_ungated_layer_read_back(tmp_path):
+    """--values stored writes an ungated layer's whole weight flat, as format.md section 3
+    says and every reader checks: the file loads, with the ticket's weights."""
+    from sltc.runtime.loader import load
+    from tests.test_ticket import make_ticket
+
+    ticket = make_ticket()  # fc2 is ungated
+    ticket.save(tmp_path / "t.slt")
+    export(tmp_path / "t.slt", "csr", tmp_path / "t.csr.safetensors", values="stored")
+    assert load_file(str(tmp_path / "t.csr.safetensors"))["fc2.values"].shape == (500,)
+    graph = load(tmp_path / "t.csr.safetensors").graph
+    for name in ("fc1", "fc2"):
+        assert np.array_equal(graph.constants[f"{name}.weight"], ticket.weight(name))

@@ -32,12 +32,13 @@ from onnx import TensorProto, helper
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from sltc import limits
 from sltc.config import from_dict, load_config
 from sltc.errors import ConfigError, SltcError
 from sltc.runtime import csrfile
 from tests.helpers import ROOT, reseal_ticket, ticket_header, write_idx
 
-MEMORY_LIMIT = 1 << 30
+MEMORY_LIMIT = limits.MEMORY
 TIMEOUT = 60
 
 
@@ -810,14 +811,28 @@ def test_output_checks_in_process(good, tmp_path):
     (folder / "train/cat").mkdir(parents=True)
     cfg = from_dict({"data": {"name": "folder", "root": str(folder)}}).data
     trees = dataset_files(cfg)
-    with pytest.raises(SltcError, match="lies inside"):
-        check_output(folder / "train/cat/new.png", trees)
-    check_output(folder / "new.png", trees)  # beside the trees, not in them
+    for inside in (folder / "train/cat/new.png", folder / "new.png"):  # the dataset's folder
+        with pytest.raises(SltcError, match="lies inside"):
+            check_output(inside, trees)
+    check_output(tmp_path / "new.png", trees)  # beside it
     run = tmp_path / "run"
     run.mkdir()
-    check_output(run / "ticket.slt", own_files(run, ticket=False))  # freeze writes it
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "metrics.jsonl").write_text("")
+    check_output(run / "ticket.slt", own_files(run, ticket=False),  # freeze writes it
+                 owned=[run / "ticket.slt"])
     with pytest.raises(SltcError, match="reads or must keep"):
         check_output(run / "ticket.slt", own_files(run))
+    for name in ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
+                 "summary.json"):  # a run's files, whoever reads what
+        with pytest.raises(SltcError, match="of the run in"):
+            check_output(run / name, [good / "model.slt"])
+    check_output(run / "model.onnx", [good / "model.slt"])  # a file of the user's own
+    os.mkfifo(tmp_path / "fifo")
+    for special, kind in ((tmp_path / "fifo", "a FIFO"), ("/dev/null", "a character device"),
+                          (tmp_path, "a directory")):
+        with pytest.raises(SltcError, match=kind):
+            check_output(special, [good / "model.slt"])
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     with pytest.raises(SltcError, match="cannot follow"):
         check_output(tmp_path / "loop", [good / "model.slt"])
@@ -1056,7 +1071,6 @@ def test_csr_sparsity_must_agree_with_the_masks(good):
 
 def test_the_spec_states_the_limits():
     """docs/format.md section 5 gives every load limit as sltc/limits.py enforces it."""
-    from sltc import limits
 
     text = (ROOT / "docs/format.md").read_text().split("## 5. Load limits")[1]
     rows = {line.split("|")[1].strip(): line.split("|")[2] for line in text.splitlines()
@@ -1080,3 +1094,9 @@ def test_the_spec_states_the_limits():
     row = rows["a config file"]
     assert power(config.MAX_CONFIG_BYTES) in row and f"{config.MAX_CONFIG_NODES:,}" in row
     assert f"nesting {config.MAX_CONFIG_DEPTH} deep" in row
+    from sltc import models
+
+    row = rows["config values"]
+    assert f"sides up to {config.MAX_IMAGE_SIDE:,}" in row
+    assert f"`data.workers` up to {config.DataConfig.model_fields['workers'].metadata[1].le}" in row
+    assert f"{models.TRAINING_BYTES} bytes a weight" in row

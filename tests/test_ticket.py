@@ -124,7 +124,10 @@ def test_size_near_entropy_floor():
     (lambda h: h.update(layers="nope"), "broken header"),
     (lambda h: h["layers"][0].update(tensor=7), "tensor must be a string"),
     (lambda h: h["layers"][0].update(tensor="other"), "placeholder 'fc1.weight' has no tensor"),
-    (lambda h: h["tensors"][0].update(std=-1.0), "std must be a positive"),
+    (lambda h: h["tensors"][0].update(std=-1.0), r"std must be a number in \[1e-12, 1e\+06\]"),
+    (lambda h: h["tensors"][0].update(std=1e7), "std must be a number in"),
+    (lambda h: h["tensors"][0].update(std=1e-13), "std must be a number in"),
+    (lambda h: h["meta"].pop("test_accuracy"), "missing key 'meta.test_accuracy'"),
     (lambda h: h["tensors"][0].update(shape=[49]), "placeholder 'pos' has shape"),
     (lambda h: h["skeleton"].update(size=h["skeleton"]["size"] + 1), "inflates"),
     (lambda h: h["skeleton"].update(size=2**40), "outside"),
@@ -167,7 +170,7 @@ def test_records_read_back_what_they_write(ticket_bytes):
     assert meta.data == t.meta["config"]["data"] and meta.sparsity == t.sparsity()
     with pytest.raises(TicketError, match="granularity"):
         LayerSpec.from_json({**t.layers["fc1"].to_json(), "granularity": "row"})
-    with pytest.raises(TicketError, match="std must be a positive"):
+    with pytest.raises(TicketError, match="std must be a number in"):
         DrawnTensor.from_json({**t.tensors[0].to_json(), "std": 0})
 
 
@@ -211,6 +214,66 @@ def test_later_minor_versions_read_ignoring_unknown_keys(ticket_bytes):
 def test_a_1_0_preamble_on_a_1_1_header_says_so(ticket_bytes):
     with pytest.raises(TicketError, match=r"says format 1.0 but the header is a 1.1 header"):
         Ticket.from_bytes(reseal_ticket(ticket_bytes, ticket_header(ticket_bytes), minor=0))
+
+
+def test_a_1_1_preamble_on_a_1_0_header_says_so():
+    """The other way round (format.md section 2.5): never a missing key."""
+    from tests.helpers import ROOT
+
+    data = (ROOT / "tests/data/lenet300-v1.0.slt").read_bytes()
+    with pytest.raises(TicketError, match=r"says format 1.1 but the header is a 1.0 header"):
+        Ticket.from_bytes(reseal_ticket(data, ticket_header(data), minor=1))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda op: op.update(momentum=0.1), r"has the fields \['eps', 'momentum', 'name'\]"),
+    (lambda op: op.update(eps=0), "eps 0 is not a number in"),
+    (lambda op: op.update(eps=True), "eps True is not a number in"),
+])
+def test_format_1_0_ops_take_their_fields_and_no_more(edit, message):
+    """A 1.0 op holds exactly its fields, each of its type and range (section 2.5)."""
+    from tests.helpers import ROOT
+
+    data = (ROOT / "tests/data/conv2bn-v1.0.slt").read_bytes()
+    header = ticket_header(data)
+    edit(next(op for op in header["meta"]["graph"] if op["op"] == "batchnorm"))
+    with pytest.raises(TicketError, match=message):
+        Ticket.from_bytes(reseal_ticket(data, header))
+    header = ticket_header(data)
+    next(op for op in header["meta"]["graph"] if op["op"] == "conv2d")["padding"] = 1.0
+    with pytest.raises(TicketError, match="padding 1.0 is not an integer"):
+        Ticket.from_bytes(reseal_ticket(data, header))
+
+
+def test_a_config_without_a_section_reads_with_its_defaults(ticket_bytes):
+    """meta.config is a run config: a missing key (a whole section) takes its default, for
+    every reader (format.md section 2.1)."""
+    header = ticket_header(ticket_bytes)
+    del header["meta"]["config"]["data"]
+    t = Ticket.from_bytes(reseal_ticket(ticket_bytes, header))
+    default = from_dict({}).to_dict()["data"]
+    assert t.meta["config"]["data"] == default and t.model_meta().data == default
+
+
+def test_an_ungated_layer_is_a_constant_mask(monkeypatch):
+    """An all-ones bitmap is refused for an ungated layer: the spec's one encoding is
+    constant (format.md section 2.1)."""
+    from sltc import maskcode
+
+    encode = maskcode.encode
+    monkeypatch.setattr(maskcode, "encode", lambda mask, encoding=None: (
+        "bitmap", maskcode.pack(mask).tobytes()) if mask.all() else encode(mask, encoding))
+    data = make_ticket().to_bytes()
+    assert ticket_header(data)["layers"][1]["encoding"] == "bitmap"
+    with pytest.raises(TicketError, match="'fc2' is ungated .* encoding constant, all ones"):
+        Ticket.from_bytes(data)
+
+
+def test_the_skeleton_names_sltc_as_its_producer(synthetic_run):
+    """producer_name sltc, producer_version empty: the bytes do not depend on the torch
+    release (format.md section 2.4)."""
+    graph = Ticket.load(synthetic_run / "ticket.slt").skeleton
+    assert (graph.producer_name, graph.producer_version) == ("sltc", "")
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,11 +18,11 @@ import sys
 import torch
 from torch import nn
 
-from ..errors import ConfigError, NetworkError, SltcError
+from ..errors import ConfigError, SltcError
 from ..layers import gate
-from ..limits import MAX_WEIGHTS
+from ..limits import MAX_WEIGHTS, check_memory
 from ..registry import Registry
-from ..usercode import PROBE_IMAGES, described, running, users_code
+from ..usercode import PROBE_IMAGES, running, users_code
 
 MODELS: Registry = Registry("architecture")
 PYTHON_PREFIX = "python:"  # model.arch: python:package.module:factory, a user's own network
@@ -63,17 +63,14 @@ def user_factory(arch: str):
         raise ConfigError(f"model.arch {arch!r}: expected python:package.module:factory")
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is None or not f"{module_name}.".startswith(f"{e.name}."):  # theirs imports it
-            raise NetworkError(f"model.arch {arch!r}: importing {module_name} raised "
-                               f"{described(e)}") from None
-        raise ConfigError(f"model.arch {arch!r}: cannot import {module_name} ({e}); "
-                          "check the module path and the working directory") from None
-    except Exception as e:  # noqa: BLE001 - a syntax error, or anything their module raises
-        raise NetworkError(f"model.arch {arch!r}: importing {module_name} raised "
-                           f"{described(e)}") from None
+    with users_code(f"model.arch {arch!r}: importing {module_name}"):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not f"{module_name}.".startswith(f"{e.name}."):
+                raise  # their module imports one that is missing: theirs to fix
+            raise ConfigError(f"model.arch {arch!r}: cannot import {module_name} ({e}); "
+                              "check the module path and the working directory") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"model.arch {arch!r}: {module_name} has no callable {attr!r}")
@@ -100,12 +97,14 @@ def create_model(cfg, input_shape, classes: int, mean: float, std: float) -> nn.
     return MODELS.get(cfg.arch)(cfg, tuple(input_shape), classes, Normalize(mean, std))
 
 
-def build_model(config, input_shape, classes: int, mean: float, std: float):
+def build_model(config, input_shape, classes: int, mean: float, std: float,
+                training: bool = True):
     """``(config, model)``: the run's config with its recipe filled in (``sltc.recipes``,
     the family read off the network) and the gated model, every tensor set. The network is
     first built without memory (on torch's meta device) and refused if it holds more than
-    ``MAX_WEIGHTS`` numbers; a user's factory that cannot build there is counted once
-    built, and read once built, before it is gated."""
+    ``MAX_WEIGHTS`` numbers or more than this process's memory holds for its run
+    (``training``) or for the network alone; a user's factory that cannot build there is
+    counted once built, and read once built, before it is gated."""
     arch = config.model.arch
     try:
         with torch.device("meta"):
@@ -115,10 +114,10 @@ def build_model(config, input_shape, classes: int, mean: float, std: float):
             raise
         shell = None  # their factory needs real tensors: count it once built
     if shell is not None:
-        check_size(shell, arch)
+        check_size(shell, arch, training)
     model = create_model(config.model, input_shape, classes, mean, std)
     if shell is None:
-        check_size(model, arch)
+        check_size(model, arch, training)
     module = user_module(arch)  # their network runs on real tensors, as it will in training
     config = with_recipe(config, model if module or shell is None else shell, input_shape,
                          module)
@@ -140,14 +139,26 @@ def with_recipe(config, model: nn.Module, input_shape, module: str | None = None
     return recipes.resolve(config, family, reason)
 
 
-def check_size(model: nn.Module, arch: str) -> None:
-    """Refuse a network of more than ``MAX_WEIGHTS`` numbers (parameters and buffers)."""
+TRAINING_BYTES = 52  # a weight's share of a run's memory (measured: 51.8, see check_size)
+
+
+def check_size(model: nn.Module, arch: str, training: bool = True) -> None:
+    """Refuse a network of more than ``MAX_WEIGHTS`` numbers (parameters and buffers), or
+    one whose run would need more memory than this process may have: ``TRAINING_BYTES``
+    a weight (the weight, its gate and their gradients, the optimizer's state, the masked
+    copies of freezing: the peak RSS of ``sltc discover examples/synthetic.yaml --set
+    model.widths=[W,W] --set train.epochs=1 --set train.max_steps=2 --set
+    gates.recalibrate=0`` at W = 4000 less that at W = 1000, over the weights between them),
+    4 to rebuild a ticket's network."""
     size = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
+    fix = "make the network smaller" if arch.startswith(PYTHON_PREFIX) else \
+        "choose smaller widths, depth or dim"
     if size > MAX_WEIGHTS:
-        fix = "make the network smaller" if arch.startswith(PYTHON_PREFIX) else \
-            "choose smaller widths, depth or dim"
         raise ConfigError(f"model: this {arch} holds {size:,} weights, over sltc's limit of "
                           f"{MAX_WEIGHTS:,}; {fix}")
+    check_memory(size * (TRAINING_BYTES if training else 4),
+                 f"model: {'training' if training else 'building'} this {arch} of {size:,} "
+                 "weights", fix)
 
 
 from . import convnets, resnet, swin, vit  # noqa: E402,F401  (registration)
