@@ -32,6 +32,7 @@ from sltc.limits import (
     MAX_RANK,
     MAX_SIDE,
     MAX_VALUE_ELEMENTS,
+    MEMORY_ENV,
 )
 from sltc.skeleton import LOCATION, is_placeholder
 
@@ -312,6 +313,7 @@ class Bounds:
             copies = f" (with engine {engine!r}'s copies of its {self.handed:,} bytes of " \
                 f"weights)" if WEIGHT_COPIES[engine] else ""
             fix = "use a smaller batch" if n > 1 else LIGHTER.get(engine, "make the graph smaller")
+            fix += f"; for a model you trust, raise {MEMORY_ENV} (e.g. {MEMORY_ENV}=4GiB)"
             raise GraphError(f"at batch {n} the graph holds {self.held(n, engine):,} bytes at "
                              f"once{copies}, over sltc's limit of {MAX_GRAPH_BYTES:,}; {fix}")
 
@@ -586,7 +588,8 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
         raise GraphError(f"no node writes the graph's output {g.output[0].name!r}")
     if bounds.peak[1] > MAX_GRAPH_BYTES:
         raise GraphError(f"the graph holds {bounds.peak[1]:,} bytes at once for one image, over "
-                         f"sltc's limit of {MAX_GRAPH_BYTES:,}")
+                         f"sltc's limit of {MAX_GRAPH_BYTES:,}; for a model you trust, raise "
+                         f"{MEMORY_ENV} (e.g. {MEMORY_ENV}=4GiB)")
     if bounds.work > MAX_GRAPH_WORK:
         raise GraphError(f"the graph takes {bounds.work:,} units of work per image (element "
                          f"visits, multiply-adds / {MACS_PER_VISIT}, {NODE_WORK:,} a node), "

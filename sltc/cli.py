@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from .errors import CheckFailed, Interrupted, NonFiniteLoss, SltcError
+from .limits import check_environment
 from .openmp import choose_wait_policy
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
@@ -393,6 +394,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     choose_wait_policy()  # before torch starts OpenMP
     try:
+        check_environment()
         code = app(standalone_mode=False)
     except typer.TyperException as e:  # the command line itself: click's usage errors
         print(f"sltc: error: {_usage_line(e)}", file=sys.stderr)

@@ -31,7 +31,43 @@ MAX_GRAPH_VALUES = 1 << 16  # inputs and outputs of all nodes (check: 0.5 ms a n
 MAX_NODE_VALUES = 1 << 10  # inputs, and outputs, of one node
 MAX_RANK = 8  # dimensions of one value
 MAX_VALUE_ELEMENTS = MAX_WEIGHTS  # one value (an initializer, an activation) at batch 1
-MEMORY = 1 << 30  # what one command holds at most (the fuzz and attack suites' limit)
+MEMORY_ENV = "SLTC_MEMORY"  # a larger bound for a model you trust, e.g. SLTC_MEMORY=4GiB
+DEFAULT_MEMORY = 1 << 30  # the fuzz and attack suites' limit: a file from anyone
+UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def memory_limit(raw: str | None) -> int:
+    """The bytes one command may hold: ``DEFAULT_MEMORY``, or ``raw`` (``SLTC_MEMORY``: a
+    number of bytes, or of KiB, MiB, GiB or TiB, at least the default); a one-line
+    ``SltcError`` for anything else."""
+    if raw is None:
+        return DEFAULT_MEMORY
+    text = raw.strip().lower().replace(" ", "")
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits):]
+    try:
+        value = int(float(digits) * UNITS[unit])
+    except (KeyError, ValueError, OverflowError):
+        value = -1
+    if not DEFAULT_MEMORY <= value <= 1 << 50:
+        raise SltcError(f"{MEMORY_ENV}={raw[:40]!r}: give the memory one command may hold, at "
+                        "least 1GiB (e.g. SLTC_MEMORY=4GiB), or unset it for the 1 GiB bound")
+    return value
+
+
+def _memory_from_environment() -> int:
+    try:
+        return memory_limit(os.environ.get(MEMORY_ENV))
+    except SltcError:
+        return DEFAULT_MEMORY  # said by the CLI (check_environment) before any work
+
+
+def check_environment() -> None:
+    """What sltc reads from the environment, checked: a bad value is a one-line error."""
+    memory_limit(os.environ.get(MEMORY_ENV))
+
+
+MEMORY = _memory_from_environment()  # what one command holds at most
 BASELINE = 1 << 28  # of it, the interpreter and libraries (numpy, onnx, onnxruntime, scipy)
 MAX_GRAPH_BYTES = MEMORY - BASELINE  # alive at once, any batch: values, scratch, weight copies
 MAX_GRAPH_WORK = 1 << 30  # element visits, multiply-adds / 64 and 1,024 a node, per image

@@ -745,15 +745,34 @@ def test_environment_variables(good, user):
         "OMP_NUM_THREADS=abc": (["inspect", ticket], {"OMP_NUM_THREADS": "abc"}),
         "SLTC_PROGRESS_SECONDS=abc": (["validate", ticket, "--engine", "dense"],
                                       {"SLTC_PROGRESS_SECONDS": "abc"}),
+        "SLTC_MEMORY=lots": (["inspect", ticket], {"SLTC_MEMORY": "lots"}),
+        "SLTC_MEMORY=512MiB": (["inspect", ticket], {"SLTC_MEMORY": "512MiB"}),
     }
     results = drive(user, {k: [str(a) for a in v[0]] for k, v in cases.items()},
                     {k: v[1] for k, v in cases.items()})
     for name in ("WORLD_SIZE=abc", "WORLD_SIZE=2 without RANK", "RANK=5 of 2", "LOCAL_RANK=x",
-                 "SLTC_INT8_KERNELS=fast"):
+                 "SLTC_INT8_KERNELS=fast", "SLTC_MEMORY=lots", "SLTC_MEMORY=512MiB"):
         assert name.split("=")[0] in _one_line(results[name], 2)
     for name in ("OMP_NUM_THREADS=abc", "SLTC_PROGRESS_SECONDS=abc"):
         check(results[name], 0)
     assert not (user / "q.onnx").exists() and not list(user.glob("[abcd]"))
+
+
+def test_a_model_you_trust_may_hold_more():
+    """SLTC_MEMORY raises the bound of bytes alive at once (a size in bytes, KiB to TiB, never
+    below the default), for a graph larger than files from anyone may be."""
+    from sltc import limits
+
+    assert limits.memory_limit(None) == limits.DEFAULT_MEMORY == 1 << 30
+    assert limits.memory_limit("4GiB") == limits.memory_limit("4096 MiB") == 1 << 32
+    assert limits.memory_limit(str(3 << 30)) == 3 << 30
+    for bad in ("", "lots", "2 GB", "1MiB", "-4GiB", "nan", "1e300"):
+        with pytest.raises(limits.SltcError, match="SLTC_MEMORY"):
+            limits.memory_limit(bad)
+    raised = subprocess.run([sys.executable, "-c", "from sltc import limits; "
+                             "print(limits.MAX_GRAPH_BYTES)"], capture_output=True, text=True,
+                            env={**os.environ, "SLTC_MEMORY": "4GiB"}, check=True)
+    assert int(raised.stdout) == (1 << 32) - limits.BASELINE
 
 
 # --- in process: the rules against the spec, the torch rebuild, the batch bounds ---------------
