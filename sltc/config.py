@@ -151,7 +151,7 @@ class GatesConfig(_Strict):
                           "noisy gates); 0: keep the run's", ge=0, le=MAX_IMAGES)
     gate_first: bool = _f(True, "gate the input layer")
     gate_last: bool = _f(True, "gate the classifier (weight granularity only)")
-    deadline: float = _f(0.7, "gate methods: the fraction of the run by which the threshold "
+    deadline: float = _f(0.5, "gate methods: the fraction of the run by which the threshold "
                          "rule holds the target: from then on, where it drifts off by more "
                          "than 0.25 points, every gate of a group is shifted by one amount "
                          "that puts it back, so that the run ends training the ticket's mask "

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sltc.budget import HOLD_TOLERANCE
+from sltc.config import GatesConfig
 from sltc.ticket import Ticket
 from tests.helpers import ROOT, discover_here, kill_after_epochs, last_json, requires_fashion, sltc
 
@@ -122,6 +123,7 @@ def test_baselines_reach_the_target(tmp_path, method):
     assert abs(summary["sparsity"] - 0.8) <= 0.01 and summary["test_accuracy"] > 0.3
 
 
+DEADLINE = GatesConfig.model_fields["deadline"].default
 SHORT = ["--set", "gates.lambda=0.1", "--set", "train.epochs=2", "--set", "train.max_steps=12",
          "--set", "data.synthetic_size=512", "--set", "data.val_size=64"]
 
@@ -137,7 +139,7 @@ def test_every_gate_method_ends_training_the_tickets_mask(tmp_path, method):
                          "--set", f"gates.method={method}")
     assert abs(held["threshold_sparsity"] - 0.8) <= HOLD_TOLERANCE + 1e-3
     assert abs(held["sparsity"] - held["threshold_sparsity"]) <= 0.01
-    assert held["deadline_step"] == int(0.7 * held["total_steps"]) + 1
+    assert held["deadline_step"] == int(DEADLINE * held["total_steps"]) + 1
     assert held["deadline_sparsity"] < 0.8 - 0.02
     warned, = [w for w in held["warnings"] if "by themselves" in w]
     assert f"{held['deadline_sparsity']:.3f}" in warned
@@ -149,13 +151,13 @@ def test_every_gate_method_ends_training_the_tickets_mask(tmp_path, method):
 
 
 def test_a_resumed_run_is_held_from_its_new_deadline(tmp_path):
-    """Continued from 2 to 4 epochs, a run is held again past 70% of its new length."""
+    """Continued from 2 to 4 epochs, a run is held again past the deadline of its new length."""
     out = tmp_path / "run"
     discover_here("examples/synthetic.yaml", "--out", out, *SHORT)
     longer = discover_here("examples/synthetic.yaml", "--out", out, *SHORT, "--set",
                            "train.epochs=4", "--resume")
     assert longer["total_steps"] == 2 * longer["steps_per_epoch"] * 2
-    assert longer["deadline_step"] == int(0.7 * longer["total_steps"]) + 1
+    assert longer["deadline_step"] == int(DEADLINE * longer["total_steps"]) + 1
     assert abs(longer["threshold_sparsity"] - 0.8) <= HOLD_TOLERANCE + 1e-3
 
 
