@@ -19,6 +19,9 @@ from sltc.ticket import PREAMBLE
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+# a budget far too short for the lambda controller (a tenth of the L0 push, 24 steps)
+TOO_SHORT = ["--set", "gates.lambda=0.1", "--set", "train.epochs=2", "--set",
+             "train.max_steps=12", "--set", "data.synthetic_size=512", "--set", "data.val_size=64"]
 
 
 def sltc(*args, check=False, timeout=600, env=None):

@@ -13,7 +13,7 @@ import pytest
 from sltc.budget import HOLD_TOLERANCE
 from sltc.config import GatesConfig
 from sltc.ticket import Ticket
-from tests.helpers import ROOT, discover_here, kill_after_epochs, last_json, requires_fashion, sltc
+from tests.helpers import ROOT, TOO_SHORT, discover_here, kill_after_epochs, last_json, requires_fashion, sltc
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
              "summary.json")
@@ -124,8 +124,6 @@ def test_baselines_reach_the_target(tmp_path, method):
 
 
 DEADLINE = GatesConfig.model_fields["deadline"].default
-SHORT = ["--set", "gates.lambda=0.1", "--set", "train.epochs=2", "--set", "train.max_steps=12",
-         "--set", "data.synthetic_size=512", "--set", "data.val_size=64"]
 
 
 @pytest.mark.parametrize("method", ["crbg", "crbg_st", "hard_concrete"])
@@ -135,7 +133,7 @@ def test_every_gate_method_ends_training_the_tickets_mask(tmp_path, method):
     moves the sparsity by less than a point; and the run says the gates did not get there
     by themselves, and what budget would have let them. Without the hold (deadline 1) the
     freezer has to move it."""
-    held = discover_here("examples/synthetic.yaml", "--out", tmp_path / "held", *SHORT,
+    held = discover_here("examples/synthetic.yaml", "--out", tmp_path / "held", *TOO_SHORT,
                          "--set", f"gates.method={method}")
     assert abs(held["threshold_sparsity"] - 0.8) <= HOLD_TOLERANCE + 1e-3
     assert abs(held["sparsity"] - held["threshold_sparsity"]) <= 0.01
@@ -144,7 +142,7 @@ def test_every_gate_method_ends_training_the_tickets_mask(tmp_path, method):
     warned, = [w for w in held["warnings"] if "by themselves" in w]
     assert f"{held['deadline_sparsity']:.3f}" in warned
     assert "steps (" in warned or "did not come down by themselves" in warned
-    free = discover_here("examples/synthetic.yaml", "--out", tmp_path / "free", *SHORT,
+    free = discover_here("examples/synthetic.yaml", "--out", tmp_path / "free", *TOO_SHORT,
                          "--set", f"gates.method={method}", "--set", "gates.deadline=1")
     assert free["held_steps"] == 0 and free["deadline_sparsity"] is None
     assert free["sparsity"] - free["threshold_sparsity"] > 0.02
@@ -153,8 +151,8 @@ def test_every_gate_method_ends_training_the_tickets_mask(tmp_path, method):
 def test_a_resumed_run_is_held_from_its_new_deadline(tmp_path):
     """Continued from 2 to 4 epochs, a run is held again past the deadline of its new length."""
     out = tmp_path / "run"
-    discover_here("examples/synthetic.yaml", "--out", out, *SHORT)
-    longer = discover_here("examples/synthetic.yaml", "--out", out, *SHORT, "--set",
+    discover_here("examples/synthetic.yaml", "--out", out, *TOO_SHORT)
+    longer = discover_here("examples/synthetic.yaml", "--out", out, *TOO_SHORT, "--set",
                            "train.epochs=4", "--resume")
     assert longer["total_steps"] == 2 * longer["steps_per_epoch"] * 2
     assert longer["deadline_step"] == int(DEADLINE * longer["total_steps"]) + 1

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
+from sltc.budget import HOLD_TOLERANCE
 from sltc.ticket import Ticket
-from tests.helpers import ROOT, discover_here, kill_after_epochs, last_json, sltc_here
+from tests.helpers import ROOT, TOO_SHORT, discover_here, kill_after_epochs, last_json, sltc_here
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
             "2", "-m", "sltc"]
@@ -60,6 +61,18 @@ def test_resume_under_torchrun_gives_the_uninterrupted_ticket(ddp_run, tmp_path)
     torchrun("discover", "examples/synthetic.yaml", "--out", tmp_path / "whole", "--json",
              "--set", "train.epochs=5")
     assert (out / "ticket.slt").read_bytes() == (tmp_path / "whole/ticket.slt").read_bytes()
+
+
+@pytest.mark.slow  # one torchrun launch of two processes
+def test_two_processes_hold_the_target_past_the_deadline(tmp_path):
+    """A budget far too short for the controller: both ranks shift their gates by the same
+    amount from the deadline on, so the ticket's mask is the one training ended with."""
+    proc = torchrun("discover", "examples/synthetic.yaml", "--out", tmp_path / "run", "--json",
+                    *TOO_SHORT)
+    summary = last_json(proc)
+    assert summary["held_steps"] > 0 and summary["deadline_sparsity"] < 0.8 - 0.02
+    assert abs(summary["threshold_sparsity"] - 0.8) <= HOLD_TOLERANCE + 1e-3
+    assert abs(summary["sparsity"] - summary["threshold_sparsity"]) <= 0.01
 
 
 def test_cuda_code_paths_on_the_cpu(tmp_path):
