@@ -18,7 +18,10 @@ the others). Dense training of the same networks and budgets is
 
 The winner of a method and family is the recipe with the best mean rank over the budgets
 (rank 1: the best validation accuracy of the ticket at that budget; ties: the higher mean
-validation accuracy). Test accuracy is recorded and plays no part in choosing.
+validation accuracy). A grid may be run in rounds, every recipe at the shortest budget and
+the best few at the longer ones (``--recipes``): the winner is then chosen among the
+recipes that reached the longest budget run. Test accuracy is recorded and plays no part
+in choosing.
 """
 
 from __future__ import annotations
@@ -78,9 +81,11 @@ def winners(records: list[dict]) -> dict[tuple[str, str], dict]:
                              key=lambda r: -r["val_accuracy"])
             for rank, r in enumerate(ordered, 1):
                 ranks.setdefault(r["recipe"], []).append(rank)
+        longest = max((r["budget"] for r in mine), key=list(BUDGETS).index)
+        finalists = {r["recipe"] for r in mine if r["budget"] == longest}
         scores = {recipe: (sum(v) / len(v), -sum(r["val_accuracy"] for r in mine
                                                   if r["recipe"] == recipe) / len(v))
-                  for recipe, v in ranks.items()}
+                  for recipe, v in ranks.items() if recipe in finalists}
         best = min(scores, key=scores.get)
         chosen[method, family] = {"recipe": best, "mean_rank": scores[best][0],
                                   "mean_val_accuracy": -scores[best][1],

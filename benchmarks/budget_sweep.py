@@ -5,7 +5,8 @@
     python benchmarks/budget_sweep.py --networks resnet20 --budgets "100 steps" \
         --methods crbg --variant deadline05 --set gates.deadline=0.5
     python benchmarks/budget_sweep.py --table     # the records so far
-    python benchmarks/budget_sweep.py --plot benchmarks/out/figures/budget_sweep.png
+    python benchmarks/budget_sweep.py --plot benchmarks/out/figures/budget_sweep.png \
+        --baselines benchmarks/out/baselines.json   # edge-popup: the tuned recipe's runs
 
 Each cell is one network's example on Fashion-MNIST (``NETWORKS``; ``usernet`` is
 ``examples/user_convnet.py``, a conv net in no registry and no recipe's tuning) at a 90%
@@ -31,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 from _runs import dense, discover, run_all  # noqa: E402
+from baselines import FAMILIES, winners  # noqa: E402
 
 NETWORKS = {"lenet300": "examples/lenet300-fashion.yaml",
             "conv4": "examples/conv4-fashion.yaml",
@@ -68,6 +70,20 @@ def best_dense(records: list[dict], network: str, budget: str, seed: int = 0) ->
     return max(mine, key=lambda r: r["val_accuracy"], default=None)
 
 
+def tuned_baselines(path: Path) -> list[dict]:
+    """The runs of ``benchmarks/baselines.py`` with each method's chosen recipe, as records of
+    this sweep (variant ``tuned``): the same training ``gates.method`` alone now gives, since
+    that recipe is what sltc fills for the method and family."""
+    records = json.loads(path.read_text())["records"]
+    chosen = winners(records)
+    network = {family: next(n for n, e in NETWORKS.items() if e == example)
+               for family, example in FAMILIES.items()}
+    return [{"network": network[r["family"]], "budget": r["budget"], "method": r["method"],
+             "seed": 0, "variant": "tuned", "lr": None, "overrides": r["recipe"],
+             **{f: r.get(f) for f in FIELDS}}
+            for r in records if r["recipe"] == chosen[r["method"], r["family"]]["recipe"]]
+
+
 def table(records: list[dict]) -> None:
     print("\n| network | budget | variant | method | seed | ticket test (val) | threshold rule "
           "at the end | relaxed - ticket (val) | gates by themselves at the deadline |")
@@ -78,9 +94,10 @@ def table(records: list[dict]) -> None:
         gap = r["relaxed_val_accuracy"] - r["val_accuracy"] if r["relaxed_val_accuracy"] \
             is not None else float("nan")
         held = f"{r['deadline_sparsity']:.3f}" if r.get("deadline_sparsity") is not None else "-"
+        gap = f"{100 * gap:+.2f}" if gap == gap else "-"
         print(f"| {r['network']} | {r['budget']} | {r['variant']} | {r['method']} | {r['seed']} | "
               f"{r['test_accuracy']:.4f} ({r['val_accuracy']:.4f}) | "
-              f"{r['threshold_sparsity']:.3f} | {100 * gap:+.2f} | {held} |")
+              f"{r['threshold_sparsity']:.3f} | {gap} | {held} |")
     for network, budget in dict.fromkeys((r["network"], r["budget"]) for r in records):
         d = best_dense(records, network, budget)
         if d:
@@ -90,7 +107,7 @@ def table(records: list[dict]) -> None:
 
 def plot(records: list[dict], path: Path, variant: str = "default") -> None:
     """One panel per network: the ticket's test accuracy at each budget, a line per method
-    (``variant``'s runs; dense at the rate chosen on validation)."""
+    (``variant``'s runs or the tuned baselines'; dense at the rate chosen on validation)."""
     from sltc.plotting import pyplot
 
     plt = pyplot()
@@ -103,9 +120,8 @@ def plot(records: list[dict], path: Path, variant: str = "default") -> None:
             ys = []
             for b in budgets:
                 r = best_dense(records, network, b) if method == "dense" else next(
-                    (r for r in records if (r["network"], r["budget"], r["method"], r["seed"],
-                                            r["variant"]) == (network, b, method, 0, variant)),
-                    None)
+                    (r for r in records if (r["network"], r["budget"], r["method"], r["seed"])
+                     == (network, b, method, 0) and r["variant"] in (variant, "tuned")), None)
                 ys.append(r["test_accuracy"] if r else float("nan"))
             if any(y == y for y in ys):
                 ax.plot(budgets, ys, marker="o", label=method.replace("_", "-"))
@@ -131,13 +147,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--table", action="store_true", help="print the records so far and stop")
     ap.add_argument("--plot", default=None, help="draw the records' figure to this PNG")
+    ap.add_argument("--baselines", default=None,
+                    help="with --table or --plot: add the chosen recipes' runs of this "
+                         "benchmarks/baselines.py output")
     args = ap.parse_args()
     out = Path(args.out)
     old = json.loads(out.read_text())["records"] if out.exists() else []
     if args.table or args.plot:
-        table(old)
+        shown = old + (tuned_baselines(Path(args.baselines)) if args.baselines else [])
+        table(shown)
         if args.plot:
-            plot(old, Path(args.plot))
+            plot(shown, Path(args.plot), args.variant)
         return
     planned = [kj for n in args.networks.split(",") for b in args.budgets.split(",")
                for m in args.methods.split(",") for s in map(int, args.seeds.split(","))
