@@ -49,11 +49,11 @@ FIELDS = ("val_accuracy", "test_accuracy", "relaxed_val_accuracy", "sparsity",
 
 
 def jobs_for(network: str, budget: str, method: str, seed: int, variant: str, sets: list[str],
-             runs: Path) -> list[tuple[dict, tuple]]:
+             runs: Path, lrs: tuple[float, ...] = DENSE_LRS) -> list[tuple[dict, tuple]]:
     example = NETWORKS[network]
     base = [*COMMON, f"seed={seed}", *BUDGETS[budget]]
     out = []
-    for lr in DENSE_LRS if method == "dense" else (None,):
+    for lr in lrs if method == "dense" else (None,):
         key = {"network": network, "budget": budget, "method": method, "seed": seed,
                "variant": variant, "lr": lr}
         folder = runs / "-".join(str(v).replace(" ", "_") for v in key.values() if v is not None)
@@ -140,6 +140,8 @@ def main() -> None:
     ap.add_argument("--budgets", default=",".join(BUDGETS))
     ap.add_argument("--methods", default="crbg,edge_popup,dense")
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--lrs", default=",".join(map(str, DENSE_LRS)),
+                    help="dense training's learning rates, of which validation chooses")
     ap.add_argument("--variant", default="default")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--out", default="benchmarks/out/budget_sweep.json")
@@ -161,7 +163,8 @@ def main() -> None:
         return
     planned = [kj for n in args.networks.split(",") for b in args.budgets.split(",")
                for m in args.methods.split(",") for s in map(int, args.seeds.split(","))
-               for kj in jobs_for(n, b, m, s, args.variant, args.sets, Path(args.runs))]
+               for kj in jobs_for(n, b, m, s, args.variant, args.sets, Path(args.runs),
+                                  tuple(map(float, args.lrs.split(","))))]
     summaries = run_all([j for _, j in planned], workers=args.workers,
                         runner=lambda job: job[0](*job[1:]),
                         on_done=lambda job, s: print(f"{Path(job[2]).name}: val "
