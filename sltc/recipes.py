@@ -66,8 +66,10 @@ _HARD_CONCRETE = Recipe(_adam(0.1), "log-alpha lives on a wider scale than mu "
 RECIPES: dict[tuple[str, str], Recipe] = {
     **{(m, "mlp"): _CRBG_MLP for m in ("crbg", "crbg_st")},
     **{(m, f): _CRBG_DEEP for m in ("crbg", "crbg_st") for f in FAMILIES[1:]},
-    ("edge_popup", "mlp"): _EDGE_POPUP_PAPER, ("edge_popup", "conv"): _EDGE_POPUP_CONV,
-    ("edge_popup", "residual"): _EDGE_POPUP_RESIDUAL, ("edge_popup", "transformer"): _EDGE_POPUP_PAPER,
+    ("edge_popup", "mlp"): _EDGE_POPUP_PAPER,
+    ("edge_popup", "conv"): _EDGE_POPUP_CONV,
+    ("edge_popup", "residual"): _EDGE_POPUP_RESIDUAL,
+    ("edge_popup", "transformer"): _EDGE_POPUP_PAPER,
     **{("hard_concrete", f): _HARD_CONCRETE for f in FAMILIES},
 }
 
