@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .errors import TicketError
 from .limits import MAX_SIDE, number_in
+from .records import STD_RANGE
 from .skeleton import INPUT, OUTPUT, placeholder
 
 OPSET = 17
@@ -32,7 +33,7 @@ def _integer(low: int, high: int):
 
 VALUES = {  # each field's rule, and how a message says it
     "mean": (_between(-1e6, 1e6), "a number in [-1e6, 1e6]"),
-    "std": (_between(1e-12, 1e6), "a number in [1e-12, 1e6]"),
+    "std": (_between(*STD_RANGE), "a number in [1e-12, 1e6]"),
     "eps": (_between(1e-12, 1e6), "a number in [1e-12, 1e6]"),
     "name": (lambda v: isinstance(v, str), "a layer name"),
     "padding": (_integer(0, MAX_SIDE), f"an integer in [0, {MAX_SIDE}]"),

@@ -150,7 +150,7 @@ class ModelMeta:
                               f"[1, {MAX_CLASSES}]")
         pre = meta.get("preprocessing")
         if not isinstance(pre, dict) or not number_in(pre.get("mean"), -1e6, 1e6) or \
-                not number_in(pre.get("std"), 1e-12, 1e6):
+                not number_in(pre.get("std"), *STD_RANGE):
             raise TicketError(f"broken header: {what}.preprocessing needs a finite mean and a "
                               "positive std")
         if not number_in(meta.get("sparsity"), 0, 1):
