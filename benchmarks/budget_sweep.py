@@ -153,6 +153,15 @@ def main() -> None:
                     help="with --table or --plot: add the chosen recipes' runs of this "
                          "benchmarks/baselines.py output")
     args = ap.parse_args()
+    unknown = set(args.networks.split(",")) - set(NETWORKS)
+    if unknown:
+        ap.error(f"--networks: {', '.join(sorted(unknown))} not among {', '.join(NETWORKS)}")
+    try:
+        lrs = tuple(map(float, args.lrs.split(",")))
+    except ValueError:
+        ap.error(f"--lrs {args.lrs!r}: give learning rates separated by commas, e.g. 0.001,0.003")
+    if args.baselines and not Path(args.baselines).is_file():
+        ap.error(f"--baselines {args.baselines}: no such file; benchmarks/baselines.py writes it")
     out = Path(args.out)
     old = json.loads(out.read_text())["records"] if out.exists() else []
     if args.table or args.plot:
@@ -163,8 +172,7 @@ def main() -> None:
         return
     planned = [kj for n in args.networks.split(",") for b in args.budgets.split(",")
                for m in args.methods.split(",") for s in map(int, args.seeds.split(","))
-               for kj in jobs_for(n, b, m, s, args.variant, args.sets, Path(args.runs),
-                                  tuple(map(float, args.lrs.split(","))))]
+               for kj in jobs_for(n, b, m, s, args.variant, args.sets, Path(args.runs), lrs)]
     summaries = run_all([j for _, j in planned], workers=args.workers,
                         runner=lambda job: job[0](*job[1:]),
                         on_done=lambda job, s: print(f"{Path(job[2]).name}: val "
