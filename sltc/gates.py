@@ -181,10 +181,23 @@ class CRBGate(Gate):
         super().__init__(shape, cfg, seed, name, fan_in)
         self.mu = nn.Parameter(torch.full(shape, float(cfg.mu_init)))
         self.noise = cfg.sigma  # the samples' std (``gates.sigma_final`` anneals it)
+        self.stretch = 1.0  # the mean's stretch about the threshold (``gates.sharpen``)
 
     def at(self, progress: float) -> None:
-        if self.cfg.sigma_final is not None:
-            self.noise = self.cfg.sigma + (self.cfg.sigma_final - self.cfg.sigma) * progress
+        cfg = self.cfg
+        if cfg.sigma_final is not None:
+            self.noise = cfg.sigma + (cfg.sigma_final - cfg.sigma) * progress
+        if cfg.sharpen is not None and progress > cfg.deadline:
+            self.stretch = 1.0 + (cfg.sharpen - 1.0) * (progress - cfg.deadline) / \
+                (1.0 - cfg.deadline)
+
+    def mean(self) -> torch.Tensor:
+        """The samples' mean: ``mu``, stretched about the threshold once ``gates.sharpen``
+        applies, so that every gate but those near the threshold is 0 or 1."""
+        if self.stretch == 1.0:
+            return self.mu
+        t = self.cfg.threshold
+        return (self.mu - t) * self.stretch + t
 
     @torch.no_grad()
     def project(self) -> None:
@@ -195,8 +208,8 @@ class CRBGate(Gate):
 
     def forward(self) -> torch.Tensor:
         if self.training:
-            return crbg_sample(self.mu, self.noise, self.through)
-        return torch.clamp(self.mu, 0.0, 1.0)
+            return crbg_sample(self.mean(), self.noise, self.through)
+        return torch.clamp(self.mean(), 0.0, 1.0)
 
     def expected_open(self) -> torch.Tensor:
         p = crbg_expected_open(self.mu, self.cfg.sigma)
@@ -210,7 +223,7 @@ class CRBGate(Gate):
     def live(self) -> torch.Tensor:
         if self.through:
             return super().live()
-        return crbg_inside(self.mu.detach(), self.noise) > LIVE_PROBABILITY
+        return crbg_inside(self.mean().detach(), self.noise) > LIVE_PROBABILITY
 
     @torch.no_grad()
     def shift_(self, c: float) -> None:
