@@ -31,11 +31,13 @@ LIVE_PROBABILITY = 0.01
 
 
 class _NoisyClamp(torch.autograd.Function):
-    """clamp(mu + noise, 0, 1) in one buffer; the gradient passes where 0 <= z <= 1."""
+    """clamp(mu + sigma * eps, 0, 1) in the noise's own buffer (one pass for the sum); the
+    gradient passes where 0 <= z <= 1."""
 
     @staticmethod
-    def forward(ctx, mu, noise):
-        z = noise.add_(mu)  # noise is a fresh buffer: reuse it
+    def forward(ctx, mu, sigma):
+        z = torch.randn_like(mu)
+        torch.add(mu, z, alpha=sigma, out=z)
         ctx.save_for_backward((z >= 0) & (z <= 1))
         return z.clamp_(0.0, 1.0)
 
@@ -46,12 +48,13 @@ class _NoisyClamp(torch.autograd.Function):
 
 
 class _NoisyClampThrough(torch.autograd.Function):
-    """clamp(mu + noise, 0, 1) whose gradient reaches mu wherever the sample lands
+    """clamp(mu + sigma * eps, 0, 1) whose gradient reaches mu wherever the sample lands
     (straight-through the clamp: ``crbg_st``, not CRBG)."""
 
     @staticmethod
-    def forward(ctx, mu, noise):
-        return noise.add_(mu).clamp_(0.0, 1.0)
+    def forward(ctx, mu, sigma):
+        z = torch.randn_like(mu)
+        return torch.add(mu, z, alpha=sigma, out=z).clamp_(0.0, 1.0)
 
     @staticmethod
     def backward(ctx, grad):
@@ -62,16 +65,37 @@ def crbg_sample(mu: torch.Tensor, sigma: float, through: bool = False) -> torch.
     """z = clamp(mu + sigma * eps, 0, 1), eps ~ N(0, 1): no straight-through (``through``:
     the gradient passes the clamp everywhere)."""
     op = _NoisyClampThrough if through else _NoisyClamp
-    return op.apply(mu, torch.randn_like(mu).mul_(sigma))
+    return op.apply(mu, float(sigma))
 
 
 def normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    return torch.special.ndtr(x)
+
+
+class _ExpectedOpen(torch.autograd.Function):
+    """Phi(mu / sigma) with its gradient written out, phi(mu / sigma) / sigma: one pass each
+    way instead of autograd's five through ``erf``, whose backward also multiplies by the
+    broadcast gradient of a sum element by element."""
+
+    @staticmethod
+    def forward(ctx, mu, sigma):
+        ctx.save_for_backward(mu)
+        ctx.sigma = sigma
+        return torch.special.ndtr(mu / sigma)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mu,) = ctx.saved_tensors
+        s = ctx.sigma
+        density = torch.mul(mu, mu).mul_(-0.5 / (s * s)).exp_().mul_(1.0 / (s * math.sqrt(2 * math.pi)))
+        if grad.dim() and not any(grad.stride()):  # the broadcast gradient of a sum: a scalar
+            grad = grad.as_strided((), ())
+        return density.mul_(grad), None
 
 
 def crbg_expected_open(mu: torch.Tensor, sigma: float) -> torch.Tensor:
     """P(z > 0) = Phi(mu / sigma), the expected L0 of each gate."""
-    return normal_cdf(mu / sigma)
+    return _ExpectedOpen.apply(mu, sigma)
 
 
 def crbg_inside(mu: torch.Tensor, sigma: float) -> torch.Tensor:

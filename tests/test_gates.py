@@ -30,6 +30,20 @@ def test_crbg_expected_open_is_normal_cdf():
     assert np.allclose(crbg_expected_open(mu, 0.5).numpy(), norm.cdf(mu.numpy() / 0.5))
 
 
+@pytest.mark.parametrize("reduce", ["sum", "weighted"])
+def test_crbg_expected_open_gradient_is_the_normal_density(reduce):
+    mu = torch.linspace(-2, 2, 41, dtype=torch.float64).reshape(41, 1).repeat(1, 3)
+    mu.requires_grad_()
+    weights = torch.rand(41, 3, dtype=torch.float64)
+    p = crbg_expected_open(mu, 0.4)
+    (p.sum() * 3.0 if reduce == "sum" else (p * weights).sum()).backward()
+    outer = 3.0 if reduce == "sum" else weights.numpy()
+    expected = outer * norm.pdf(mu.detach().numpy() / 0.4) / 0.4
+    assert np.allclose(mu.grad.numpy(), expected, rtol=1e-12, atol=1e-15)
+    assert torch.autograd.gradcheck(lambda m: crbg_expected_open(m, 0.4), (mu[:5].detach()
+                                                                           .requires_grad_(),))
+
+
 def test_crbg_sample_is_clamped_and_matches_its_open_probability():
     torch.manual_seed(0)
     mu = torch.full((200_000,), 0.2)
@@ -58,6 +72,31 @@ def test_crbg_noise_falls_to_sigma_final(progress):
     assert torch.allclose(z, torch.clamp(0.5 + std * eps, 0, 1))
     l0 = crbg_expected_open(gate.mu.detach(), 0.5)  # the L0 term keeps sigma
     assert torch.equal(gate.expected_open().detach(), l0)
+
+
+@pytest.mark.parametrize("progress", [0.25, 0.5, 0.75, 1.0])
+def test_crbg_sharpen_stretches_the_mean_about_the_threshold_from_the_deadline(progress):
+    cfg = from_dict({"gates": {"sharpen": 9.0, "deadline": 0.5, "sigma": 0.3}}).gates
+    gate = GATES.get("crbg")((6,), cfg, 0, "fc1", 5)
+    mu = torch.tensor([-0.2, 0.3, 0.48, 0.52, 0.7, 1.1])
+    with torch.no_grad():
+        gate.mu.copy_(mu)
+    frozen = gate.frozen(cfg.threshold)
+    gate.at(progress)
+    stretch = 1.0 + 8.0 * max(progress - 0.5, 0.0) / 0.5
+    mean = (mu - 0.5) * stretch + 0.5
+    gate.eval()
+    assert torch.allclose(gate().detach(), mean.clamp(0, 1))  # the relaxed gates
+    gate.train()
+    torch.manual_seed(2)
+    z = gate()
+    torch.manual_seed(2)
+    assert torch.allclose(z.detach(), torch.clamp(mean + 0.3 * torch.randn(6), 0, 1))
+    z.sum().backward()  # the gradient reaches mu through the stretch, where inside
+    inside = (z.detach() > 0) & (z.detach() < 1)
+    assert torch.allclose(gate.mu.grad, inside * stretch)
+    assert torch.equal(gate.frozen(cfg.threshold), frozen)  # the ticket's rule is untouched
+    assert torch.equal(gate.expected_open().detach(), crbg_expected_open(mu, 0.3))
 
 
 @pytest.mark.parametrize("margin", [None, 0.0, 0.5])
