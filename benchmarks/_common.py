@@ -22,8 +22,22 @@ def sltc(*args, env: dict | None = None) -> str:
 
 
 def machine() -> dict:
+    from runtime.quantize import cpu_int8_kernels
+
     return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+            "cpus": os.cpu_count(), "cpu": cpu_model(), "int8_kernels": cpu_int8_kernels(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name, as ``/proc/cpuinfo`` gives it (``platform.processor()`` where
+    it does not)."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown"
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
+                platform.processor() or "unknown")
 
 
 def report(rows: list[dict], out: str | Path, title: str, columns: list[str]) -> None:

@@ -177,7 +177,9 @@ def main() -> None:
                         runner=lambda job: job[0](*job[1:]),
                         on_done=lambda job, s: print(f"{Path(job[2]).name}: val "
                                                      f"{s['val_accuracy']:.4f}", flush=True))
-    new = [{**k, "overrides": " ".join(args.sets), **{f: s.get(f) for f in FIELDS}}
+    here = machine()
+    new = [{**k, "overrides": " ".join(args.sets), **{f: s.get(f) for f in FIELDS},
+            "cpu": here["cpu"], "int8_kernels": here["int8_kernels"], "date": here["date"]}
            for (k, _), s in zip(planned, summaries, strict=True)]
     redone = {tuple(r[k] for k in KEY) for r in new}
     records = [r for r in old if tuple(r[k] for k in KEY) not in redone] + new
