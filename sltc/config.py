@@ -157,7 +157,7 @@ class GatesConfig(_Strict):
                          "that puts it back, so that the run ends training the ticket's mask "
                          "(results.md section 11); 1: never", ge=0, le=1,
                          allow_inf_nan=False)
-    sharpen: float | None = _f(25.0, "CRBG: from gates.deadline on, the samples' mean is "
+    sharpen: float | None = _f(10.0, "CRBG: from gates.deadline on, the samples' mean is "
                                "mu stretched about the threshold by a factor that rises "
                                "linearly from 1 to this at the end of the run, so that the "
                                "gates the network trains with become the ticket's binary "
