@@ -631,8 +631,8 @@ def freeze_warnings(summary: dict, gates=None) -> dict[str, str]:
         found["freeze_accuracy"] = (
             f"the frozen ticket scores {frozen:.4f} on the validation split, "
             f"{100 * (relaxed - frozen):.1f} points below the relaxed gates' {relaxed:.4f}: "
-            "the gates had not settled to 0 or 1; try more epochs, a lower "
-            "gates.target_sparsity or a different gates.lambda")
+            "the gates had not settled to 0 or 1; try more epochs, a larger gates.sharpen, "
+            "a lower gates.target_sparsity or a different gates.lambda")
     return found
 
 
