@@ -22,7 +22,7 @@ def sltc(*args, env: dict | None = None) -> str:
 
 
 def machine() -> dict:
-    from runtime.quantize import cpu_int8_kernels
+    from sltc.runtime.quantize import cpu_int8_kernels
 
     return {"platform": platform.platform(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "cpu": cpu_model(), "int8_kernels": cpu_int8_kernels(),
