@@ -7,9 +7,12 @@ Builds each ticket with ``sltc discover`` (CRBG, one epoch of at most 200 steps:
 tickets, whose int8 and fp32 accuracies are compared with each other, not with the
 paper's), exports it as fp32 ONNX and as ``--quantize int8`` (static QDQ; the export
 measures both test accuracies through onnxruntime), then runs one ``sltc bench`` per
-network on the fp32 file, the int8 file and the ticket, engines ``ort`` and ``csr``, one
-thread, on the run's test images, ``--rounds`` taking turns, best p50 kept. Speed-ups are
-against dense fp32 onnxruntime in that same bench call.
+network on the fp32 file, the int8 file and the ticket, engines ``ort``, ``csr`` and
+``openvino`` (where ``sltc[openvino]`` is installed), one thread, on the run's test
+images, ``--rounds`` taking turns, best p50 kept. Speed-ups are against dense fp32
+onnxruntime in that same bench call; ``recommended`` marks the row bench recommends (the
+fastest) at each batch size. The int8 file's test accuracy through OpenVINO is
+``sltc validate --engine openvino``'s.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report, sltc  # noqa: E402
+
+from sltc.runtime._openvino import has_openvino  # noqa: E402
 
 NETWORKS = {
     "lenet300": ("examples/lenet300-fashion.yaml", []),
@@ -51,12 +56,21 @@ def exports(work: Path, name: str, path: Path) -> tuple[Path, Path, dict]:
 
 
 def _label(r: dict) -> str | None:
-    """The row a bench record fills: fp32 and int8 files on ort, the ticket on csr."""
-    if r["engine"] == "ort" and r["kind"] == "onnx":
-        return r["precision"]
+    """The row a bench record fills: fp32 and int8 files on ort (``int8``) and openvino
+    (``openvino int8``), the ticket on csr."""
+    if r["engine"] in ("ort", "openvino") and r["kind"] == "onnx":
+        return ("openvino " if r["engine"] == "openvino" else "") + r["precision"]
     if r["engine"] == "csr" and r["kind"] == "ticket":
         return "csr"
     return None
+
+
+def _openvino_accuracy(int8: Path) -> float | None:
+    if not has_openvino():
+        return None
+    out = json.loads(sltc("validate", int8, "--engine", "openvino", "--json",
+                          "--tolerance", 1).strip().splitlines()[-1])
+    return out["test_accuracy"]
 
 
 def main() -> None:
@@ -74,10 +88,14 @@ def main() -> None:
     for name in args.networks.split(","):
         path = ticket(work, name)
         fp32, int8, made = exports(work, name, path)
-        records = json.loads(sltc("bench", fp32, int8, path, "--engine", "ort", "--engine", "csr",
+        engines = ["ort", "csr", *["openvino"] * has_openvino()]
+        records = json.loads(sltc("bench", fp32, int8, path,
+                                  *[a for e in engines for a in ("--engine", e)],
                                   "--batch", args.batch, "--threads", args.threads, "--repeat",
                                   args.repeat, "--warmup", 5, "--inputs", "test", "--rounds",
                                   args.rounds, "--json"))
+        accuracy = {"fp32": made["fp32_test_accuracy"], "int8": made["test_accuracy"],
+                    "openvino int8": _openvino_accuracy(int8)}
         for r in records:
             label = _label(r)
             if label is None:
@@ -87,13 +105,12 @@ def main() -> None:
                          "speedup": r["speedup"], "speedup_range": r["speedup_range"],
                          "sparse": None if r["layers"] is None else
                          f"{len(r['sparse_layers'])}/{r['layers']}",
-                         "test_accuracy": made["fp32_test_accuracy"] if label != "int8"
-                         else made["test_accuracy"],
-                         "file_bytes": r["file_bytes"]})
+                         "test_accuracy": accuracy.get(label, made["fp32_test_accuracy"]),
+                         "file_bytes": r["file_bytes"], "recommended": r["recommended"]})
     rows.sort(key=lambda r: (r["network"], r["batch"], r["path"]))
     report(rows, args.out, f"int8 and csr against dense fp32 onnxruntime, {args.threads} "
            "thread(s), p50 on test images", ["network", "batch", "path", "p50_ms", "speedup",
-                                             "sparse", "test_accuracy"])
+                                             "sparse", "test_accuracy", "recommended"])
 
 
 if __name__ == "__main__":

@@ -142,7 +142,7 @@ def bench(paths: list[str], *, engines: list[str] | None, batches: list[int], th
     With ``rounds > 1`` the pairs run that many times, taking turns, and each keeps the run
     with its best p50: a drift in the machine's speed then hits every pair alike.
     """
-    from .engines import ENGINES
+    from .engines import ENGINES, installed
     from .loader import kind_of
 
     for engine in engines or []:
@@ -152,7 +152,7 @@ def bench(paths: list[str], *, engines: list[str] | None, batches: list[int], th
     jobs = [dict(path=str(path), engine=engine, batches=batches, threads=threads,
                  provider=provider, warmup=warmup, repeat=repeat, allow_fallback=allow_fallback,
                  inputs=inputs, data_root=data_root, allow_int8=allow_int8)
-            for path in paths for engine in engines or ENGINES.names()]
+            for path in paths for engine in engines or installed()]
     best: dict[tuple, dict] = {}
     p50s: dict[tuple, list[float]] = {}  # every round's, in order
     for _ in range(rounds):
@@ -168,7 +168,27 @@ def bench(paths: list[str], *, engines: list[str] | None, batches: list[int], th
     for r in records:
         r["p50s"] = p50s[(r["model"], r["engine"], r["batch"])]
     _add_speedups(records)
+    _recommend(records)
     return records
+
+
+def _recommend(records: list[dict]) -> None:
+    """Marks the fastest file and engine at each batch size (best p50) ``recommended``."""
+    for batch in {r["batch"] for r in records}:
+        mine = [r for r in records if r["batch"] == batch]
+        fastest = min(mine, key=lambda r: r["p50_ms"])
+        for r in mine:
+            r["recommended"] = r is fastest
+
+
+def recommendations(records: list[dict]) -> list[str]:
+    """One line per batch size: the file and engine ``bench`` recommends, and its speed-up."""
+    lines = []
+    for r in sorted((r for r in records if r.get("recommended")), key=lambda r: r["batch"]):
+        against = "" if r["speedup"] is None else f", {speedup_text(r)} against dense ORT"
+        lines.append(f"batch {r['batch']}: {r['model'].rsplit('/', 1)[-1]} on {r['engine']} "
+                     f"({_precision(r)}), {r['p50_ms']:.3f} ms p50{against}")
+    return lines
 
 
 def _add_speedups(records: list[dict]) -> None:
@@ -222,7 +242,10 @@ def print_table(records: list[dict]) -> None:
                       f"{r['load_s']:.3f}", f"{r['peak_rss_mb']:.0f}", str(r["file_bytes"]),
                       "-" if r["layers"] is None else f"{len(r['sparse_layers'])}/{r['layers']}",
                       speedup_text(r))
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(table)
+    for line in recommendations(records):
+        console.print(f"fastest at {line}")
 
 
 def _series(r: dict) -> str:

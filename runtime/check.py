@@ -56,8 +56,9 @@ SCRATCH = {"Sigmoid": 1, "Gelu": 2, "Softmax": 1, "LayerNormalization": 2, "MaxP
 # copies of the weights handed to onnxruntime that each engine (and the ONNX export, with its
 # parity check) holds beside the graph's own at their most: measured, see
 # tests/test_attack.py::test_the_largest_accepted_graphs_keep_the_promise
-WEIGHT_COPIES = {"dense": 0, "csr": 8, "ort": 3, "export": 2}
-LIGHTER = {"csr": "use engine 'ort' or 'dense'", "ort": "use engine 'dense'"}
+WEIGHT_COPIES = {"dense": 0, "csr": 8, "ort": 3, "openvino": 6, "export": 2}
+LIGHTER = {"csr": "use engine 'ort' or 'dense'", "ort": "use engine 'dense'",
+           "openvino": "use engine 'ort' or 'dense'"}
 ATTRIBUTE_KINDS = {AttributeProto.INT, AttributeProto.FLOAT, AttributeProto.STRING,
                    AttributeProto.INTS, AttributeProto.FLOATS, AttributeProto.TENSOR,
                    AttributeProto.SPARSE_TENSOR}

@@ -6,6 +6,7 @@
   (``csr.SparseEngine``); cupy (cuSPARSE) when ``provider="cuda"``; int8 onnxruntime
   segments where they are faster only when ``allow_int8``.
 - ``ort``: onnxruntime on an explicitly chosen provider, read back from the session.
+- ``openvino``: OpenVINO's CPU plugin (``sltc[openvino]``), compiled per batch size.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sltc.errors import GraphError, SltcError
 from sltc.registry import Registry
 
 from . import spmv
+from ._openvino import Compiled, has_openvino
 from ._ort import has_ort, session
 from .check import Bounds
 from .csr import SparseEngine, sparse_kernel
@@ -27,6 +29,7 @@ from .ops import OPS
 from .quantize import KERNELS_ENV, NARROW, cpu_int8_kernels, saturates, wide_weights
 
 ENGINES: Registry = Registry("engine")
+OPTIONAL = {"ort": has_ort, "openvino": has_openvino}  # an extra's: by default where installed
 log = logging.getLogger("sltc")
 
 
@@ -104,6 +107,22 @@ def _cusparse_engine(model: Deployable) -> Predictor:
     return Predictor("csr", "cupy-cusparse", lambda x: graph.run(x, overrides))
 
 
+@ENGINES.register("openvino")
+def openvino_engine(model: Deployable, provider: str = "cpu", threads: int | None = None,
+                    **_) -> Predictor:
+    """OpenVINO's CPU plugin on the folded graph, compiled once per batch size; one thread
+    unless told, fp32 layers in fp32 (``_openvino.CONFIG``). OpenVINO computes some
+    failures (a Gather index past the end: zeros) where numpy and onnxruntime stop, so one
+    image goes through numpy's reference first: a graph that fails there fails here, in
+    one line naming the node."""
+    if provider != "cpu":
+        raise SltcError("engine 'openvino' runs on the CPU here; use --provider cpu")
+    graph = model.graph.folded()
+    graph.run(np.zeros((1, *graph.input_shape), np.float32))
+    compiled = Compiled(graph.to_onnx().SerializeToString(), threads)
+    return Predictor("openvino", "openvino-cpu", compiled)
+
+
 @ENGINES.register("ort")
 def ort_engine(model: Deployable, provider: str = "cpu", threads: int | None = None,
                allow_fallback: bool = False, **_) -> Predictor:
@@ -113,6 +132,11 @@ def ort_engine(model: Deployable, provider: str = "cpu", threads: int | None = N
                          allow_fallback)
     name_in, name_out = model.graph.input_name, model.graph.output_name
     return Predictor("ort", used, lambda x: sess.run([name_out], {name_in: x})[0])
+
+
+def installed() -> list[str]:
+    """The engines this machine can run: every one but an extra's that is not installed."""
+    return [name for name in ENGINES.names() if OPTIONAL.get(name, lambda: True)()]
 
 
 def _warn_saturation(model: Deployable, engine: str) -> None:
@@ -150,4 +174,4 @@ def prepare(model: Deployable, engine: str, **options) -> Predictor:
     return predictor
 
 
-__all__ = ["ENGINES", "OPS", "Predictor", "prepare"]
+__all__ = ["ENGINES", "OPS", "Predictor", "installed", "prepare"]

@@ -294,7 +294,8 @@ def _ints(text: str, flag: str, high: int) -> list[int]:
 @app.command()
 def bench(
     models: list[Path] = typer.Argument(..., help=".slt, .csr.safetensors or .onnx files."),
-    engine: list[str] = typer.Option([], "--engine", help="dense, csr or ort (repeatable) [all]."),
+    engine: list[str] = typer.Option([], "--engine", help="dense, csr, ort or openvino "
+                                     "(repeatable) [all installed]."),
     batch: str = typer.Option("1,64", "--batch", help="Batch sizes, comma-separated."),
     threads: int = typer.Option(1, "--threads", min=1, max=os.cpu_count() or 1,
                                 help="Threads per engine, at most the CPUs of this machine."),
@@ -345,7 +346,7 @@ def bench(
 @app.command()
 def validate(
     model: Path = typer.Argument(..., help=".slt, .csr.safetensors or .onnx file."),
-    engine: str = typer.Option("ort", "--engine", help="dense, csr or ort."),
+    engine: str = typer.Option("ort", "--engine", help="dense, csr, ort or openvino."),
     provider: str = typer.Option("cpu", "--provider", help="cpu or cuda."),
     data: str = typer.Option(None, "--data", help="Dataset folder."),
     require_gpu: bool = typer.Option(False, "--require-gpu", help="Fail unless a GPU runtime runs it."),

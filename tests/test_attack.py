@@ -33,7 +33,7 @@ from tests.test_fuzz import MEMORY_LIMIT, TIMEOUT, Result, assert_user_error, go
 pytest.importorskip("onnxruntime")
 __all__ = ["good"]  # the fuzz suite's valid ticket, CSR and ONNX exports
 
-ENGINES = ("dense", "csr", "ort")
+ENGINES = ("dense", "csr", "ort", "openvino")
 ZEN = "Beautiful is better than ugly"  # what importing the standard library's `this` prints
 
 

@@ -211,8 +211,8 @@ def test_int8_files_run_in_every_engine_and_bench_names_their_precision(syntheti
     assert model.precision == "int8"
     assert "DequantizeLinear" in model.graph.folded().op_types()  # int8 weights stay int8
     x = np.random.default_rng(0).random((32, *model.graph.input_shape), dtype=np.float32)
-    logits = {engine: prepare(model, engine)(x) for engine in ("dense", "ort", "csr")}
-    for engine in ("dense", "csr"):  # the numpy ops against onnxruntime's int8 kernels
+    logits = {engine: prepare(model, engine)(x) for engine in ("dense", "ort", "csr", "openvino")}
+    for engine in ("dense", "csr", "openvino"):  # numpy and OpenVINO against onnxruntime
         assert (logits[engine].argmax(1) == logits["ort"].argmax(1)).mean() >= 0.9
     records = json.loads(sltc("bench", synthetic_run / "ticket.slt", path, "--engine", "ort",
                               "--batch", "1,8", "--repeat", "3", "--warmup", "1", "--json",

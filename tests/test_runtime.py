@@ -165,4 +165,44 @@ def test_bench_json_records(exports, tmp_path):
     assert proc.returncode == 2 and "choose random or test" in proc.stderr
     proc = sltc("bench", exports["onnx"], "--engine", "gpu-magic")
     assert proc.returncode == 2 and "choose one of" in proc.stderr
-    assert sorted(ENGINES.names()) == ["csr", "dense", "ort"]
+    assert sorted(ENGINES.names()) == ["csr", "dense", "openvino", "ort"]
+
+
+def test_bench_recommends_the_fastest_file_and_engine_per_batch(exports):
+    proc = sltc("bench", exports["onnx"], exports["csr"], "--engine", "ort", "--engine", "csr",
+                "--batch", "1,4", "--warmup", "1", "--repeat", "5", "--json", check=True)
+    records = json.loads(proc.stdout)
+    for batch in (1, 4):
+        mine = [r for r in records if r["batch"] == batch]
+        chosen, = [r for r in mine if r["recommended"]]
+        assert chosen["p50_ms"] == min(r["p50_ms"] for r in mine)
+    table = sltc("bench", exports["onnx"], "--engine", "ort", "--batch", "2", "--repeat", "3",
+                 check=True).stdout
+    assert "fastest at batch 2: m.onnx on ort (fp32)" in table
+
+
+WITHOUT_OPENVINO = """
+import sys
+sys.modules["openvino"] = None  # as on a machine without sltc[openvino]
+from sltc.cli import main
+sys.argv = ["sltc", *sys.argv[1:]]
+main()
+"""
+
+
+def test_openvino_is_an_extra(exports):
+    """Without OpenVINO, bench runs every other engine by default, and asking for it is one
+    line that names the extra; it runs on the CPU only."""
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", WITHOUT_OPENVINO, *map(str, args)],
+                              cwd=ROOT, capture_output=True, text=True)
+
+    proc = run("bench", exports["onnx"], "--batch", "1", "--repeat", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["engine"] for r in json.loads(proc.stdout)) == ["csr", "dense", "ort"]
+    proc = run("validate", exports["onnx"], "--engine", "openvino")
+    line, = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "pip install 'sltc[openvino]'" in line
+    proc = sltc("validate", exports["onnx"], "--engine", "openvino", "--provider", "cuda")
+    line, = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "--provider cpu" in line
