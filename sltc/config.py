@@ -228,6 +228,11 @@ class TrainConfig(_Strict):
     lr: float = _f(0.02, "gate learning rate; each method and network family has its own, "
                    "filled in where a config leaves it out (sltc.recipes)",
                    gt=0, le=100, allow_inf_nan=False)
+    budget_lr: float | None = _f(None, "a short run's learning rate: at least budget_lr / "
+                                 "sqrt(the run's steps), so that gates travel as far in "
+                                 "fewer steps (2: 0.2 at 100 steps, 0.1 at 400); null: "
+                                 "train.lr alone; recipes fill it where train.lr is not set",
+                                 gt=0, le=1000, allow_inf_nan=False)
     momentum: float = _f(0.9, "sgd only", ge=0, lt=1, allow_inf_nan=False)
     weight_decay: float = _f(0.0, "on the gate parameters", ge=0, le=100, allow_inf_nan=False)
     schedule: Literal["cosine", "constant"] = _f("cosine", "learning-rate schedule over the "

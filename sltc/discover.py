@@ -78,10 +78,19 @@ def _make_optimizer(config, model):
     return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
+def base_lr(train, total: int) -> float:
+    """``train.lr``, raised in a run of ``total`` steps to ``train.budget_lr / sqrt(total)``
+    where that is larger."""
+    if train.budget_lr is None:
+        return train.lr
+    return max(train.lr, train.budget_lr / math.sqrt(total))
+
+
 def _lr(config, step: int, total: int) -> float:
+    lr = base_lr(config.train, total)
     if config.train.schedule == "constant":
-        return config.train.lr
-    return config.train.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+        return lr
+    return lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
 def check_threads(threads: int | None) -> None:

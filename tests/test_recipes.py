@@ -107,6 +107,27 @@ def test_another_optimizer_keeps_the_recipes_rates_out():
     assert {"gates.mu_margin", "gates.sigma_final"} <= set(cfg.recipe.filled)
 
 
+def test_a_short_run_gets_the_budget_rate_unless_the_user_sets_the_rate():
+    """The deep recipe's ``train.budget_lr`` raises a short run's rate to budget_lr /
+    sqrt(steps), never below ``train.lr``; a user who sets ``train.lr`` gets that rate at
+    every length (the budget rate is not filled), as does the MLP recipe."""
+    from sltc.discover import _lr, base_lr
+
+    cfg = _resolved({"model": {"arch": "vit"}})
+    assert "train.budget_lr" in cfg.recipe.filled
+    budget = cfg.train.budget_lr
+    assert base_lr(cfg.train, 100) == pytest.approx(budget / 10)
+    assert base_lr(cfg.train, 10_000) == cfg.train.lr < budget / 10
+    assert _lr(cfg, 0, 100) == base_lr(cfg.train, 100)  # the cosine starts there
+    assert _lr(cfg, 50, 100) == pytest.approx(base_lr(cfg.train, 100) / 2)
+    for data in ({"model": {"arch": "vit"}, "train": {"lr": 0.01}}, {}):
+        mine = _resolved(data)
+        assert mine.train.budget_lr is None and "train.budget_lr" not in mine.recipe.filled
+        assert base_lr(mine.train, 100) == mine.train.lr
+    sgd = _resolved({"model": {"arch": "conv4"}, "train": {"optimizer": "sgd"}})
+    assert sgd.train.budget_lr is None  # an Adam rule, left out with Adam's rate
+
+
 def test_a_python_conv_net_gets_the_conv_recipe_through_discover(tmp_path):
     """A user's conv net (``python:`` factory) gets the conv recipe; ``config.yaml`` records
     it, why, and what it filled; the example's own ``train.lr`` stays."""
