@@ -107,11 +107,14 @@ def table(records: list[dict]) -> None:
 
 def plot(records: list[dict], path: Path, variant: str = "default") -> None:
     """One panel per network: the ticket's test accuracy at each budget, a line per method
-    (``variant``'s runs or the tuned baselines'; dense at the rate chosen on validation)."""
+    (the runs of ``variant``, comma-separated names in order of preference, then the tuned
+    baselines'; dense at the rate chosen on validation)."""
+    order = [*variant.split(","), "tuned"]
     from sltc.plotting import pyplot
 
     plt = pyplot()
-    networks = [n for n in NETWORKS if any(r["network"] == n for r in records)]
+    networks = [n for n in NETWORKS if any(r["network"] == n and r["method"] != "edge_popup"
+                                           for r in records)]
     fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks), 3.6), squeeze=False)
     for ax, network in zip(axes[0], networks, strict=True):
         budgets = [b for b in BUDGETS if any((r["network"], r["budget"]) == (network, b)
@@ -119,9 +122,10 @@ def plot(records: list[dict], path: Path, variant: str = "default") -> None:
         for method in ("crbg", "edge_popup", "hard_concrete", "dense"):
             ys = []
             for b in budgets:
-                r = best_dense(records, network, b) if method == "dense" else next(
+                r = best_dense(records, network, b) if method == "dense" else min(
                     (r for r in records if (r["network"], r["budget"], r["method"], r["seed"])
-                     == (network, b, method, 0) and r["variant"] in (variant, "tuned")), None)
+                     == (network, b, method, 0) and r["variant"] in order),
+                    key=lambda r: order.index(r["variant"]), default=None)
                 ys.append(r["test_accuracy"] if r else float("nan"))
             if any(y == y for y in ys):
                 ax.plot(budgets, ys, marker="o", label=method.replace("_", "-"))
