@@ -60,7 +60,3 @@ class Compiled:
     def __call__(self, x):
         request = self.request(tuple(x.shape))
         return request.infer({0: x})[0]
-
-    @property
-    def device(self) -> str:
-        return self.core.get_property("CPU", "FULL_DEVICE_NAME")

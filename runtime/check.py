@@ -53,9 +53,10 @@ NODE_WORK = 1 << 10  # a node's own cost, in element visits
 # softmax's exponentials
 SCRATCH = {"Sigmoid": 1, "Gelu": 2, "Softmax": 1, "LayerNormalization": 2, "MaxPool": 1,
            "AveragePool": 2, "DequantizeLinear": 1}
-# copies of the weights handed to onnxruntime that each engine (and the ONNX export, with its
-# parity check) holds beside the graph's own at their most: measured, see
-# tests/test_attack.py::test_the_largest_accepted_graphs_keep_the_promise
+# copies of the weights handed to onnxruntime or OpenVINO that each engine (and the ONNX
+# export, with its parity check) holds beside the graph's own at their most: measured, see
+# tests/test_attack.py::test_the_largest_accepted_graphs_keep_the_promise (openvino: about
+# two per compiled batch size, two kept, beside its reader's copy)
 WEIGHT_COPIES = {"dense": 0, "csr": 8, "ort": 3, "openvino": 6, "export": 2}
 LIGHTER = {"csr": "use engine 'ort' or 'dense'", "ort": "use engine 'dense'",
            "openvino": "use engine 'ort' or 'dense'"}

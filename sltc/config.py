@@ -232,7 +232,7 @@ class TrainConfig(_Strict):
                                  "sqrt(the run's steps), so that gates travel as far in "
                                  "fewer steps (2: 0.2 at 100 steps, 0.1 at 400); null: "
                                  "train.lr alone; recipes fill it where train.lr is not set",
-                                 gt=0, le=1000, allow_inf_nan=False)
+                                 gt=0, le=100, allow_inf_nan=False)
     momentum: float = _f(0.9, "sgd only", ge=0, lt=1, allow_inf_nan=False)
     weight_decay: float = _f(0.0, "on the gate parameters", ge=0, le=100, allow_inf_nan=False)
     schedule: Literal["cosine", "constant"] = _f("cosine", "learning-rate schedule over the "

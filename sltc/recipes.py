@@ -56,7 +56,7 @@ _CRBG_DEEP = Recipe({**_adam(0.05), "train.budget_lr": 2.0, "gates.mu_margin": 0
                      "gates.sigma_final": 0.1},
                     "Conv-4, ResNet-20 and the ViT: +2.1 to +9.2 points of validation "
                     "accuracy at 90% (docs/results.md section 10); budget_lr 2 (lr 0.2 at "
-                    "100 steps): +0.4 to +13 points at 100 steps (section 14)")
+                    "100 steps): +0.4 to +12.4 points at 100 steps (section 14)")
 _EDGE_POPUP_TRANSFORMER = Recipe(_sgd(0.1, 0.0), "the ViT: the best mean rank of 8 recipes "
                                                  "on validation at 100 steps, one epoch and "
                                                  "five (the paper's SGD 0.1, without weight "
