@@ -109,9 +109,9 @@ def plot(records: list[dict], path: Path, variant: str = "default") -> None:
     """One panel per network: the ticket's test accuracy at each budget, a line per method
     (the runs of ``variant``, comma-separated names in order of preference, then the tuned
     baselines'; dense at the rate chosen on validation)."""
-    order = [*variant.split(","), "tuned"]
     from sltc.plotting import pyplot
 
+    order = [*variant.split(","), "tuned"]
     plt = pyplot()
     networks = [n for n in NETWORKS if any(r["network"] == n and r["method"] != "edge_popup"
                                            for r in records)]

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report, sltc  # noqa: E402
 
-from sltc.runtime._openvino import has_openvino  # noqa: E402
+from sltc.runtime.engines import installed  # noqa: E402
 
 NETWORKS = {
     "lenet300": ("examples/lenet300-fashion.yaml", []),
@@ -66,7 +66,7 @@ def _label(r: dict) -> str | None:
 
 
 def _openvino_accuracy(int8: Path) -> float | None:
-    if not has_openvino():
+    if "openvino" not in installed():
         return None
     out = json.loads(sltc("validate", int8, "--engine", "openvino", "--json",
                           "--tolerance", 1).strip().splitlines()[-1])
@@ -88,7 +88,7 @@ def main() -> None:
     for name in args.networks.split(","):
         path = ticket(work, name)
         fp32, int8, made = exports(work, name, path)
-        engines = ["ort", "csr", *["openvino"] * has_openvino()]
+        engines = [e for e in ("ort", "csr", "openvino") if e in installed()]
         records = json.loads(sltc("bench", fp32, int8, path,
                                   *[a for e in engines for a in ("--engine", e)],
                                   "--batch", args.batch, "--threads", args.threads, "--repeat",
