@@ -109,7 +109,7 @@ def plot(records: list[dict], path: Path, variant: str = "default") -> None:
     """One panel per network: the ticket's test accuracy at each budget, a line per method
     (the runs of ``variant``, comma-separated names in order of preference, then the tuned
     baselines'; dense at the rate chosen on validation)."""
-    from sltc.plotting import pyplot
+    from sltc.figures import pyplot
 
     order = [*variant.split(","), "tuned"]
     plt = pyplot()

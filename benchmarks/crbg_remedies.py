@@ -65,7 +65,7 @@ VARIANTS = {  # name: (method, overrides)
 
 def layer_sparsity(ticket: Path) -> dict[str, float]:
     """Each gated layer's sparsity in a ticket."""
-    from sltc.ticket import Ticket
+    from sltc.format.ticket import Ticket
 
     t = Ticket.load(ticket)
     return {s.name: round(1.0 - float(t.weight_mask(s.name).mean()), 6) for s in t.gated()}

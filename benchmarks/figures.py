@@ -59,8 +59,8 @@ def resnet_layers(ticket: Path, out: Path) -> None:
 
 
 def main() -> None:
+    from sltc.figures import pyplot
     from sltc.inspection import inspect_ticket
-    from sltc.plotting import pyplot
 
     plt = pyplot()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

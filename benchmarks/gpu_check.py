@@ -99,7 +99,7 @@ def _steps(run: Path) -> int:
 @check("same seed twice on CUDA")
 def determinism(work: Path, data: str) -> dict:
 
-    from sltc.ticket import Ticket
+    from sltc.format.ticket import Ticket
 
     paths = []
     for i in range(2):
@@ -140,8 +140,8 @@ def cusparse(ticket: Path, data: str) -> dict:
 def bench_cuda(ticket: Path) -> dict:
     import torch
 
+    from sltc.format.ticket import Ticket
     from sltc.rebuild import model_from_ticket
-    from sltc.ticket import Ticket
 
     records = cli("bench", ticket, "--engine", "csr", "--provider", "cuda", "--batch",
                   "1,64,1024", "--repeat", "100")

@@ -1,5 +1,5 @@
 """What one op costs numpy's dense engine (the slowest), against the graph check's model
-(``runtime/check.py``, format.md section 2.6 rules 2 and 8): seconds per unit of work, the
+(``sltc/format/check.py``, format.md section 2.6 rules 2 and 8): seconds per unit of work, the
 peak bytes it allocates beside its inputs (tracemalloc) against the scratch the check counts,
 and the check's own seconds per node and per node input.
 
@@ -25,8 +25,8 @@ from onnx import helper
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # noqa: E402
 
-from sltc.runtime.check import _scratch, _work, check_model  # noqa: E402
-from sltc.runtime.ops import OPS, Node  # noqa: E402
+from sltc.format.check import _scratch, _work, check_model
+from sltc.format.ops import OPS, Node
 
 E = 1 << 22  # elements of the elementwise cases
 

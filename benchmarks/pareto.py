@@ -77,7 +77,7 @@ def _means(records: list[dict], model: str, method: str, key: str) -> list[tuple
 def plot(records: list[dict], path: Path) -> None:
     """Per model: accuracy against sparsity, and against training time (wall seconds of the
     whole run, each point labelled with its target) where the records have it."""
-    from sltc.plotting import pyplot
+    from sltc.figures import pyplot
 
     plt = pyplot()
     models = sorted({r["model"] for r in records}, key=list(MODELS).index)

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # noqa: E402
 
 from sltc.config import from_dict  # noqa: E402
-from sltc.legacy import skeleton_from_ops  # noqa: E402
-from sltc.maskcode import entropy_bits, pack  # noqa: E402
-from sltc.records import LayerSpec  # noqa: E402
-from sltc.ticket import Ticket  # noqa: E402
+from sltc.format.legacy import skeleton_from_ops
+from sltc.format.maskcode import entropy_bits, pack
+from sltc.format.records import LayerSpec
+from sltc.format.ticket import Ticket
 
 SHAPES = [(2048, 784), (2048, 2048), (2048, 2048), (512, 2048)]
 

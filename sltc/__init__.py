@@ -9,7 +9,7 @@ This module imports nothing heavy: the torch-free runtime (``sltc.runtime``) imp
 """
 
 
-from .errors import BatchError, NetworkError, SltcError
+from .format.errors import BatchError, NetworkError, SltcError
 
 
 def find_ticket(model, train, test, config=None, **options):

@@ -13,13 +13,13 @@ from torch import nn
 
 from . import config as config_mod
 from .discover import Trainer, run
-from .errors import ConfigError
 from .evaluate import resolve_device
+from .format.errors import ConfigError
+from .format.ticket import Ticket
 from .layers import gate
 from .loaders import Data, LoaderBatches
 from .models import check_size, with_recipe
 from .rundir import claim
-from .ticket import Ticket
 from .usercode import check_first_batch, first_batch
 
 

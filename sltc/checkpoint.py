@@ -15,10 +15,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import run_difference
-from .errors import TrainingError
+from .format.errors import TrainingError
+from .format.limits import MAX_CHECKPOINT_BYTES, number_in, regular_size
+from .format.outputs import atomic_write
 from .layers import gated_layers
-from .limits import MAX_CHECKPOINT_BYTES, number_in, regular_size
-from .outputs import atomic_write
 
 
 def save_checkpoint(path: Path, model, config, optimizer, state: dict) -> None:

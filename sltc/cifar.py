@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .limits import MAX_CIFAR_RECORDS, read_limited
+from .format.errors import DataError
+from .format.limits import MAX_CIFAR_RECORDS, read_limited
 from .splits import Split, candidate_dirs
 
 PIXELS = 3 * 32 * 32

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import typer
 
-from .errors import CheckFailed, Interrupted, NonFiniteLoss, SltcError
-from .limits import check_environment
+from .format.errors import CheckFailed, Interrupted, NonFiniteLoss, SltcError
+from .format.limits import check_environment
 from .openmp import choose_wait_policy
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
@@ -103,8 +103,8 @@ def freeze(
     """Threshold a run's gates into a deterministic ticket file."""
     from .data import dataset_files
     from .discover import freeze_run, load_run
+    from .format.outputs import check_output
     from .freeze import SCOPES
-    from .outputs import check_output
     from .progress import Progress
     from .rundir import own_files
 
@@ -137,7 +137,7 @@ def plot(
     flip rate, live gates, lambda; several runs (a CRBG and an edge-popup run, say) share
     one figure, a colour each."""
     from .config import load_config
-    from .outputs import check_output
+    from .format.outputs import check_output
     from .plotting import plot_curves, read_metrics
     from .rundir import own_files
 
@@ -202,8 +202,8 @@ def inspect(
     as_json: bool = JSON_OPT,
 ):
     """Per-layer table of a ticket: density, encoding, bits against the entropy floor."""
+    from .format.outputs import check_output
     from .inspection import inspect_ticket, plot_sparsity, print_report
-    from .outputs import check_output
 
     if plot:
         check_output(plot, [ticket])
@@ -320,7 +320,7 @@ def bench(
     from sltc.runtime.bench import bench as run
     from sltc.runtime.bench import plot_latency, print_table
 
-    from .outputs import check_output
+    from .format.outputs import check_output
     from .progress import Progress
 
     batches = _ints(batch, "--batch", MAX_BATCH)

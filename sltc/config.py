@@ -17,13 +17,22 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ConfigError
-from .limits import MAX_EPOCHS, MAX_SIDE, number_in, read_limited
+from .format.errors import ConfigError
+from .format.limits import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIDE,
+    MAX_IMAGES,
+    MAX_SIDE,
+    MAX_SYNTHETIC_PIXELS,
+    MAX_WORKERS,
+    number_in,
+    read_limited,
+)
+from .format.records import AUGMENTS, DATASETS
 
 CONFIG_VERSION = 1
 MAX_WIDTH = 1 << 16  # units or channels of one layer
-MAX_IMAGES = 1 << 24
-MAX_SYNTHETIC_PIXELS = 1 << 26  # above Fashion-MNIST's 4.7e7; its test set: 2**24 at most
 MAX_CONFIG_BYTES = 1 << 20  # a config file; real ones are a few hundred bytes
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb's billions)
 MAX_CONFIG_DEPTH = 64
@@ -33,7 +42,6 @@ THRESHOLD_START = (0.5, 1.0)  # mu at the freezing threshold
 CRBG_METHODS = ("crbg", "crbg_st")
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]  # an image side or channel count
-MAX_IMAGE_SIDE = 2048  # an image folder's resized side: 12 MiB an RGB image, 50 MiB as float32
 ImageSide = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 
 
@@ -73,8 +81,7 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    name: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic",
-                  "loaders"] = _f("fashion_mnist", "the dataset; loaders: DataLoaders given "
+    name: Literal[DATASETS] = _f("fashion_mnist", "the dataset; loaders: DataLoaders given "
                                   "in Python (sltc.find_ticket)")
     root: str | None = _f(None, "folder searched first, then the system and user data folders")
     val_size: int = _f(5000, "validation images carved from the training set, never the "
@@ -83,17 +90,17 @@ class DataConfig(_Strict):
     train_size: int | None = _f(None, "train on the first N images of the (shuffled) "
                                 "training split, for quick trials (null: all)", ge=1,
                                 le=MAX_IMAGES)
-    batch_size: int = _f(128, "the global batch: torchrun's ranks share it", ge=1, le=1 << 16)
+    batch_size: int = _f(128, "the global batch: torchrun's ranks share it", ge=1, le=MAX_BATCH)
     synthetic_size: int = _f(2048, "training images of `synthetic`", ge=16, le=MAX_IMAGES)
     synthetic_shape: list[Side] = _f(lambda: [1, 28, 28], "(C, H, W) of `synthetic`, e.g. "
                                     "[3, 32, 32]", min_length=3, max_length=3)
-    augment: list[Literal["crop", "flip"]] = _f(
+    augment: list[Literal[AUGMENTS]] = _f(
         list, "crop: random crop after zero padding of 4; flip: horizontal; off for "
         "(Fashion-)MNIST, on in the CIFAR examples, as the SLT papers do")
     image_size: list[ImageSide] | None = _f(None, "`folder`: resize every image to [H, W] "
                                            "(null: the first training image's size)",
                                            min_length=2, max_length=2)
-    workers: int = _f(2, "`folder`: DataLoader worker processes", ge=0, le=16)
+    workers: int = _f(2, "`folder`: DataLoader worker processes", ge=0, le=MAX_WORKERS)
 
     @model_validator(mode="after")
     def _check_synthetic(self) -> DataConfig:

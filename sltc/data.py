@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from .cifar import cifar_files, cifar_folder, cifar_in, load_cifar
-from .errors import DataError
 from .folder import load_folder
-from .limits import MAX_DATA_BYTES, require_regular
-from .seeding import permutation, uniform01, valid_seed
+from .format.errors import DataError
+from .format.limits import MAX_DATA_BYTES, require_regular
+from .format.records import DataSection
+from .format.seeding import permutation, uniform01, valid_seed
 from .splits import Split, candidate_dirs
 
 log = logging.getLogger(__name__)
@@ -200,11 +201,9 @@ def check_data_folder(cfg, root: str | None) -> None:
 def recorded_files(meta: dict, root: str | None = None) -> list[Path]:
     """``dataset_files`` of the config a ticket or export records (``meta["config"]``);
     none where its data section does not validate."""
-    from .config import DataConfig
-
     try:
-        return dataset_files(DataConfig.model_validate(meta["config"]["data"]), root)
-    except (KeyError, TypeError, ValueError):
+        return dataset_files(DataSection.from_json(meta["config"]["data"]), root)
+    except (KeyError, TypeError, DataError):
         return []
 
 
@@ -266,13 +265,10 @@ def recorded_test_set(data: dict, seed: int, root: str | None = None, input_shap
                       classes: int | None = None):
     """The test set named by a saved run's ``data`` config (``root`` overrides its folder),
     checked against the model's ``input_shape`` and ``classes`` where given; a ``data``
-    that does not validate as the config's ``data`` section is a ``DataError``."""
-    from .config import DataConfig, validated
-    from .errors import ConfigError
-
+    that does not validate as a ``DataSection`` is a ``DataError``."""
     try:
-        cfg = validated(DataConfig, data, "the model's recorded dataset", ("data",))
-    except ConfigError as e:
+        cfg = DataSection.from_json(data)
+    except DataError as e:
         raise DataError(f"{e}; re-export the model from its ticket") from None
     if not valid_seed(seed):
         raise DataError("the model's recorded seed is not an integer in [0, 2**64); re-export "

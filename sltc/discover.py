@@ -26,15 +26,11 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .controller import LAMBDA_RANGE, Controller, mean_lambda
 from .data import load_dataset
 from .distributed import World
-from .errors import (
-    BatchError,
-    ConfigError,
-    NetworkError,
-    NonFiniteLoss,
-    SltcError,
-    TrainingError,
-)
 from .evaluate import accuracy, resolve_device
+from .format.errors import BatchError, ConfigError, NetworkError, NonFiniteLoss, SltcError, TrainingError
+from .format.limits import number_in
+from .format.outputs import atomic_write_json
+from .format.seeding import random_words
 from .freeze import (
     FREEZE_TOLERANCE,
     as_ticket,
@@ -45,13 +41,10 @@ from .freeze import (
     threshold_masks,
 )
 from .layers import STATISTICS, gated_layers
-from .limits import number_in
 from .loaders import Data, data_for
 from .models import build_model, user_module
-from .outputs import atomic_write_json
 from .progress import QUIET, Progress
 from .rebuild import ticket_from_model
-from .seeding import random_words
 from .usercode import check_first_batch, users_code
 
 log = logging.getLogger(__name__)

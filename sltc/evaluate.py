@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import SltcError
+from .format.errors import SltcError
 
 
 def resolve_device(device: str, world=None) -> torch.device:

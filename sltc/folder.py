@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .format.errors import DataError
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 STATS_IMAGES = 2000  # training images read for the normalisation mean and std,

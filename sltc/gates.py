@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .format.seeding import uniform01
 from .registry import Registry
-from .seeding import uniform01
 
 GATES: Registry[type[Gate]] = Registry("gate method")
 

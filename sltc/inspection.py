@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from . import skeleton
-from .maskcode import entropy_bits
-from .ticket import Ticket
+from .format import skeleton
+from .format.maskcode import entropy_bits
+from .format.ticket import Ticket
 
 
 def inspect_ticket(path: str | Path) -> dict:
@@ -69,7 +69,7 @@ def print_report(report: dict) -> None:
 def plot_sparsity(report: dict, path: str | Path) -> None:
     """Per-layer sparsity in network order, first layer at the top: one row per layer, so
     that networks of 50+ layers stay readable; ungated layers in grey."""
-    from .plotting import pyplot, save
+    from .figures import pyplot, save
 
     plt = pyplot()
     layers = report["layers"]

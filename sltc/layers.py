@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, NetworkError
+from .format.errors import ConfigError, NetworkError
+from .format.seeding import NORMAL_STD, generate_normal, generate_weight
 from .gates import GATES, Gate
-from .seeding import NORMAL_STD, generate_normal, generate_weight
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 STATISTICS = ("running_mean", "running_var")

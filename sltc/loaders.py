@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from .data import Dataset, Split
 from .distributed import World, share
-from .errors import SltcError
-from .seeding import permutation
+from .format.errors import SltcError
+from .format.seeding import permutation
 
 EVAL_BATCH = 1000
 CROP_PAD = 4

@@ -1,30 +1,12 @@
-"""Figures as PNG files: matplotlib headless and quiet, each file written atomically.
-No torch here (the runtime's ``bench --plot`` draws through it too)."""
+"""A run's curves (``sltc plot``), drawn from its ``metrics.jsonl``."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from . import rundir
-from .errors import SltcError
-from .outputs import atomic_write
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend, without its first-use font-cache notice."""
-    import matplotlib
-
-    logging.getLogger("matplotlib").setLevel(logging.ERROR)
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save(fig, path: str | Path, dpi: int = 110) -> None:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
-    pyplot().close(fig)
+from .figures import pyplot, save
+from .format.errors import SltcError
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from . import config as config_mod
-from . import skeleton
-from .errors import SltcError, TicketError
+from .format import skeleton
+from .format.errors import SltcError, TicketError
+from .format.limits import MAX_SKELETON_BYTES
+from .format.records import DrawnTensor, LayerSpec
+from .format.seeding import NORMAL_STD
+from .format.ticket import Ticket, check_skeleton
 from .layers import gate, gated_layers, tensor_rule, to_plain
-from .limits import MAX_SKELETON_BYTES
 from .models import PYTHON_PREFIX, build_model
-from .records import DrawnTensor, LayerSpec
-from .seeding import NORMAL_STD
-from .ticket import Ticket, check_skeleton
 
 OPSET = 17
 PROBE_TOLERANCE = 1e-4  # of the largest logit: float32 sums in another order, nothing more
@@ -111,7 +111,7 @@ def _restore_fixed(model: nn.Module, graph: onnx.ModelProto) -> None:
 def check_probe(model: nn.Module, ticket: Ticket) -> None:
     """``model`` (in eval mode, as the ticket would run) against the ticket's skeleton in
     sltc's numpy engine, on two uniform random images: the logits must agree."""
-    from .runtime.graph import Graph
+    from .format.graph import Graph
 
     x = np.random.default_rng(0).random((2, *ticket.meta["input_shape"]), dtype=np.float32)
     want = Graph.from_ticket(ticket).run(x)

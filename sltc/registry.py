@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from .errors import SltcError
+from .format.errors import SltcError
 
 T = TypeVar("T")
 

@@ -13,9 +13,9 @@ import json
 import os
 from pathlib import Path
 
-from .errors import SltcError
-from .limits import MAX_EPOCHS, MAX_METRICS_BYTES, MAX_METRICS_LINE, number_in, regular_size
-from .outputs import RUN_FILES, atomic_write_text, check_output
+from .format.errors import SltcError
+from .format.limits import MAX_EPOCHS, MAX_METRICS_BYTES, MAX_METRICS_LINE, number_in, regular_size
+from .format.outputs import RUN_FILES, atomic_write_text, check_output
 
 MAX_METRIC = 3.4e38  # float32's largest: every value of a metrics line is within it
 MAX_METRIC_VALUES = 32  # of one line (12 today): what read_metrics keeps stays small

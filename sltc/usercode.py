@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import BatchError, NetworkError, SltcError
+from .format.errors import BatchError, NetworkError, SltcError
 
 MESSAGE_CHARS = 300  # of the user's exception, in the one line
 PROBE_IMAGES = 2  # images of the first batch the network runs on before training

@@ -16,8 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from sltc import skeleton
-from sltc.ticket import Ticket
+from sltc.format import skeleton
+from sltc.format.ticket import Ticket
 
 BIG = 1 << 40  # elements no machine holds
 SECRET = b"user secret: never in an export\n"

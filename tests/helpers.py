@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sltc.ticket import PREAMBLE
+from sltc.format.ticket import PREAMBLE
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")

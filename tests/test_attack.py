@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import pytest
 
-from sltc.runtime import check as graph_check
+from sltc.format import check as graph_check
 from tests import attack_files as af
 from tests.helpers import ROOT
 from tests.test_fuzz import MEMORY_LIMIT, TIMEOUT, Result, assert_user_error, good, snapshot
@@ -302,7 +302,7 @@ def test_bounds_that_did_not_hold(good, user):
 
 def _accepts(engine: str = "dense"):
     """Whether a skeleton passes every graph rule and ``engine``'s bytes at batch 1."""
-    from sltc.errors import GraphError
+    from sltc.format.errors import GraphError
 
     def accepted(graph) -> bool:
         try:
@@ -327,8 +327,8 @@ def largest_accepted() -> dict:
     """(kind, engine) -> (size, graph) of the largest graph of that kind each bound accepts
     (the largest chain of nodes: as many as the node bound takes); one size more is
     refused by that bound."""
-    from sltc.errors import GraphError
-    from sltc.limits import MAX_GRAPH_NODES
+    from sltc.format.errors import GraphError
+    from sltc.format.limits import MAX_GRAPH_NODES
 
     found = {}
     for kind, (build, engines, most, binds) in LARGEST.items():
@@ -348,7 +348,7 @@ def test_each_bound_is_the_one_that_binds():
     """One size past the largest accepted graph of each kind is refused by that kind's
     bound (bytes at once in each engine, work, nodes, node values); the largest is within
     them all (the node chain's check, 7 s, is left to the slow test that runs it)."""
-    from sltc.limits import MAX_GRAPH_BYTES, MAX_GRAPH_WORK
+    from sltc.format.limits import MAX_GRAPH_BYTES, MAX_GRAPH_WORK
 
     for (kind, engine), (size, graph) in largest_accepted().items():
         if kind != "nodes":
@@ -766,7 +766,7 @@ def test_environment_variables(good, user):
 def test_a_model_you_trust_may_hold_more():
     """SLTC_MEMORY raises the bound of bytes alive at once (a size in bytes, KiB to TiB, never
     below the default), for a graph larger than files from anyone may be."""
-    from sltc import limits
+    from sltc.format import limits
 
     assert limits.memory_limit(None) == limits.DEFAULT_MEMORY == 1 << 30
     assert limits.memory_limit("4GiB") == limits.memory_limit("4096 MiB") == 1 << 32
@@ -774,7 +774,7 @@ def test_a_model_you_trust_may_hold_more():
     for bad in ("", "lots", "2 GB", "1MiB", "-4GiB", "nan", "1e300"):
         with pytest.raises(limits.SltcError, match="SLTC_MEMORY"):
             limits.memory_limit(bad)
-    raised = subprocess.run([sys.executable, "-c", "from sltc import limits; "
+    raised = subprocess.run([sys.executable, "-c", "from sltc.format import limits; "
                              "print(limits.MAX_GRAPH_BYTES)"], capture_output=True, text=True,
                             env={**os.environ, "SLTC_MEMORY": "4GiB"}, check=True)
     assert int(raised.stdout) == (1 << 32) - limits.BASELINE
@@ -790,7 +790,7 @@ def _count(text: str) -> tuple[int, int]:
 def test_the_spec_lists_the_op_table():
     """docs/format.md section 2.6 lists every op of the table with its counts and
     attributes, and no other."""
-    from sltc.runtime.ops import OPS
+    from sltc.format.ops import OPS
 
     text = (ROOT / "docs/format.md").read_text().split("### 2.6 Graph rules")[1]
     text = text.split("### 2.5")[0]
@@ -807,7 +807,7 @@ def test_the_spec_lists_the_op_table():
 
 
 def test_the_spec_states_the_graph_limits():
-    from sltc import limits
+    from sltc.format import limits
 
     def power(value: int) -> str:
         return f"2**{value.bit_length() - 1}"
@@ -837,9 +837,9 @@ def test_a_torch_rebuild_must_compute_the_skeleton(good):
     layers and a skeleton that computes other logits; a user's network it never imports."""
     import torch
 
-    from sltc.errors import TicketError
+    from sltc.format.errors import TicketError
+    from sltc.format.ticket import Ticket
     from sltc.rebuild import model_from_ticket
-    from sltc.ticket import Ticket
 
     ticket = Ticket.load(good / "model.slt")
     model_from_ticket(ticket)  # the valid one
@@ -869,8 +869,8 @@ def test_every_command_computes_with_the_skeleton(good, tmp_path):
     """A skeleton with negated logits: eval, validate (every engine) and the export agree
     on what it computes, and score it far below the ticket's recorded accuracy."""
     from sltc.exporters import export
+    from sltc.format.ticket import Ticket
     from sltc.runtime.validate import evaluate, validate
-    from sltc.ticket import Ticket
 
     ticket = Ticket.load(good / "model.slt")
     graph = ticket.skeleton.graph
@@ -890,7 +890,7 @@ def test_batch_bounds(good, monkeypatch):
     """Each batch size is checked before it runs, in the engine that runs it (its copies of
     the weights it hands to onnxruntime count); validate's batch keeps the bytes alive at
     once under the limit."""
-    from sltc.errors import GraphError
+    from sltc.format.errors import GraphError
     from sltc.runtime.loader import load
 
     model = load(good / "model.slt")
@@ -916,7 +916,7 @@ def test_initializer_names_are_unique_and_a_skeletons_output_declared():
     """Two initializers of one name are refused (which would fill it?); a skeleton declares
     its output float32 (N, classes), an ONNX file may leave it undeclared (format.md
     section 2.6, rules 3 and 6)."""
-    from sltc.errors import GraphError
+    from sltc.format.errors import GraphError
 
     twice = af.model(*af.head())
     twice.graph.initializer.append(twice.graph.initializer[0])

@@ -9,11 +9,11 @@ import torch
 
 from sltc.data import recorded_test_set
 from sltc.exporters import export
+from sltc.format.ticket import Ticket
 from sltc.rebuild import model_from_ticket
 from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
 from sltc.runtime.validate import validate
-from sltc.ticket import Ticket
 from tests.helpers import discover_here, last_json, sltc_here
 from tests.models import mixed
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from sltc.maskcode import entropy_bits
-from sltc.ticket import Ticket
+from sltc.format.maskcode import entropy_bits
+from sltc.format.ticket import Ticket
 from tests.helpers import last_json, sltc, sltc_here
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from sltc.config import RunConfig, apply_override, from_dict, load_config
-from sltc.errors import ConfigError
+from sltc.format.errors import ConfigError
 from tests.helpers import sltc_here
 
 
@@ -97,3 +97,52 @@ def test_ramped_target_rises_from_zero_to_the_target(shape, halfway):
     g = from_dict({"gates": {"ramp": 0.5, "ramp_shape": shape}}).gates
     assert [g.ramped(p) for p in (0.0, 0.25, 0.5, 1.0)] == pytest.approx([0, halfway, 0.9, 0.9])
     assert from_dict({}).gates.ramped(0.1) == 0.9  # no ramp: the target from the start
+
+
+def test_the_recorded_data_section_is_the_configs():
+    """``DataSection`` (the format's, no pydantic) and ``DataConfig`` (the user's) are one
+    section: the same keys in one order, the same defaults, and the same JSON values
+    accepted; a record is JSON sltc wrote, so the section coerces no type (no "5" for 5)."""
+    from sltc.config import DataConfig, ValidationError
+    from sltc.format.errors import DataError
+    from sltc.format.limits import MAX_IMAGE_SIDE, MAX_IMAGES, MAX_SIDE
+    from sltc.format.records import DataSection
+
+    assert DataSection().to_json() == DataConfig().model_dump()
+    assert list(DataSection().to_json()) == list(DataConfig.model_fields)
+    big = MAX_IMAGES
+    candidates = {
+        "name": ["mnist", "synthetic", "loaders", "imagenet", None, 3],
+        "root": [None, "/data", 3, ["a"]],
+        "val_size": [0, -1, big, big + 1, None, 2.5],
+        "train_size": [None, 0, 1, big, big + 1, "x"],
+        "batch_size": [1, 0, 1 << 16, (1 << 16) + 1, None],
+        "synthetic_size": [16, 15, big, big + 1],
+        "synthetic_shape": [[3, 32, 32], [1, 28], [0, 28, 28], [1, MAX_SIDE, 1],
+                            [1, MAX_SIDE + 1, 1], "1x28x28", None],
+        "augment": [[], ["crop", "flip"], ["rotate"], "crop", None],
+        "image_size": [None, [32, 32], [MAX_IMAGE_SIDE + 1, 4], [32], [0, 4]],
+        "workers": [0, 16, 17, -1, None],
+        "nope": [1],
+    }
+    for key, values in candidates.items():
+        for value in values:
+            record = {"name": "synthetic", key: value}
+            try:
+                DataConfig.model_validate(record)
+                config_ok = True
+            except ValidationError:
+                config_ok = False
+            try:
+                DataSection.from_json(record)
+                section_ok = True
+            except DataError:
+                section_ok = False
+            assert config_ok == section_ok, (key, value, config_ok)
+    for coerced in ("5", 5.0, True):
+        with pytest.raises(DataError, match="val_size"):
+            DataSection.from_json({"val_size": coerced})
+    pixels = {"name": "synthetic", "synthetic_size": big, "synthetic_shape": [3, 32, 32]}
+    with pytest.raises(DataError, match="pixels"):
+        DataSection.from_json(pixels)
+    DataSection.from_json({**pixels, "name": "mnist"})

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from sltc.format.graph import Graph
+from sltc.format.ops import OPS
 from sltc.runtime import csr
-from sltc.runtime.graph import Graph
 from sltc.runtime.loader import load
-from sltc.runtime.ops import OPS
 
 RNG = np.random.default_rng(0)
 

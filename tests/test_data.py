@@ -6,7 +6,7 @@ import pytest
 
 from sltc.config import from_dict
 from sltc.data import load_dataset, load_named_split, load_split, read_idx
-from sltc.errors import DataError
+from sltc.format.errors import DataError
 from tests.helpers import sltc, write_idx
 
 

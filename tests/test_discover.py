@@ -12,7 +12,7 @@ import pytest
 
 from sltc.budget import HOLD_TOLERANCE
 from sltc.config import GatesConfig
-from sltc.ticket import Ticket
+from sltc.format.ticket import Ticket
 from tests.helpers import ROOT, TOO_SHORT, discover_here, kill_after_epochs, last_json, requires_fashion, sltc
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from sltc.budget import HOLD_TOLERANCE
-from sltc.ticket import Ticket
+from sltc.format.ticket import Ticket
 from tests.helpers import ROOT, TOO_SHORT, discover_here, kill_after_epochs, last_json, sltc_here
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",

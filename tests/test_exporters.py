@@ -12,11 +12,11 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from sltc.data import load_split, recorded_test_set
-from sltc.errors import SltcError
 from sltc.exporters import EXPORTERS, export
+from sltc.format.errors import SltcError
+from sltc.format.seeding import generate_weight
+from sltc.format.ticket import Ticket
 from sltc.rebuild import model_from_ticket
-from sltc.seeding import generate_weight
-from sltc.ticket import Ticket
 from tests.helpers import FASHION, discover_here, last_json, requires_fashion, sltc, sltc_here
 
 ort = pytest.importorskip("onnxruntime")

@@ -10,7 +10,7 @@ import yaml
 
 from sltc.config import SECTIONS, RunConfig, check_applicable, example_yaml, from_dict, reference
 from sltc.discover import freeze_warnings
-from sltc.errors import ConfigError
+from sltc.format.errors import ConfigError
 from sltc.progress import Progress
 from tests.helpers import discover_here, last_json, sltc, sltc_here
 
@@ -157,8 +157,8 @@ def test_keys_of_the_chosen_architecture_are_accepted():
 def test_recorded_configs_are_read_as_older_versions_wrote_them(conv_ticket):
     """A ticket made from an MLP config with model.arch overridden records widths it never
     read: it still loads (the check applies where a user's config enters)."""
+    from sltc.format.ticket import Ticket
     from sltc.rebuild import model_from_ticket
-    from sltc.ticket import Ticket
 
     ticket = Ticket.load(conv_ticket)
     assert ticket.meta["config"]["model"]["widths"] != RunConfig().model.widths
@@ -253,7 +253,8 @@ def test_null_puts_a_key_that_cannot_be_null_back_to_its_default():
 def test_curves_of_one_run_differ_in_colour_and_several_runs_by_run():
     """One run: the threshold-rule ticket and the relaxed gates in two colours. Several runs:
     one colour per run, both curves of a run in it. Log axes print plain numbers."""
-    from sltc.plotting import PANELS, _draw_curves, pyplot
+    from sltc.figures import pyplot
+    from sltc.plotting import PANELS, _draw_curves
 
     rows = [{"epoch": e, "frozen_accuracy": 0.8 + e / 100, "relaxed_accuracy": 0.81 + e / 100,
              "lambda": 1.5 + e / 10} for e in range(1, 4)]

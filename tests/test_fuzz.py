@@ -32,10 +32,9 @@ from onnx import TensorProto, helper
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from sltc import limits
 from sltc.config import from_dict, load_config
-from sltc.errors import ConfigError, SltcError
-from sltc.runtime import csrfile
+from sltc.format import csrfile, limits
+from sltc.format.errors import ConfigError, SltcError
 from tests.helpers import ROOT, reseal_ticket, ticket_header, write_idx
 
 MEMORY_LIMIT = limits.MEMORY
@@ -378,7 +377,7 @@ def test_datasets_that_do_not_fit(good, user):
 def test_datasets_checked_before_the_first_step(tmp_path, name, make, message):
     """The rest of the class: the loader refuses them, with what it found."""
     from sltc.data import load_dataset
-    from sltc.errors import DataError
+    from sltc.format.errors import DataError
 
     root = make(tmp_path / "idx")
     cfg = from_dict({"data": {"name": "mnist", "root": str(root), "val_size": 16}}).data
@@ -528,7 +527,7 @@ def test_users_networks_through_the_cli(nets):
 def test_users_networks_in_process(nets, monkeypatch, arch, kwargs, message):
     """The rest of the class, through the same Trainer, in this process."""
     from sltc.discover import Trainer
-    from sltc.errors import SltcError
+    from sltc.format.errors import SltcError
 
     monkeypatch.chdir(nets)
     monkeypatch.syspath_prepend(str(nets))
@@ -547,7 +546,7 @@ def test_users_networks_in_process(nets, monkeypatch, arch, kwargs, message):
     torch.nn.TransformerEncoderLayer(4, 2)], ids=lambda m: type(m).__name__)
 def test_ungateable_layers_are_refused_with_advice(layer):
     """Never trained silently ungated: every layer holding weights sltc cannot gate."""
-    from sltc.errors import NetworkError
+    from sltc.format.errors import NetworkError
     from sltc.layers import gate
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), layer)
@@ -804,7 +803,7 @@ def test_no_command_writes_over_its_inputs(good, synthetic_run, user):
 def test_output_checks_in_process(good, tmp_path):
     """The one helper behind every command that writes: what it refuses, what it allows."""
     from sltc.data import dataset_files
-    from sltc.outputs import check_output
+    from sltc.format.outputs import check_output
     from sltc.rundir import own_files
 
     folder = tmp_path / "images"
@@ -897,7 +896,7 @@ def test_a_checkpoint_of_another_run_is_refused(synthetic_run, user):
     """freeze and --resume read a checkpoint only with the seed, config and layer table of
     its run directory's config.yaml; one written before sltc recorded them still loads."""
     from sltc.discover import load_run
-    from sltc.errors import TrainingError
+    from sltc.format.errors import TrainingError
 
     run = _resumable(synthetic_run, user)
     ckpt = run / "checkpoint.safetensors"
@@ -1070,7 +1069,7 @@ def test_csr_sparsity_must_agree_with_the_masks(good):
 
 
 def test_the_spec_states_the_limits():
-    """docs/format.md section 5 gives every load limit as sltc/limits.py enforces it."""
+    """docs/format.md section 5 gives every load limit as sltc/format/limits.py enforces it."""
 
     text = (ROOT / "docs/format.md").read_text().split("## 5. Load limits")[1]
     rows = {line.split("|")[1].strip(): line.split("|")[2] for line in text.splitlines()

@@ -288,7 +288,7 @@ def test_edge_popup_holds_each_layer_at_its_own_sparsity_through_the_freezer():
 
 
 def test_layer_sparsity_must_name_layers_of_the_network():
-    from sltc.errors import ConfigError
+    from sltc.format.errors import ConfigError
     from sltc.layers import gate
     from sltc.models import create_model
 

@@ -114,7 +114,7 @@ def _all_tensors(model):
 
 
 def test_every_tensor_follows_the_rule_not_torch_rng():
-    from sltc.seeding import NORMAL_STD, generate_normal, generate_weight
+    from sltc.format.seeding import NORMAL_STD, generate_normal, generate_weight
     from tests.models import mixed
 
     cfg = from_dict({"seed": 9, "model": {"arch": "python:tests.models:mixed"}})
@@ -156,7 +156,7 @@ def test_every_tensor_follows_the_rule_not_torch_rng():
 
 
 def test_multihead_attention_is_refused_with_a_hint():
-    from sltc.errors import ConfigError
+    from sltc.format.errors import ConfigError
 
     model = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 2))
     with pytest.raises(ConfigError, match="write the attention with nn.Linear"):

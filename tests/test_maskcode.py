@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sltc.errors import TicketError
-from sltc.maskcode import decode, encode, entropy_bits
+from sltc.format.errors import TicketError
+from sltc.format.maskcode import decode, encode, entropy_bits
 
 
 @st.composite

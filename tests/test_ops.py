@@ -5,7 +5,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sltc.runtime.ops import OPS, Node
+from sltc.format.ops import OPS, Node
 from sltc.runtime.quantize import cpu_int8_kernels, saturates
 
 ort = pytest.importorskip("onnxruntime")
@@ -199,7 +199,7 @@ def test_folding_frees_constants_but_keeps_what_running_nodes_read():
     """A weight read by a node that runs (a MatMul on the input) and last by one folded
     away (its Transpose): the folded graph keeps it, frees the rest, and computes what
     onnxruntime computes."""
-    from sltc.runtime.graph import Graph
+    from sltc.format.graph import Graph
 
     w = numpy_helper.from_array(_f(4, 3), "w")
     nodes = [helper.make_node("MatMul", ["x", "w"], ["a"]),

@@ -10,9 +10,9 @@ import yaml
 import sltc
 from sltc.config import RecipeConfig, from_dict
 from sltc.data import synthetic_split
+from sltc.format.ticket import Ticket
 from sltc.models import MODELS, create_model, with_recipe
 from sltc.recipes import FAMILIES, RECIPES, family_of
-from sltc.ticket import Ticket
 from tests.helpers import discover_here, last_json, sltc_here
 from tests.models import ConvNet, Idle, mixed
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sltc.exporters import export
-from sltc.plotting import pyplot
+from sltc.figures import pyplot
 from sltc.runtime.engines import ENGINES, prepare
 from sltc.runtime.loader import load
 from tests.helpers import ROOT, sltc
@@ -55,6 +55,38 @@ def test_runtime_never_imports_torch(exports):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "torch-free"
+
+
+VALIDATE_LOADS = """
+import sys
+if sys.argv[2] == "cli":
+    from sltc.cli import main
+    sys.argv = ["sltc", "validate", sys.argv[1], "--json"]
+    try:
+        main()
+    except SystemExit as e:
+        assert not e.code, e.code
+else:
+    from sltc.runtime.validate import validate
+    validate(sys.argv[1])
+print(" ".join(m for m in ("torch", "pydantic", "yaml") if m in sys.modules) or "none")
+"""
+
+
+@pytest.mark.parametrize("kind", ["onnx", "csr", "ticket"])
+def test_validate_loads_no_torch_pydantic_or_yaml(exports, kind):
+    """Validation imported and run: an export loads none of the training side's libraries;
+    a ticket still loads pydantic and yaml, for its config's defaults (tests/test_imports.py
+    EXCEPTIONS). The command adds typer's pydantic (typer 0.27 validates through it), never
+    torch."""
+    def loaded(how: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", VALIDATE_LOADS, str(exports[kind]), how],
+                              cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip().splitlines()[-1]
+
+    assert loaded("api") == ("pydantic yaml" if kind == "ticket" else "none")
+    assert "torch" not in loaded("cli")
 
 
 def test_engines_agree(exports):

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from sltc.seeding import generate_normal, generate_weight, layer_key, philox4x32, random_words
+from sltc.format.seeding import generate_normal, generate_weight, layer_key, philox4x32, random_words
 
 MASK = 0xFFFFFFFF
 

@@ -4,8 +4,8 @@ import numpy as np
 import onnx
 import pytest
 
-from sltc import skeleton
-from sltc.ticket import Ticket
+from sltc.format import skeleton
+from sltc.format.ticket import Ticket
 from tests.helpers import sltc
 from tests.models import mixed
 

@@ -10,13 +10,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from sltc import skeleton
 from sltc.config import from_dict
-from sltc.errors import ConfigError, TicketError
-from sltc.maskcode import entropy_bits
-from sltc.records import DrawnTensor, LayerSpec, ModelMeta
-from sltc.seeding import generate_normal
-from sltc.ticket import Ticket
+from sltc.format import skeleton
+from sltc.format.errors import ConfigError, TicketError
+from sltc.format.maskcode import entropy_bits
+from sltc.format.records import DrawnTensor, LayerSpec, ModelMeta
+from sltc.format.seeding import generate_normal
+from sltc.format.ticket import Ticket
 from tests.helpers import reseal_ticket, ticket_header
 
 
@@ -258,7 +258,7 @@ def test_a_config_without_a_section_reads_with_its_defaults(ticket_bytes):
 def test_an_ungated_layer_is_a_constant_mask(monkeypatch):
     """An all-ones bitmap is refused for an ungated layer: the spec's one encoding is
     constant (format.md section 2.1)."""
-    from sltc import maskcode
+    from sltc.format import maskcode
 
     encode = maskcode.encode
     monkeypatch.setattr(maskcode, "encode", lambda mask, encoding=None: (

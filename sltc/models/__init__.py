@@ -18,9 +18,10 @@ import sys
 import torch
 from torch import nn
 
-from ..errors import ConfigError, SltcError
+from sltc.format.errors import ConfigError, SltcError
+from sltc.format.limits import MAX_WEIGHTS, check_memory
+
 from ..layers import gate
-from ..limits import MAX_WEIGHTS, check_memory
 from ..registry import Registry
 from ..usercode import PROBE_IMAGES, running, users_code
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import ConfigError
+from sltc.format.errors import ConfigError
+
 from . import register
 
 

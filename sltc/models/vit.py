@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from sltc.format.errors import ConfigError
+
 from . import register
 
 

@@ -3,7 +3,7 @@ compile a graph once per batch size."""
 
 from __future__ import annotations
 
-from sltc.errors import SltcError
+from sltc.format.errors import SltcError
 
 # f32: a CPU with bf16 (AVX-512 BF16, AMX) would otherwise run fp32 layers in bf16 and
 # change the outputs; LATENCY: one stream, the way bench times one batch at a time

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sltc.errors import SltcError
+from sltc.format.errors import SltcError
 
 
 @dataclass
@@ -254,7 +254,7 @@ def _series(r: dict) -> str:
 
 
 def plot_latency(records: list[dict], path) -> None:
-    from sltc.plotting import save
+    from sltc.figures import save
 
     save(latency_figure(records), path, dpi=120)
 
@@ -263,7 +263,7 @@ def latency_figure(records: list[dict]):
     """p50 latency, one panel per batch size (each its own scale), one colour per file and
     engine (the same in every panel); each bar carries its speed-up against dense
     onnxruntime, whose latency is the dashed line."""
-    from sltc.plotting import pyplot
+    from sltc.figures import pyplot
 
     plt = pyplot()
     series = list(dict.fromkeys(_series(r) for r in records))

@@ -16,16 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sltc.errors import GraphError, SltcError
+from sltc.format.check import Bounds
+from sltc.format.errors import GraphError, SltcError
+from sltc.format.ops import OPS
 from sltc.registry import Registry
 
 from . import spmv
 from ._openvino import Compiled, has_openvino
 from ._ort import has_ort, session
-from .check import Bounds
 from .csr import SparseEngine, sparse_kernel
 from .loader import Deployable
-from .ops import OPS
 from .quantize import KERNELS_ENV, NARROW, cpu_int8_kernels, saturates, wide_weights
 
 ENGINES: Registry = Registry("engine")

@@ -91,7 +91,7 @@ def decode(payload: bytes, size: int) -> bytes:
 
 def parse(raw: bytes) -> onnx.ModelProto:
     """Parse and check the skeleton's interface names: one input ``input``, one output
-    ``logits`` (the graph itself is checked by ``sltc.runtime.check``)."""
+    ``logits`` (the graph itself is checked by ``sltc.format.check``)."""
     model = onnx.ModelProto()
     try:
         model.ParseFromString(raw)

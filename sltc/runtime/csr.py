@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from onnx import helper, numpy_helper
 
-from sltc.errors import SltcError
+from sltc.format.errors import SltcError
+from sltc.format.graph import Graph, execute, last_reads, node_runner
+from sltc.format.ops import Node, conv_columns, conv_geometry, conv_output, layer_inputs
 
-from .graph import Graph, execute, last_reads, node_runner
-from .ops import Node, conv_columns, conv_geometry, conv_output, layer_inputs
 from .quantize import cpu_int8_kernels, quantize
 from .spmv import SparseLinear, SparseRows
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sltc import skeleton
-from sltc.errors import SltcError
-from sltc.limits import MAX_CSR_BYTES, MAX_MANIFEST_BYTES, MAX_WEIGHTS, regular_size
-from sltc.records import DrawnTensor, LayerSpec, ModelMeta, check_sparsity, sparsity_of
-from sltc.seeding import GENERATOR, KEY_DERIVATION, valid_seed
+from . import skeleton
+from .errors import SltcError
+from .limits import MAX_CSR_BYTES, MAX_MANIFEST_BYTES, MAX_WEIGHTS, regular_size
+from .records import DrawnTensor, LayerSpec, ModelMeta, check_sparsity, sparsity_of
+from .seeding import GENERATOR, KEY_DERIVATION, valid_seed
 
 CSR_VERSION = 2
 SKELETON_KEY = "sltc.skeleton"  # the tensor holding the encoded skeleton

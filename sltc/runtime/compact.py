@@ -11,10 +11,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from sltc.errors import SltcError
-
-from .graph import Graph
-from .ops import LAYERS, layer_inputs
+from sltc.format.errors import SltcError
+from sltc.format.graph import Graph
+from sltc.format.ops import LAYERS, layer_inputs
 
 PASS_THROUGH = ("Relu", "MaxPool", "Identity")
 REFUSE = "--compact works on chains of linear/conv layers, ReLU, max-pooling and flatten"

@@ -13,11 +13,14 @@ The weights: ``sltc.runtime.quantize`` (ternary ones exactly, with scale ``c``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sltc.errors import SltcError
+from sltc.format.errors import SltcError
+from sltc.format.records import DataSection
 from sltc.runtime.quantize import MODES
 
 CALIBRATION_IMAGES = 512  # evenly spaced over the ticket's training split
@@ -35,13 +38,12 @@ def check_mode(quantize: str) -> str:
 def calibration_images(meta: dict, seed: int, data_root=None) -> np.ndarray:
     """``CALIBRATION_IMAGES`` of the ticket's training split (validation images left out),
     evenly spaced, as float32 in [0, 1]."""
-    from sltc.config import DataConfig
     from sltc.data import check_data_folder, check_fits, load_dataset
 
-    cfg = DataConfig.model_validate(meta["config"]["data"])
+    cfg = DataSection.from_json(meta["config"]["data"])
     check_data_folder(cfg, data_root)
     if data_root is not None:
-        cfg = cfg.model_copy(update={"root": str(data_root)})
+        cfg = replace(cfg, root=str(data_root))
     train = load_dataset(cfg, seed).train
     check_fits(train, meta["input_shape"], meta["classes"], data_root or cfg.root or cfg.name)
     index = np.unique(np.linspace(0, len(train) - 1, min(CALIBRATION_IMAGES, len(train)))
@@ -55,7 +57,7 @@ def weight_errors(quantized: onnx.ModelProto, constants: dict) -> dict[str, floa
     0.0 only where every bit is the same. onnxruntime names a weight ``W``'s int8 values
     ``W_quantized`` (``W_Transposed_quantized`` where it transposed it), with ``_scale``
     and ``_zero_point`` beside them."""
-    from sltc.runtime.ops import OPS, Node
+    from sltc.format.ops import OPS, Node
 
     inits = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
     axes = {p.input[0]: Node.read(p).attrs.get("axis", 1) for p in quantized.graph.node

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from sltc import skeleton
-from sltc.errors import SltcError
-from sltc.outputs import atomic_write
-from sltc.records import LayerSpec
-from sltc.runtime.csrfile import CSR_VERSION, SKELETON_KEY
-from sltc.seeding import GENERATOR, KEY_DERIVATION
+from sltc.format import skeleton
+from sltc.format.csrfile import CSR_VERSION, SKELETON_KEY
+from sltc.format.errors import SltcError
+from sltc.format.outputs import atomic_write
+from sltc.format.records import LayerSpec
+from sltc.format.seeding import GENERATOR, KEY_DERIVATION
 
 from ._registry import EXPORTERS
 from .onnx import ticket_sha256

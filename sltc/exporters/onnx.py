@@ -20,10 +20,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from sltc.errors import SltcError
-from sltc.outputs import atomic_write, temp_dir
+from sltc.format.errors import SltcError
+from sltc.format.graph import Graph
+from sltc.format.outputs import atomic_write, temp_dir
 from sltc.runtime.compact import compact
-from sltc.runtime.graph import Graph
 from sltc.runtime.quantize import int8_kernels, prepare
 from sltc.runtime.quantize import quantize as quantize_model
 

@@ -25,11 +25,11 @@ import numpy as np
 import onnx
 
 from . import legacy, maskcode, skeleton
+from .check import Bounds, check_model
 from .errors import GraphError, TicketError
 from .limits import MAX_HEADER_BYTES, MAX_TICKET_BYTES, MAX_WEIGHTS, read_limited
 from .outputs import atomic_write_bytes
 from .records import DrawnTensor, LayerSpec, ModelMeta, check_sparsity, sparsity_of
-from .runtime.check import Bounds, check_model
 from .seeding import (
     GENERATOR,
     KEY_DERIVATION,
@@ -60,7 +60,7 @@ class Ticket:
     skeleton: onnx.ModelProto | None = None
     stored: list[dict] = field(default_factory=list)  # a loaded file's layer table
     version: tuple[int, int] = VERSION  # of the file it was loaded from
-    bounds: Bounds | None = None  # the skeleton's, once checked (runtime/check.py)
+    bounds: Bounds | None = None  # the skeleton's, once checked (check.py)
 
     # --- weights ---------------------------------------------------------------------------
 
@@ -282,7 +282,7 @@ def check_meta(meta, seed: int) -> dict:
     """A ticket's ``meta``: the model entries, and a ``config`` that validates and names
     the ticket's seed. Returns ``meta`` with its config whole: every key a config may hold,
     a missing one at its default (format.md section 2.1)."""
-    from . import config as config_mod
+    from sltc import config as config_mod
 
     ModelMeta.from_json(meta)
     if not isinstance(meta.get("method"), str):

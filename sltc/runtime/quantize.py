@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sltc.errors import SltcError
+from sltc.format.errors import SltcError
 
 MODES = {"int8": "static", "int8-dynamic": "dynamic"}  # --quantize: the sltc.quantize values
 CALIBRATION_BATCH = 64

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from sltc.data import recorded_test_set
-from sltc.errors import SltcError
+from sltc.format.errors import SltcError
 
 from .engines import prepare
 from .loader import Deployable, kind_of, load

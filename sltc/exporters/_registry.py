@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from sltc.errors import SltcError
+from sltc.format.errors import SltcError
 from sltc.registry import Registry
 
 EXPORTERS: Registry = Registry("export format")
@@ -33,8 +33,8 @@ def export(ticket_path, fmt: str, output, **options) -> dict:
     """Write ``ticket_path`` as ``fmt`` to ``output`` (atomically); returns a report.
     ``options`` are the exporter's keyword arguments; one it does not take is refused."""
     from sltc.data import recorded_files
-    from sltc.outputs import check_output
-    from sltc.ticket import Ticket
+    from sltc.format.outputs import check_output
+    from sltc.format.ticket import Ticket
 
     exporter = EXPORTERS.get(fmt)
     check_options(fmt, options)

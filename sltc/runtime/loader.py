@@ -9,16 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sltc import skeleton
-from sltc.errors import SltcError
-from sltc.limits import MAX_ONNX_BYTES, regular_size, require_regular
-from sltc.records import ModelMeta
-from sltc.seeding import generate_normal, generate_weight
+from sltc.format import csrfile, skeleton
+from sltc.format.check import check_model
+from sltc.format.csrfile import SKELETON_KEY
+from sltc.format.errors import SltcError
+from sltc.format.graph import Graph
+from sltc.format.limits import MAX_ONNX_BYTES, regular_size, require_regular
+from sltc.format.records import ModelMeta
+from sltc.format.seeding import generate_normal, generate_weight
 
-from . import csrfile
-from .check import check_model
-from .csrfile import SKELETON_KEY
-from .graph import Graph
 from .quantize import MODES
 
 PRECISIONS = ("fp32", *MODES)
@@ -53,7 +52,7 @@ def kind_of(path: Path) -> str:
 
 
 def _from_ticket(path: Path) -> Deployable:
-    from sltc.ticket import Ticket
+    from sltc.format.ticket import Ticket
 
     ticket = Ticket.load(path)
     return Deployable(path, "ticket", ticket.model_meta(), Graph.from_ticket(ticket))

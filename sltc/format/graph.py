@@ -15,9 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from sltc.errors import GraphError
-
 from .check import Bounds, check_model
+from .errors import GraphError
 from .ops import NEVER_FOLDED, OPS, Node, sparse_to_dense
 
 IR_VERSION = 8

@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-from sltc.errors import GraphError
-from sltc.limits import (
+from .errors import GraphError
+from .limits import (
     MAX_GRAPH_BYTES,
     MAX_GRAPH_NODES,
     MAX_GRAPH_VALUES,
@@ -34,9 +34,8 @@ from sltc.limits import (
     MAX_VALUE_ELEMENTS,
     MEMORY_ENV,
 )
-from sltc.skeleton import LOCATION, is_placeholder
-
 from .ops import DTYPES, NEVER_FOLDED, OPS, Node
+from .skeleton import LOCATION, is_placeholder
 
 OPSETS = (13, 21)  # the default domain's versions whose ops the table follows
 DOMAINS = ("", "ai.onnx")

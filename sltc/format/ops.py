@@ -2,7 +2,7 @@
 
 This is the one list of ops in sltc, and the allowlist of every graph it loads: a node
 whose op is not here, or that breaks its op's rules (inputs, outputs, attributes and their
-values, input ranks; ``runtime/check.py`` applies them), is refused before anything runs,
+values, input ranks; ``check.py`` applies them), is refused before anything runs,
 whichever engine would run it. Semantics follow the ONNX operator specification (opsets 13
 to 21, the forms torch's exporter writes at opset 17); ``attrs`` holds a node's attributes as
 Python values. Floating point stays float32 throughout.
@@ -19,7 +19,7 @@ import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 from scipy.special import erf
 
-from sltc.limits import MAX_NODE_VALUES, MAX_RANK, MAX_SIDE
+from .limits import MAX_NODE_VALUES, MAX_RANK, MAX_SIDE
 
 # the element types a graph may hold: numpy's own, no strings, no 8-bit or 4-bit floats
 DTYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BOOL,

@@ -1,26 +1,36 @@
 """The records a ticket and its exports hold, by name: a layer of the table (``LayerSpec``),
-a tensor drawn by name (``DrawnTensor``) and what every reader of a model needs to know
-about it (``ModelMeta``).
+a tensor drawn by name (``DrawnTensor``), what every reader of a model needs to know
+about it (``ModelMeta``) and the dataset its run trained on (``DataSection``).
 
 Each reads itself from its JSON form with ``from_json``, checking it against
 ``docs/format.md`` (a ``TicketError`` naming the first rule broken), and writes it back
-with ``to_json``. Below the ticket in the house (errors, limits and the generator's names
-only, no torch, no config): the runtime reads these records without ``sltc.ticket``.
+with ``to_json``. Below the ticket in the format (errors, limits and the generator's names
+only, no torch, no config): the runtime reads these records without ``sltc.format.ticket``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
-from .errors import TicketError
-from .limits import MAX_SIDE, number_in
+from .errors import DataError, TicketError
+from .limits import (
+    MAX_BATCH,
+    MAX_IMAGE_SIDE,
+    MAX_IMAGES,
+    MAX_SIDE,
+    MAX_SYNTHETIC_PIXELS,
+    MAX_WORKERS,
+    number_in,
+)
 from .seeding import INITS
 
 GRANULARITIES = ("weight", "neuron", None)
 MAX_CLASSES = 1 << 20
 STD_RANGE = (1e-12, 1e6)  # a drawn tensor's std, as a preprocessing std
 SPARSITY_TOLERANCE = 1e-9  # a recorded sparsity against the masks: another order of float64 sums
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic", "loaders")
+AUGMENTS = ("crop", "flip")
 
 
 def _int_list(value, what: str) -> tuple[int, ...]:
@@ -180,3 +190,73 @@ def check_sparsity(recorded: float, sparsity: float, what: str = "meta") -> None
     if abs(recorded - sparsity) > SPARSITY_TOLERANCE:
         raise TicketError(f"broken header: {what}.sparsity {recorded} disagrees with the "
                           f"masks, which prune {sparsity!r} of the gated weights")
+
+
+def _count(value, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _counts(value, n: int, high: int) -> bool:
+    return isinstance(value, list) and len(value) == n and all(_count(v, 1, high) for v in value)
+
+
+# key -> (whether a recorded value is valid, what a valid one is); sltc.config.DataConfig is the
+# same section as a user writes it, with the same names, defaults and ranges (a test holds them
+# together)
+_DATA_RULES = {
+    "name": (lambda v: v in DATASETS, f"one of {', '.join(DATASETS)}"),
+    "root": (lambda v: v is None or isinstance(v, str), "null or a string"),
+    "val_size": (lambda v: _count(v, 0, MAX_IMAGES), f"an integer in [0, {MAX_IMAGES}]"),
+    "train_size": (lambda v: v is None or _count(v, 1, MAX_IMAGES),
+                   f"null or an integer in [1, {MAX_IMAGES}]"),
+    "batch_size": (lambda v: _count(v, 1, MAX_BATCH), f"an integer in [1, {MAX_BATCH}]"),
+    "synthetic_size": (lambda v: _count(v, 16, MAX_IMAGES), f"an integer in [16, {MAX_IMAGES}]"),
+    "synthetic_shape": (lambda v: _counts(v, 3, MAX_SIDE),
+                        f"three integers in [1, {MAX_SIDE}]"),
+    "augment": (lambda v: isinstance(v, list) and all(a in AUGMENTS for a in v),
+                "a list of crop and flip"),
+    "image_size": (lambda v: v is None or _counts(v, 2, MAX_IMAGE_SIDE),
+                   f"null or two integers in [1, {MAX_IMAGE_SIDE}]"),
+    "workers": (lambda v: _count(v, 0, MAX_WORKERS), f"an integer in [0, {MAX_WORKERS}]"),
+}
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """The ``data`` section of a run's config, as a ticket and its exports record it: where
+    the run's images came from. The runtime reads it to find a model's test set, without
+    the config (``sltc.config.DataConfig`` is the same section as a user writes it)."""
+
+    name: str = "fashion_mnist"
+    root: str | None = None
+    val_size: int = 5000
+    train_size: int | None = None
+    batch_size: int = 128
+    synthetic_size: int = 2048
+    synthetic_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    augment: list[str] = field(default_factory=list)
+    image_size: list[int] | None = None
+    workers: int = 2
+
+    @classmethod
+    def from_json(cls, data, what: str = "the model's recorded dataset") -> DataSection:
+        """A recorded ``data`` section, checked, a missing key at its default; a
+        ``DataError`` naming the first key that breaks its rule."""
+        if not isinstance(data, dict):
+            raise DataError(f"{what}: data must be an object")
+        unknown = sorted(set(data) - set(_DATA_RULES))
+        if unknown:
+            raise DataError(f"{what}: data.{unknown[0]} is not a key of the data section")
+        for key, value in data.items():
+            valid, rule = _DATA_RULES[key]
+            if not valid(value):
+                raise DataError(f"{what}: data.{key} must be {rule}")
+        section = cls(**data)
+        pixels = section.synthetic_size * math.prod(section.synthetic_shape)
+        if section.name == "synthetic" and pixels > MAX_SYNTHETIC_PIXELS:
+            raise DataError(f"{what}: synthetic_size x synthetic_shape is {pixels} pixels, over "
+                            f"the limit of {MAX_SYNTHETIC_PIXELS}")
+        return section
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sltc.errors import SltcError
+from sltc.format.errors import SltcError
 
 
 def has_ort() -> bool:

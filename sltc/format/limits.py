@@ -25,6 +25,11 @@ MAX_METRICS_BYTES = 1 << 28  # a run's metrics.jsonl (a few hundred bytes per ep
 MAX_METRICS_LINE = 1 << 12  # one epoch's line of it (about 360 bytes), at most 32 values
 MAX_EPOCHS = 100_000  # epochs of one run
 MAX_SIDE = 8192  # an input dimension: an image side or a channel count
+MAX_IMAGES = 1 << 24  # images of one split
+MAX_SYNTHETIC_PIXELS = 1 << 26  # above Fashion-MNIST's 4.7e7; its test set: 2**24 at most
+MAX_IMAGE_SIDE = 2048  # an image folder's resized side: 12 MiB an RGB image, 50 MiB as float32
+MAX_BATCH = 1 << 16  # images of one training batch
+MAX_WORKERS = 16  # DataLoader worker processes
 # a graph (a ticket's skeleton, an ONNX file), checked whole before it runs (format.md section 2.6)
 MAX_GRAPH_NODES = 1 << 14  # nodes (the registry's swin, 3 stages of 2 blocks: 1,515)
 MAX_GRAPH_VALUES = 1 << 16  # inputs and outputs of all nodes (check: 0.5 ms a node, 34 us each)
