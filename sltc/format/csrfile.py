@@ -4,6 +4,7 @@ spec once, at load, before any weight is regenerated. Numpy and safetensors only
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,93 @@ class CsrError(SltcError):
     """A CSR export that does not follow the spec."""
 
 
-def read(path: Path) -> tuple[dict, dict]:
+@dataclass(frozen=True)
+class CsrLayer:
+    """A layer entry of the manifest: its table entry (``spec``), how its mask is stored
+    (``csr`` or ``dense``), whether its values are ``implied`` by the seed or ``stored``, and
+    its kept count (``nnz``, csr storage only)."""
+
+    spec: LayerSpec
+    storage: str
+    values: str
+    nnz: int | None
+
+    @classmethod
+    def from_json(cls, entry) -> CsrLayer:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or \
+                not isinstance(entry.get("tensor"), str):
+            raise CsrError("every layer needs a string name and tensor")
+        name, spec = entry["name"], _ticket_rule(LayerSpec.from_json, entry)
+        storage, values, nnz = entry.get("storage"), entry.get("values"), entry.get("nnz")
+        if storage not in STORAGES or values not in VALUES:
+            raise CsrError(f"layer {name!r}: storage must be csr or dense, values implied or stored")
+        if storage == "dense" and "nnz" in entry:
+            raise CsrError(f"layer {name!r}: a dense layer has no nnz")
+        if storage == "csr" and (type(nnz) is not int or not 0 <= nnz <= spec.numel):
+            raise CsrError(f"layer {name!r}: nnz must be an integer in [0, {spec.numel}]")
+        return cls(spec, storage, values, nnz)
+
+    @property
+    def kept(self) -> int:
+        """The weights it holds: ``nnz`` in csr storage, every one in dense."""
+        return self.nnz if self.storage == "csr" else self.spec.numel
+
+    @property
+    def keys(self) -> set[str]:
+        """The tensors of the file that hold it."""
+        keys = ("indptr", "indices") if self.storage == "csr" else ()
+        keys += ("values",) if self.values == "stored" else ()
+        return {f"{self.spec.name}.{k}" for k in keys}
+
+
+@dataclass(frozen=True)
+class CsrManifest:
+    """The manifest of a CSR export (format.md section 3), checked: its seed, the model
+    entries every reader uses (``meta``), its layers, the tensors drawn by name, the
+    extras stored whole and the encoded skeleton's size."""
+
+    seed: int
+    meta: ModelMeta
+    layers: tuple[CsrLayer, ...]
+    tensors: tuple[DrawnTensor, ...]
+    extras: tuple[str, ...]
+    skeleton_size: int
+
+    @classmethod
+    def from_json(cls, manifest) -> CsrManifest:
+        if not isinstance(manifest, dict) or manifest.get("format") != "sltc-csr" or \
+                manifest.get("version") != CSR_VERSION:
+            raise CsrError(f"not a version {CSR_VERSION} sltc-csr manifest; re-export it from "
+                           "the ticket with this sltc")
+        if not valid_seed(manifest.get("seed")):
+            raise CsrError("manifest seed must be an integer in [0, 2**64)")
+        if manifest.get("generator") != {"name": GENERATOR, "key": KEY_DERIVATION}:
+            raise CsrError(f"manifest generator is not {GENERATOR}; upgrade sltc")
+        meta = _ticket_rule(lambda m: ModelMeta.from_json(m, "manifest"), manifest)
+        layers, drawn, extras = (manifest.get(k) for k in ("layers", "tensors", "extras"))
+        if not all(isinstance(v, list) for v in (layers, drawn, extras)):
+            raise CsrError("manifest layers, tensors and extras must be lists")
+        if not all(isinstance(name, str) for name in extras):
+            raise CsrError(f"extra {next(n for n in extras if not isinstance(n, str))!r}: "
+                           "missing, or not float32")
+        entry = manifest.get("skeleton")
+        if not isinstance(entry, dict) or entry.get("encoding") != skeleton.ENCODING or \
+                type(entry.get("size")) is not int:
+            raise CsrError(f"manifest skeleton must say encoding {skeleton.ENCODING} and a size")
+        return cls(manifest["seed"], meta, tuple(CsrLayer.from_json(x) for x in layers),
+                   tuple(_ticket_rule(DrawnTensor.from_json, t) for t in drawn), tuple(extras),
+                   entry["size"])
+
+    @property
+    def sources(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every skeleton initializer the file fills, by name (extras: from the
+        file's tensors)."""
+        out = {layer.spec.tensor: layer.spec.shape for layer in self.layers}
+        out.update((t.name, t.shape) for t in self.tensors)
+        return out
+
+
+def read(path: Path) -> tuple[CsrManifest, dict]:
     """The manifest and the tensors of a CSR export, validated."""
     from safetensors import safe_open
 
@@ -41,49 +128,33 @@ def read(path: Path) -> tuple[dict, dict]:
     except Exception as e:  # noqa: BLE001 - any read failure is a bad file
         raise CsrError(f"not an sltc CSR export ({type(e).__name__}: "
                        f"{' '.join(str(e).split())[:200]})") from None
-    check(manifest, tensors)
-    return manifest, tensors
+    return check(manifest, tensors), tensors
 
 
-def check(manifest, tensors: dict) -> None:
-    """Every rule of the spec, or a ``CsrError`` naming the first one broken."""
-    if not isinstance(manifest, dict) or manifest.get("format") != "sltc-csr" or \
-            manifest.get("version") != CSR_VERSION:
-        raise CsrError(f"not a version {CSR_VERSION} sltc-csr manifest; re-export it from the "
-                       "ticket with this sltc")
-    if not valid_seed(manifest.get("seed")):
-        raise CsrError("manifest seed must be an integer in [0, 2**64)")
-    if manifest.get("generator") != {"name": GENERATOR, "key": KEY_DERIVATION}:
-        raise CsrError(f"manifest generator is not {GENERATOR}; upgrade sltc")
-    _ticket_rule(lambda m: ModelMeta.from_json(m, "manifest"), manifest)
-    layers, drawn, extras = (manifest.get(k) for k in ("layers", "tensors", "extras"))
-    if not all(isinstance(v, list) for v in (layers, drawn, extras)):
-        raise CsrError("manifest layers, tensors and extras must be lists")
-    expected = {SKELETON_KEY}
-    total, gated, kept = 0, 0, 0
-    for layer in layers:
-        numel = _check_layer(layer, tensors)
-        total += numel
-        if layer["granularity"] is not None:
-            gated += numel
-            kept += layer["nnz"] if layer["storage"] == "csr" else numel
-        keys = ("indptr", "indices") if layer["storage"] == "csr" else ()
-        keys += ("values",) if layer["values"] == "stored" else ()
-        expected |= {f"{layer['name']}.{k}" for k in keys}
-    for t in drawn:
-        total += _ticket_rule(DrawnTensor.from_json, t).numel
+def check(manifest, tensors: dict) -> CsrManifest:
+    """Every rule of the spec, or a ``CsrError`` naming the first one broken; the manifest
+    as its record."""
+    record = CsrManifest.from_json(manifest)
+    total = sum(layer.spec.numel for layer in record.layers) + \
+        sum(t.numel for t in record.tensors)
     if total > MAX_WEIGHTS:
         raise CsrError(f"the export claims more than {MAX_WEIGHTS} weights")
-    _ticket_rule(lambda m: check_sparsity(m["sparsity"], sparsity_of(kept, gated), "manifest"),
-                 manifest)
-    for name in extras:
-        if not isinstance(name, str) or name not in tensors or \
-                tensors[name].dtype != np.float32:
+    for layer in record.layers:
+        _check_arrays(layer, tensors)
+    gated = [layer for layer in record.layers if layer.spec.gated]
+    sparsity = sparsity_of(sum(x.kept for x in gated), sum(x.spec.numel for x in gated))
+    _ticket_rule(lambda m: check_sparsity(m.sparsity, sparsity, "manifest"), record.meta)
+    for name in record.extras:
+        if name not in tensors or tensors[name].dtype != np.float32:
             raise CsrError(f"extra {name!r}: missing, or not float32")
-    _check_skeleton(manifest.get("skeleton"), tensors.get(SKELETON_KEY))
-    unknown = set(tensors) - expected - set(extras)
+    data = tensors.get(SKELETON_KEY)
+    if data is None or data.dtype != np.uint8 or data.ndim != 1:
+        raise CsrError(f"tensor {SKELETON_KEY!r} must be a uint8 vector")
+    expected = {SKELETON_KEY, *record.extras}.union(*(x.keys for x in record.layers))
+    unknown = set(tensors) - expected
     if unknown:
         raise CsrError(f"tensor {sorted(unknown)[0]!r} is not in the manifest")
+    return record
 
 
 def _ticket_rule(check, entry):
@@ -97,24 +168,14 @@ def _ticket_rule(check, entry):
         raise CsrError(f"manifest entry lacks a key or has a wrong type ({e!r})") from None
 
 
-def _check_layer(layer, tensors: dict) -> int:
-    """One layer entry and its arrays; returns its element count."""
-    if not isinstance(layer, dict) or not isinstance(layer.get("name"), str) or \
-            not isinstance(layer.get("tensor"), str):
-        raise CsrError("every layer needs a string name and tensor")
-    name, numel = layer["name"], _ticket_rule(LayerSpec.from_json, layer).numel
-    if layer.get("storage") not in STORAGES or layer.get("values") not in VALUES:
-        raise CsrError(f"layer {name!r}: storage must be csr or dense, values implied or stored")
-    rows = layer["shape"][0]
-    cols = numel // rows
-    nnz = rows * cols
-    if layer["storage"] == "csr":
-        nnz = _check_csr(name, layer.get("nnz"), rows, cols, tensors)
-    elif "nnz" in layer:
-        raise CsrError(f"layer {name!r}: a dense layer has no nnz")
-    if layer["values"] == "stored":
-        _array(tensors, f"{name}.values", np.float32, nnz)
-    return numel
+def _check_arrays(layer: CsrLayer, tensors: dict) -> None:
+    """The arrays of one layer: its mask's (csr storage) and its stored values."""
+    name, rows = layer.spec.name, layer.spec.shape[0]
+    cols = layer.spec.numel // rows
+    if layer.storage == "csr":
+        _check_csr(name, layer.nnz, rows, cols, tensors)
+    if layer.values == "stored":
+        _array(tensors, f"{name}.values", np.float32, layer.kept)
 
 
 def _array(tensors: dict, key: str, dtype, length: int) -> np.ndarray:
@@ -124,11 +185,9 @@ def _array(tensors: dict, key: str, dtype, length: int) -> np.ndarray:
     return a
 
 
-def _check_csr(name: str, nnz, rows: int, cols: int, tensors: dict) -> int:
+def _check_csr(name: str, nnz: int, rows: int, cols: int, tensors: dict) -> None:
     """``indptr``: int32, rows + 1, from 0, non-decreasing, to nnz; ``indices``: int32,
     nnz, each in [0, cols) and strictly increasing within its row."""
-    if type(nnz) is not int or not 0 <= nnz <= rows * cols:
-        raise CsrError(f"layer {name!r}: nnz must be an integer in [0, {rows * cols}]")
     indptr = _array(tensors, f"{name}.indptr", np.int32, rows + 1)
     indices = _array(tensors, f"{name}.indices", np.int32, nnz)
     steps = np.diff(indptr.astype(np.int64))
@@ -141,12 +200,3 @@ def _check_csr(name: str, nnz, rows: int, cols: int, tensors: dict) -> int:
     if nnz and (~first[1:] & (np.diff(indices.astype(np.int64)) <= 0)).any():
         raise CsrError(f"layer {name!r}: indices must increase within each row (no "
                        "duplicates)")
-    return nnz
-
-
-def _check_skeleton(entry, data) -> None:
-    if not isinstance(entry, dict) or entry.get("encoding") != skeleton.ENCODING or \
-            type(entry.get("size")) is not int:
-        raise CsrError(f"manifest skeleton must say encoding {skeleton.ENCODING} and a size")
-    if data is None or data.dtype != np.uint8 or data.ndim != 1:
-        raise CsrError(f"tensor {SKELETON_KEY!r} must be a uint8 vector")

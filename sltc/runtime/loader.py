@@ -11,7 +11,7 @@ import numpy as np
 
 from sltc.format import csrfile, skeleton
 from sltc.format.check import check_model
-from sltc.format.csrfile import SKELETON_KEY
+from sltc.format.csrfile import SKELETON_KEY, CsrLayer
 from sltc.format.errors import SltcError
 from sltc.format.graph import Graph
 from sltc.format.limits import MAX_ONNX_BYTES, regular_size, require_regular
@@ -58,49 +58,47 @@ def _from_ticket(path: Path) -> Deployable:
     return Deployable(path, "ticket", ticket.model_meta(), Graph.from_ticket(ticket))
 
 
-def _csr_weight(tensors: dict, layer: dict, seed: int) -> np.ndarray:
+def _csr_weight(tensors: dict, layer: CsrLayer, seed: int) -> np.ndarray:
     """The dense masked weight of one layer of a (validated) CSR export."""
-    name, shape = layer["name"], tuple(layer["shape"])
-    rows = shape[0]
-    cols = int(np.prod(shape[1:]))
-    if layer["values"] == "stored":
-        dense_values = tensors[f"{name}.values"]
+    spec = layer.spec
+    rows, cols = spec.shape[0], spec.numel // spec.shape[0]
+    if layer.values == "stored":
+        dense_values = tensors[f"{spec.name}.values"]
     else:
-        dense_values = generate_weight(seed, name, shape, layer["init"], layer["fan_in"],
-                                       layer["gain"])
-    if layer["storage"] == "dense":
-        return dense_values.reshape(shape)
-    indptr, indices = tensors[f"{name}.indptr"], tensors[f"{name}.indices"]
+        dense_values = generate_weight(seed, spec.name, spec.shape, spec.init, spec.fan_in,
+                                       spec.gain)
+    if layer.storage == "dense":
+        return dense_values.reshape(spec.shape)
+    indptr, indices = tensors[f"{spec.name}.indptr"], tensors[f"{spec.name}.indices"]
     mask = np.zeros((rows, cols), dtype=bool)
     mask[np.repeat(np.arange(rows), np.diff(indptr)), indices] = True
     w = np.zeros((rows, cols), dtype=np.float32)
-    if layer["values"] == "stored":
+    if layer.values == "stored":
         w[mask] = dense_values
     else:
         w[mask] = dense_values.reshape(rows, cols)[mask]
-    return w.reshape(shape)
+    return w.reshape(spec.shape)
 
 
 def _from_csr(path: Path) -> Deployable:
     try:
         manifest, tensors = csrfile.read(path)
-        entry = manifest["skeleton"]
-        model = skeleton.parse(skeleton.decode(tensors[SKELETON_KEY].tobytes(), entry["size"]))
-        sources = {layer["tensor"]: tuple(layer["shape"]) for layer in manifest["layers"]}
-        sources.update((t["name"], tuple(t["shape"])) for t in manifest["tensors"])
-        sources.update((name, tensors[name].shape) for name in manifest["extras"])
+        raw = skeleton.decode(tensors[SKELETON_KEY].tobytes(), manifest.skeleton_size)
+        model = skeleton.parse(raw)
+        sources = manifest.sources
+        sources.update((name, tensors[name].shape) for name in manifest.extras)
         skeleton.check_sources(model, sources)
-        bounds = check_model(model, manifest["input_shape"], manifest["classes"])
+        bounds = check_model(model, manifest.meta.input_shape, manifest.meta.classes)
     except SltcError as e:
         raise SltcError(f"{path}: {e}") from None
-    seed = manifest["seed"]
-    arrays = {layer["tensor"]: _csr_weight(tensors, layer, seed) for layer in manifest["layers"]}
-    arrays.update((t["name"], generate_normal(seed, t["name"], tuple(t["shape"]), t["std"]))
-                  for t in manifest["tensors"])
-    arrays.update((name, tensors[name]) for name in manifest["extras"])
-    graph = Graph.from_onnx(model, arrays, {layer["tensor"] for layer in manifest["layers"]
-                                            if layer["storage"] == "csr"}, bounds)
-    return Deployable(path, "csr", ModelMeta.from_json(manifest, "manifest"), graph)
+    seed = manifest.seed
+    arrays = {x.spec.tensor: _csr_weight(tensors, x, seed) for x in manifest.layers}
+    arrays.update((t.name, generate_normal(seed, t.name, t.shape, t.std))
+                  for t in manifest.tensors)
+    arrays.update((name, tensors[name]) for name in manifest.extras)
+    graph = Graph.from_onnx(model, arrays, {x.spec.tensor for x in manifest.layers
+                                            if x.storage == "csr"}, bounds)
+    return Deployable(path, "csr", manifest.meta, graph)
 
 
 def _onnx_meta(path: Path, model, graph: Graph) -> ModelMeta:
