@@ -120,8 +120,9 @@ def freeze(
     trainer.progress = Progress(not as_json)
     ticket, scores = freeze_run(trainer, target_sparsity, scope)  # discover's rule, or this target
     ticket.save(path)
-    result = {"ticket": str(path), "sparsity": ticket.meta["sparsity"],
-              "test_accuracy": ticket.meta["test_accuracy"], **scores,
+    model = ticket.model_meta()
+    result = {"ticket": str(path), "sparsity": model.sparsity,
+              "test_accuracy": model.test_accuracy, **scores,
               "file_bytes": path.stat().st_size}
     _emit(result, as_json, _print_kv)
 

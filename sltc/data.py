@@ -198,15 +198,6 @@ def check_data_folder(cfg, root: str | None) -> None:
                             "folder that holds them")
 
 
-def recorded_files(meta: dict, root: str | None = None) -> list[Path]:
-    """``dataset_files`` of the config a ticket or export records (``meta["config"]``);
-    none where its data section does not validate."""
-    try:
-        return dataset_files(DataSection.from_json(meta["config"]["data"]), root)
-    except (KeyError, TypeError, DataError):
-        return []
-
-
 def _classes(name: str, train, test) -> int:
     if name in CIFAR:
         return CIFAR[name]

@@ -645,9 +645,10 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
     last = rows[-1].get("relaxed_accuracy") if rows else None  # the same gates, measured
     ticket, scores = freeze_run(trainer, relaxed_val=last)
     ticket.save(out / "ticket.slt")
-    s = ticket.meta["sparsity"]
+    model_meta = ticket.model_meta()
+    s = model_meta.sparsity
     summary = _json_safe({
-        "test_accuracy": ticket.meta["test_accuracy"],
+        "test_accuracy": model_meta.test_accuracy,
         "relaxed_accuracy": scores["relaxed_accuracy"],  # the gates on the test split
         "sparsity": s,
         "density": 1.0 - s,

@@ -39,7 +39,7 @@ def inspect_ticket(path: str | Path) -> dict:
         "compression_ratio": dense / file_bytes,
         "sparsity": ticket.sparsity(),
         "seed": ticket.seed,
-        "test_accuracy": ticket.meta.get("test_accuracy"),
+        "test_accuracy": ticket.model_meta().test_accuracy,
     }
     return {"layers": layers, "total": total}
 

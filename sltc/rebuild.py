@@ -88,7 +88,7 @@ def ticket_from_model(model, masks: dict, config, data, test_accuracy: float) ->
         "test_accuracy": None if math.isnan(test_accuracy) else test_accuracy,  # no test set
     }
     try:
-        ticket.bounds = check_skeleton(graph, ticket.meta)
+        ticket.bounds = check_skeleton(graph, ticket.model_meta())
         check_probe(model, ticket)
     except TicketError as e:
         raise SltcError(f"this network cannot be a ticket: {e}") from None
@@ -113,7 +113,7 @@ def check_probe(model: nn.Module, ticket: Ticket) -> None:
     sltc's numpy engine, on two uniform random images: the logits must agree."""
     from .format.graph import Graph
 
-    x = np.random.default_rng(0).random((2, *ticket.meta["input_shape"]), dtype=np.float32)
+    x = np.random.default_rng(0).random((2, *ticket.model_meta().input_shape), dtype=np.float32)
     want = Graph.from_ticket(ticket).run(x)
     device = next(model.parameters(), torch.zeros(())).device
     with torch.no_grad():
@@ -131,17 +131,17 @@ def model_from_ticket(ticket: Ticket, model: nn.Module | None = None) -> nn.Modu
     (``model.arch: python:...``) is never imported on a ticket's say-so: pass ``model``, the
     plain module, which is gated here. Either is refused unless it computes what the
     ticket's skeleton computes on a probe input."""
-    meta = ticket.meta
-    arch = meta["config"]["model"]["arch"]
+    info = ticket.record()
+    arch = info.config.get("model", {}).get("arch", "")
     if arch.startswith(PYTHON_PREFIX) and model is None:
         raise TicketError(f"the ticket's network is a user's own ({arch}) and sltc imports no "
                           "code a ticket names: pass the module, model_from_ticket(ticket, "
                           "model=MyNet(...))")
     try:
-        config = config_mod.from_dict(meta["config"], "ticket")
-        pre = meta["preprocessing"]
+        config = config_mod.from_dict(info.config, "ticket")
+        m = info.model
         model = gate(model, config) if model is not None else build_model(
-            config, meta["input_shape"], meta["classes"], pre["mean"], pre["std"],
+            config, m.input_shape, m.classes, m.preprocessing["mean"], m.preprocessing["std"],
             training=False)[1]
     except Exception as e:  # noqa: BLE001 - any failure here means a ticket we cannot rebuild
         raise TicketError(f"cannot rebuild the torch model from the ticket's config ({e})") from None

@@ -137,3 +137,37 @@ def test_importing_the_runtime_loads_no_ticket_config_or_torch():
                          check=True, cwd=ROOT).stdout.strip()
     assert out == "|True", out
 
+
+
+# where a file's meta or manifest is read by key: its records, and the checkpoint's own metadata
+KEY_READERS = {"sltc.format.records", "sltc.format.csrfile", "sltc.checkpoint"}
+
+
+def _key_reads(path: Path) -> list[str]:
+    """``meta["x"]``, ``x.meta.get("x")``, ``manifest["x"]``... in a module's source."""
+    def named(node) -> str:
+        return node.id if isinstance(node, ast.Name) else \
+            node.attr if isinstance(node, ast.Attribute) else ""
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+            target, key = node.value, node.slice
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr == "get" and node.args:
+            target, key = node.func.value, node.args[0]
+        else:
+            continue
+        if named(target) in ("meta", "manifest") and isinstance(key, ast.Constant) and \
+                isinstance(key.value, str):
+            found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_a_files_meta_is_read_through_its_records():
+    """A ticket's meta and a CSR manifest are read by key only in their records
+    (``TicketMeta``, ``CsrManifest``); everything else reads the records' fields."""
+    reads = [hit for name, path in _modules().items() if name not in KEY_READERS
+             for hit in _key_reads(path)]
+    assert not reads, reads
+    assert _key_reads(ROOT / "sltc/format/records.py")  # the finder finds them

@@ -110,6 +110,8 @@ def test_size_near_entropy_floor():
     (lambda h: h["meta"].pop("classes"), "classes"),
     (lambda h: h["meta"].update(test_accuracy=[1]), "test_accuracy"),
     (lambda h: h["meta"].update(config=5), "meta.config"),
+    (lambda h: h["meta"]["config"].update(seed=h["seed"] + 1), "is not the ticket's seed"),
+    (lambda h: h["meta"]["config"]["data"].update(name="imagenet"), "data.name"),
     (lambda h: h["meta"]["config"]["data"].update(synthetic_size=10**12), "synthetic_size"),
     (lambda h: h["meta"]["config"]["model"].update(widths=[0]), "widths"),
     (lambda h: h["generator"].update(name="mt19937"), "generator"),

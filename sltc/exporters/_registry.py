@@ -32,12 +32,13 @@ def check_options(fmt: str, options) -> None:
 def export(ticket_path, fmt: str, output, **options) -> dict:
     """Write ``ticket_path`` as ``fmt`` to ``output`` (atomically); returns a report.
     ``options`` are the exporter's keyword arguments; one it does not take is refused."""
-    from sltc.data import recorded_files
+    from sltc.data import dataset_files
     from sltc.format.outputs import check_output
     from sltc.format.ticket import Ticket
 
     exporter = EXPORTERS.get(fmt)
     check_options(fmt, options)
     ticket = Ticket.load(ticket_path)
-    check_output(output, [ticket_path, *recorded_files(ticket.meta, options.get("data_root"))])
+    check_output(output, [ticket_path, *dataset_files(ticket.record().data,
+                                                        options.get("data_root"))])
     return exporter(ticket, ticket_path, output, **options)

@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from sltc.format.errors import SltcError
-from sltc.format.records import DataSection
+from sltc.format.records import DataSection, ModelMeta
 from sltc.runtime.quantize import MODES
 
 CALIBRATION_IMAGES = 512  # evenly spaced over the ticket's training split
@@ -35,17 +35,17 @@ def check_mode(quantize: str) -> str:
     return MODES[quantize]
 
 
-def calibration_images(meta: dict, seed: int, data_root=None) -> np.ndarray:
+def calibration_images(model: ModelMeta, data_root=None) -> np.ndarray:
     """``CALIBRATION_IMAGES`` of the ticket's training split (validation images left out),
     evenly spaced, as float32 in [0, 1]."""
     from sltc.data import check_data_folder, check_fits, load_dataset
 
-    cfg = DataSection.from_json(meta["config"]["data"])
+    cfg = DataSection.from_json(model.data)
     check_data_folder(cfg, data_root)
     if data_root is not None:
         cfg = replace(cfg, root=str(data_root))
-    train = load_dataset(cfg, seed).train
-    check_fits(train, meta["input_shape"], meta["classes"], data_root or cfg.root or cfg.name)
+    train = load_dataset(cfg, model.seed).train
+    check_fits(train, model.input_shape, model.classes, data_root or cfg.root or cfg.name)
     index = np.unique(np.linspace(0, len(train) - 1, min(CALIBRATION_IMAGES, len(train)))
                       .round().astype(np.int64))
     return train.take(index).batch(0, len(index)).astype(np.float32) / np.float32(255)

@@ -83,15 +83,15 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
     if data_root is not None and not check and quantize in (None, "int8-dynamic"):
         raise SltcError("--data is read only by the parity check (and --quantize int8's "
                         "calibration), which --no-check skips; drop one of them")
-    meta = ticket.meta
+    info = ticket.record()
     ticket.bounds.batch(1, "export")  # its copies of the weights too, before any is made
     reference = graph = Graph.from_ticket(ticket)
     if compact_units:
         graph = compact(graph)
-    props = {"sltc.seed": ticket.seed, "sltc.sparsity": meta["sparsity"],
-             "sltc.ticket_sha256": ticket_sha256(source), "sltc.method": meta["method"],
-             "sltc.compact": compact_units, "sltc.test_accuracy": meta.get("test_accuracy"),
-             "sltc.data": json.dumps(meta["config"]["data"], sort_keys=True)}
+    props = {"sltc.seed": ticket.seed, "sltc.sparsity": info.model.sparsity,
+             "sltc.ticket_sha256": ticket_sha256(source), "sltc.method": info.method,
+             "sltc.compact": compact_units, "sltc.test_accuracy": info.model.test_accuracy,
+             "sltc.data": json.dumps(info.model.data, sort_keys=True)}
     kinds = ("dense",) if weights == "dense" else ("dense", "sparse")  # sizes to compare
     models = {kind: graph.to_onnx(kind == "sparse", {**props, "sltc.weights": kind})
               for kind in kinds}
@@ -101,7 +101,7 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
     elif weights == "sparse" and sizes["sparse"] > sizes["dense"]:
         log.warning("warning: at density %.3f the sparse ONNX (%d bytes) is larger than the "
                     "dense one (%d): each kept weight costs an 8-byte index; --weights dense "
-                    "or auto writes the smaller", 1 - meta["sparsity"], sizes["sparse"],
+                    "or auto writes the smaller", 1 - info.model.sparsity, sizes["sparse"],
                     sizes["dense"])
     model = models[weights]
     report = {"format": "onnx", "output": str(output), "weights": weights,
@@ -136,7 +136,7 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
         if check and quantize is not None:
             report.update(int8_accuracy(tmp, source, data_root))
         elif check:
-            report.update(parity(str(tmp), reference, meta["config"]["data"], ticket.seed,
+            report.update(parity(str(tmp), reference, info.model.data, ticket.seed,
                                  data_root))
             if report["max_rel_diff"] > tolerance or report["top1_agreement"] < 1.0:
                 raise SltcError(f"parity check failed: max |onnxruntime - numpy| = "
@@ -156,7 +156,7 @@ def _quantized(graph: Graph, props: dict, ticket, quantize: str, data_root, outp
     metadata ``props`` and the quantisation recorded there; ``report`` gets each weight's
     error."""
     mode = int8.check_mode(quantize)
-    images = int8.calibration_images(ticket.meta, ticket.seed, data_root) \
+    images = int8.calibration_images(ticket.model_meta(), data_root) \
         if mode == "static" else None
     with temp_dir(output) as folder:
         model = prepare(graph.to_onnx(), folder)

@@ -11,7 +11,7 @@ only, no torch, no config): the runtime reads these records without ``sltc.forma
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from .errors import DataError, TicketError
 from .limits import (
@@ -260,3 +260,37 @@ class DataSection:
 
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class TicketMeta:
+    """A ticket's ``meta`` (format.md section 2.1), checked: the model entries every reader
+    uses (``model``, with the data section and the seed), the gate method that found the
+    ticket, the data section of its run, the run's whole config as a record, and a 1.0
+    ticket's op list (``ops``, checked by ``legacy``; ignored from 1.1 on)."""
+
+    model: ModelMeta
+    method: str
+    data: DataSection
+    config: dict
+    ops: list | None = None
+
+    @classmethod
+    def from_json(cls, meta, seed: int) -> TicketMeta:
+        """``meta`` of a ticket of seed ``seed``; its config must be an object naming that
+        seed (a missing data section is the default one)."""
+        model = ModelMeta.from_json(meta)
+        if not isinstance(meta.get("method"), str):
+            raise TicketError("broken header: meta.method must be a string")
+        config = meta.get("config")
+        if not isinstance(config, dict):
+            raise TicketError("broken header: meta.config must be an object")
+        if config.get("seed", 0) != seed:
+            raise TicketError(f"broken header: meta.config.seed {config.get('seed')} is not the "
+                              f"ticket's seed {seed}")
+        try:
+            data = DataSection.from_json(config.get("data", {}), "meta.config")
+        except DataError as e:
+            raise TicketError(f"broken header: {e}") from None
+        model = replace(model, data=data.to_json(), seed=seed)
+        return cls(model, meta["method"], data, config, meta.get("graph"))  # ops: 1.0 reads them

@@ -18,7 +18,7 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from .check import Bounds, check_model
 from .errors import GraphError, TicketError
 from .limits import MAX_HEADER_BYTES, MAX_TICKET_BYTES, MAX_WEIGHTS, read_limited
 from .outputs import atomic_write_bytes
-from .records import DrawnTensor, LayerSpec, ModelMeta, check_sparsity, sparsity_of
+from .records import DrawnTensor, LayerSpec, ModelMeta, TicketMeta, check_sparsity, sparsity_of
 from .seeding import (
     GENERATOR,
     KEY_DERIVATION,
@@ -61,6 +61,7 @@ class Ticket:
     stored: list[dict] = field(default_factory=list)  # a loaded file's layer table
     version: tuple[int, int] = VERSION  # of the file it was loaded from
     bounds: Bounds | None = None  # the skeleton's, once checked (check.py)
+    info: TicketMeta | None = None  # ``meta`` as its record, where checked (a loaded file)
 
     # --- weights ---------------------------------------------------------------------------
 
@@ -131,11 +132,15 @@ class Ticket:
     def sparsity(self) -> float:
         return masks_sparsity(self.layers, self.masks)
 
+    def record(self) -> TicketMeta:
+        """``meta`` as its record: a loaded file's, checked once at load; a freshly frozen
+        ticket's, checked now."""
+        return self.info or TicketMeta.from_json(self.meta, self.seed)
+
     def model_meta(self) -> ModelMeta:
         """What a reader of the model needs: ``meta``'s model entries, the dataset section
         of its config and the seed."""
-        return ModelMeta.from_json({**self.meta, "data": self.meta["config"]["data"],
-                                    "seed": self.seed})
+        return self.record().model
 
     # --- bytes -----------------------------------------------------------------------------
 
@@ -278,30 +283,25 @@ def _read_skeleton(header: dict, body: memoryview, offset: int) -> tuple[onnx.Mo
     return skeleton.parse(skeleton.decode(payload, entry["size"])), offset + entry["length"]
 
 
-def check_meta(meta, seed: int) -> dict:
+def check_meta(meta, seed: int) -> tuple[dict, TicketMeta]:
     """A ticket's ``meta``: the model entries, and a ``config`` that validates and names
-    the ticket's seed. Returns ``meta`` with its config whole: every key a config may hold,
-    a missing one at its default (format.md section 2.1)."""
+    the ticket's seed. Returns ``meta`` with its config whole (every key a config may hold,
+    a missing one at its default: format.md section 2.1), and its record."""
     from sltc import config as config_mod
 
-    ModelMeta.from_json(meta)
-    if not isinstance(meta.get("method"), str):
-        raise TicketError("broken header: meta.method must be a string")
+    info = TicketMeta.from_json(meta, seed)
     try:
-        config = config_mod.from_dict(meta.get("config"), "meta.config", names=False)
+        config = config_mod.from_dict(info.config, "meta.config", names=False).to_dict()
     except config_mod.ConfigError as e:
         raise TicketError(f"broken header: {e}") from None
-    if config.seed != seed:
-        raise TicketError(f"broken header: meta.config.seed {config.seed} is not the ticket's "
-                          f"seed {seed}")
-    return {**meta, "config": config.to_dict()}
+    return {**meta, "config": config}, replace(info, config=config)
 
 
-def check_skeleton(graph: onnx.ModelProto, meta: dict) -> Bounds:
+def check_skeleton(graph: onnx.ModelProto, model: ModelMeta) -> Bounds:
     """The skeleton's graph against every graph rule and the ticket's ``input_shape`` and
     ``classes`` (format.md section 2.6), before a weight is made or an op runs."""
     try:
-        return check_model(graph, meta["input_shape"], meta["classes"])
+        return check_model(graph, model.input_shape, model.classes)
     except GraphError as e:
         raise TicketError(f"skeleton: {e}") from None
 
@@ -341,21 +341,23 @@ def _parse(header: dict, body: memoryview, verify: bool, minor: int) -> Ticket:
     if sum(t.numel for t in tensors) + sum(s.numel for s in layers.values()) > MAX_WEIGHTS:
         raise TicketError(f"the ticket claims more than {MAX_WEIGHTS} weights")
     extras, offset = _read_extras(header, body, offset)
-    meta = check_meta(header["meta"], seed)
-    check_sparsity(meta["sparsity"], masks_sparsity(layers, masks))
+    meta, info = check_meta(header["meta"], seed)
+    check_sparsity(info.model.sparsity, masks_sparsity(layers, masks))
     if minor >= 1:
         graph, offset = _read_skeleton(header, body, offset)
     else:
         shapes = {s.name: list(s.shape) for s in layers.values()} | {
             k: v.shape for k, v in extras.items()}
-        graph = legacy.skeleton_from_ops(meta["graph"], shapes, meta["input_shape"],
-                                         meta["classes"])
+        if info.ops is None:
+            raise TicketError("broken header: missing key 'graph'")
+        graph = legacy.skeleton_from_ops(info.ops, shapes, list(info.model.input_shape),
+                                         info.model.classes)
     if offset != len(body):
         raise TicketError(f"{len(body) - offset} bytes after the last payload")
     ticket = Ticket(seed, layers, masks, extras, meta, tensors, graph, header["layers"],
-                    (VERSION[0], minor))
+                    (VERSION[0], minor), info=info)
     skeleton.check_sources(graph, ticket.sources())
-    ticket.bounds = check_skeleton(graph, meta)
+    ticket.bounds = check_skeleton(graph, info.model)
     if verify and ticket.weights_sha256() != header["weights_sha256"]:
         raise TicketError("regenerated weights do not match the ticket's SHA-256: the "
                           "generator differs from the one that made it")
