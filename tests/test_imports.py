@@ -171,3 +171,19 @@ def test_a_files_meta_is_read_through_its_records():
              for hit in _key_reads(path)]
     assert not reads, reads
     assert _key_reads(ROOT / "sltc/format/records.py")  # the finder finds them
+
+
+MAX_FUNCTION_LINES = 40
+
+
+def test_no_function_body_is_over_40_lines():
+    """Small functions: a body (docstring included; a command's option list is its
+    signature, not its body) of at most 40 lines."""
+    long = []
+    for path in (ROOT / "sltc").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.body[0].lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines})")
+    assert not long, long

@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper
 from sltc.format.errors import SltcError
 from sltc.format.graph import Graph
 from sltc.format.outputs import atomic_write, temp_dir
+from sltc.format.records import ModelMeta
 from sltc.runtime.compact import compact
 from sltc.runtime.quantize import int8_kernels, prepare
 from sltc.runtime.quantize import quantize as quantize_model
@@ -73,6 +74,37 @@ def ticket_sha256(path) -> str:
 def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units: bool = False,
                 check: bool = True, data_root=None, tolerance: float = 1e-4,
                 quantize: str | None = None) -> dict:
+    _check_options(weights, quantize, check, data_root)
+    info = ticket.record()
+    ticket.bounds.batch(1, "export")  # its copies of the weights too, before any is made
+    reference = graph = Graph.from_ticket(ticket)
+    if compact_units:
+        graph = compact(graph)
+    props = {"sltc.seed": ticket.seed, "sltc.sparsity": info.model.sparsity,
+             "sltc.ticket_sha256": ticket_sha256(source), "sltc.method": info.method,
+             "sltc.compact": compact_units, "sltc.test_accuracy": info.model.test_accuracy,
+             "sltc.data": json.dumps(info.model.data, sort_keys=True)}
+    weights, model = _weighted(graph, props, weights, info.model.sparsity)
+    report = {"format": "onnx", "output": str(output), "weights": weights,
+              "opset": graph.opset, "compact": compact_units}
+    if quantize is not None:
+        model = _quantized(graph.folded(), {**props, "sltc.weights": "dense"}, ticket, quantize,
+                           data_root, Path(output), report)
+    external = report["external_data"] = model.ByteSize() > EXTERNAL_DATA_BYTES
+
+    def verify(tmp) -> None:
+        _check_file(tmp)
+        if check and quantize is not None:
+            report.update(int8_accuracy(tmp, source, data_root))
+        elif check:
+            report.update(_parity_held(tmp, reference, info.model, data_root, tolerance))
+
+    atomic_write(output, lambda tmp: _save(model, tmp, Path(output), external, verify))
+    report["file_bytes"] = Path(output).stat().st_size
+    return report
+
+
+def _check_options(weights: str, quantize: str | None, check: bool, data_root) -> None:
     if weights not in WEIGHTS:
         raise SltcError(f"--weights {weights!r}: choose {', '.join(WEIGHTS)}")
     if quantize is not None:
@@ -83,15 +115,11 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
     if data_root is not None and not check and quantize in (None, "int8-dynamic"):
         raise SltcError("--data is read only by the parity check (and --quantize int8's "
                         "calibration), which --no-check skips; drop one of them")
-    info = ticket.record()
-    ticket.bounds.batch(1, "export")  # its copies of the weights too, before any is made
-    reference = graph = Graph.from_ticket(ticket)
-    if compact_units:
-        graph = compact(graph)
-    props = {"sltc.seed": ticket.seed, "sltc.sparsity": info.model.sparsity,
-             "sltc.ticket_sha256": ticket_sha256(source), "sltc.method": info.method,
-             "sltc.compact": compact_units, "sltc.test_accuracy": info.model.test_accuracy,
-             "sltc.data": json.dumps(info.model.data, sort_keys=True)}
+
+
+def _weighted(graph: Graph, props: dict, weights: str, sparsity: float):
+    """(weights, model): the graph as ONNX with dense or sparse weights, ``auto`` the
+    smaller file; a sparse file larger than the dense one is warned of."""
     kinds = ("dense",) if weights == "dense" else ("dense", "sparse")  # sizes to compare
     models = {kind: graph.to_onnx(kind == "sparse", {**props, "sltc.weights": kind})
               for kind in kinds}
@@ -101,51 +129,45 @@ def export_onnx(ticket, source, output, *, weights: str = "dense", compact_units
     elif weights == "sparse" and sizes["sparse"] > sizes["dense"]:
         log.warning("warning: at density %.3f the sparse ONNX (%d bytes) is larger than the "
                     "dense one (%d): each kept weight costs an 8-byte index; --weights dense "
-                    "or auto writes the smaller", 1 - info.model.sparsity, sizes["sparse"],
+                    "or auto writes the smaller", 1 - sparsity, sizes["sparse"],
                     sizes["dense"])
-    model = models[weights]
-    report = {"format": "onnx", "output": str(output), "weights": weights,
-              "opset": graph.opset, "compact": compact_units}
-    if quantize is not None:
-        model = _quantized(graph.folded(), {**props, "sltc.weights": "dense"}, ticket, quantize,
-                           data_root, Path(output), report)
-    external = report["external_data"] = model.ByteSize() > EXTERNAL_DATA_BYTES
+    return weights, models[weights]
 
-    def write(tmp: str) -> None:
-        if not external:
-            onnx.save_model(model, tmp)
-            check_file(tmp)
-            return
-        # the weights' side file is named after the output: stage both in a folder of their
-        # own, then move the side file into place just before the model file
-        name, folder = Path(output).name, Path(output).parent
-        with temp_dir(Path(output)) as staged:
-            onnx.save_model(model, staged / name, save_as_external_data=True,
-                            location=f"{name}.data")
-            check_file(staged / name)
-            os.replace(staged / f"{name}.data", folder / f"{name}.data")
-            os.replace(staged / name, tmp)
 
-    def check_file(tmp) -> None:
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-            first = (str(e).strip().splitlines() or [""])[0][:300]
-            raise SltcError(f"the exported model fails onnx.checker ({first}); no file "
-                            "written") from None
-        if check and quantize is not None:
-            report.update(int8_accuracy(tmp, source, data_root))
-        elif check:
-            report.update(parity(str(tmp), reference, info.model.data, ticket.seed,
-                                 data_root))
-            if report["max_rel_diff"] > tolerance or report["top1_agreement"] < 1.0:
-                raise SltcError(f"parity check failed: max |onnxruntime - numpy| = "
-                                f"{report['max_abs_diff']:.3g} ({report['max_rel_diff']:.3g} of "
-                                f"the largest logit), top-1 agreement "
-                                f"{report['top1_agreement']:.4f}; no file written")
+def _save(model: onnx.ModelProto, tmp: str, output: Path, external: bool, verify) -> None:
+    """``model`` to ``tmp``, then ``verify(tmp)``; with external data, the weights' side file
+    (named after ``output``) is staged with it in a folder of its own, then moved into place
+    just before the model file."""
+    if not external:
+        onnx.save_model(model, tmp)
+        verify(tmp)
+        return
+    name, folder = output.name, output.parent
+    with temp_dir(output) as staged:
+        onnx.save_model(model, staged / name, save_as_external_data=True,
+                        location=f"{name}.data")
+        verify(staged / name)
+        os.replace(staged / f"{name}.data", folder / f"{name}.data")
+        os.replace(staged / name, tmp)
 
-    atomic_write(output, write)
-    report["file_bytes"] = Path(output).stat().st_size
+
+def _check_file(path) -> None:
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise SltcError(f"the exported model fails onnx.checker ({first}); no file "
+                        "written") from None
+
+
+def _parity_held(path, reference: Graph, model: ModelMeta, data_root, tolerance: float) -> dict:
+    """``parity`` of the written file, which must agree within ``tolerance``."""
+    report = parity(str(path), reference, model.data, model.seed, data_root)
+    if report["max_rel_diff"] > tolerance or report["top1_agreement"] < 1.0:
+        raise SltcError(f"parity check failed: max |onnxruntime - numpy| = "
+                        f"{report['max_abs_diff']:.3g} ({report['max_rel_diff']:.3g} of "
+                        f"the largest logit), top-1 agreement "
+                        f"{report['top1_agreement']:.4f}; no file written")
     return report
 
 

@@ -411,77 +411,107 @@ def _computed(node, known: dict, shapes: dict):
     return out if isinstance(out, tuple) else (out,)
 
 
-def _infer(bounds: Bounds, batch: int) -> dict:
-    from onnx import defs, shape_inference
+def last_use(reads: list[list[str]]) -> dict[str, int]:
+    """The step that last reads each value, given the value names each step reads in order:
+    the one rule by which the bounds, the executor and folding free a value."""
+    last: dict[str, int] = {}
+    for i, names in enumerate(reads):
+        last.update((name, i) for name in names if name)
+    return last
 
+
+def _infer(bounds: Bounds, batch: int) -> dict:
     shapes = dict(bounds.sources)
     shapes[bounds.input_name] = (TensorProto.FLOAT, (batch, *bounds.input_shape))
     known = dict(bounds.values)
-    last = {}
-    for i, node in enumerate(bounds.nodes):
-        last.update((name, i) for name in node.input if name)
-    alive = sum(math.prod(d) * _itemsize(t) for t, d in shapes.values())
-    peak = alive
+    last = last_use([list(node.input) for node in bounds.nodes])
+    alive = peak = _bytes(shapes, shapes)
     work = 0
     fixed = set(bounds.sources)  # the values a folded graph holds as constants
     handed = set()  # ... and those of them that the other nodes read
     for i, node in enumerate(bounds.nodes):
         where = _name(node)
-        missing = [name for name in node.input if name and name not in shapes]
-        if missing:
-            raise GraphError(f"{where} reads {missing[0]!r}, which nothing before it defines")
-        try:
-            schema = defs.get_schema(node.op_type, bounds.version, "")
-            onnx.checker.check_node(node, _context(bounds.opset))
-            types = {name: _type(*shapes[name]) for name in node.input if name}
-            data = {name: numpy_helper.from_array(known[name], name) for name in node.input
-                    if name in known}
-            inferred = shape_inference.infer_node_outputs(schema, node, types, data,
-                                                          opset_imports=bounds.opset)
-        except Exception as e:  # noqa: BLE001 - onnx's checker and inference errors
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise GraphError(f"{where}: {first}") from None
+        inferred = _node_types(node, bounds, shapes, known, where)
         ins = [shapes[name][1] for name in node.input if name]
-        if node.op_type not in NEVER_FOLDED and all(n in fixed for n in node.input if n):
-            fixed.update(n for n in node.output if n)
-        else:
-            handed.update(n for n in node.input if n in fixed)
-        outs, out_bytes = [], 0
-        for name in node.output:
-            if not name:
-                continue
-            if name in shapes:
-                raise GraphError(f"{where} writes {name!r}, which is already defined")
-            t = inferred.get(name, onnx.TypeProto()).tensor_type
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-            if not t.HasField("shape") or None in dims or t.elem_type not in DTYPES:
-                raise GraphError(f"{where}: the shape of {name!r} cannot be inferred before "
-                                 "running (a size that depends on the input's values?)")
-            if batch == 1:
-                dims = _dims(dims, f"{where} output {name!r}")
-            elif math.prod(dims) > batch * bounds.elements[name]:
-                raise GraphError(f"{where}: {name!r} grows faster than the batch: "
-                                 f"{math.prod(dims):,} numbers at batch {batch}, "
-                                 f"{bounds.elements[name]:,} at batch 1")
-            shapes[name] = (t.elem_type, _dims(dims, f"{where} output {name!r}", None))
-            outs.append(shapes[name][1])
-            out_bytes += math.prod(shapes[name][1]) * _itemsize(t.elem_type)
+        _fold(node, fixed, handed)
+        outs = _output_shapes(node, inferred, shapes, bounds, batch, where)
+        out_bytes = _bytes(shapes, [n for n in node.output if n])
         alive += out_bytes
         _rules(node, shapes, known, where)
         cost = _work(node, ins, outs)
         work += cost
         peak = max(peak, alive + _scratch(node, ins, outs, out_bytes))
-        for name in set(node.input) | set(node.output):
-            if name and last.get(name, -1) <= i and name not in bounds.sources and \
-                    name != bounds.input_name:
-                alive -= math.prod(shapes[name][1]) * _itemsize(shapes[name][0])
+        alive -= _bytes(shapes, [n for n in set(node.input) | set(node.output) if n and
+                                 last.get(n, -1) <= i and n not in bounds.sources and
+                                 n != bounds.input_name])
         if cost <= SMALL_WORK and all(math.prod(d) <= SMALL for d in outs):
             _know(node, known, shapes, where)
     bounds.peak[batch] = peak
     if batch == 1:
         bounds.work = work
-        bounds.handed = sum(math.prod(shapes[n][1]) * _itemsize(shapes[n][0]) for n in handed)
+        bounds.handed = _bytes(shapes, handed)
     return shapes
+
+
+def _bytes(shapes: dict, names) -> int:
+    """The bytes of the values ``names``, at their types and shapes in ``shapes``."""
+    return sum(math.prod(shapes[n][1]) * _itemsize(shapes[n][0]) for n in names)
+
+
+def _node_types(node, bounds: Bounds, shapes: dict, known: dict, where: str) -> dict:
+    """The node checked by onnx against its schema, and its outputs' types as onnx infers
+    them from its inputs' (and from the values of those known)."""
+    from onnx import defs, shape_inference
+
+    missing = [name for name in node.input if name and name not in shapes]
+    if missing:
+        raise GraphError(f"{where} reads {missing[0]!r}, which nothing before it defines")
+    try:
+        schema = defs.get_schema(node.op_type, bounds.version, "")
+        onnx.checker.check_node(node, _context(bounds.opset))
+        types = {name: _type(*shapes[name]) for name in node.input if name}
+        data = {name: numpy_helper.from_array(known[name], name) for name in node.input
+                if name in known}
+        return shape_inference.infer_node_outputs(schema, node, types, data,
+                                                  opset_imports=bounds.opset)
+    except Exception as e:  # noqa: BLE001 - onnx's checker and inference errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise GraphError(f"{where}: {first}") from None
+
+
+def _fold(node, fixed: set, handed: set) -> None:
+    """Folding's view of the node: its outputs join the constants (``fixed``) where it
+    folds, else the constants it reads are handed to an engine (``handed``)."""
+    if node.op_type not in NEVER_FOLDED and all(n in fixed for n in node.input if n):
+        fixed.update(n for n in node.output if n)
+    else:
+        handed.update(n for n in node.input if n in fixed)
+
+
+def _output_shapes(node, inferred: dict, shapes: dict, bounds: Bounds, batch: int,
+                   where: str) -> list[tuple[int, ...]]:
+    """Each output's inferred type and shape, recorded in ``shapes``: known before running,
+    of a type the table knows, within the limits, and no faster than the batch grows."""
+    outs = []
+    for name in node.output:
+        if not name:
+            continue
+        if name in shapes:
+            raise GraphError(f"{where} writes {name!r}, which is already defined")
+        t = inferred.get(name, onnx.TypeProto()).tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        if not t.HasField("shape") or None in dims or t.elem_type not in DTYPES:
+            raise GraphError(f"{where}: the shape of {name!r} cannot be inferred before "
+                             "running (a size that depends on the input's values?)")
+        if batch == 1:
+            dims = _dims(dims, f"{where} output {name!r}")
+        elif math.prod(dims) > batch * bounds.elements[name]:
+            raise GraphError(f"{where}: {name!r} grows faster than the batch: "
+                             f"{math.prod(dims):,} numbers at batch {batch}, "
+                             f"{bounds.elements[name]:,} at batch 1")
+        shapes[name] = (t.elem_type, _dims(dims, f"{where} output {name!r}", None))
+        outs.append(shapes[name][1])
+    return outs
 
 
 def _rules(node, shapes: dict, known: dict, where: str) -> None:
@@ -540,6 +570,29 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
     it, only placeholders (section 2.4) may be external."""
     g = model.graph
     opset = _opset(model)
+    _check_size(g)
+    sources = _sources(g, folder)
+    x, declared = _interface(model, set(sources), classes is not None)
+    shape = tuple(d.dim_value for d in x.type.tensor_type.shape.dim[1:])
+    if input_shape is not None and list(shape) != list(input_shape):
+        raise GraphError(f"the graph's input is N x {list(shape)} but the file says its input "
+                         f"is N x {list(input_shape)}")
+    values = {t.name: numpy_helper.to_array(t) for t in g.initializer
+              if t.name in sources and not is_placeholder(t) and math.prod(t.dims) <= SMALL}
+    bounds = Bounds(list(g.node), list(model.opset_import), opset, sources, values, x.name,
+                    shape)
+    shapes = bounds.infer(1)
+    bounds.elements = {name: math.prod(dims) for name, (_, dims) in shapes.items()}
+    if g.output[0].name not in shapes:
+        raise GraphError(f"no node writes the graph's output {g.output[0].name!r}")
+    _check_costs(bounds)
+    bounds.classes = _classes(shapes, g.output[0].name, declared, classes)
+    bounds.batch(2)
+    return bounds
+
+
+def _check_size(g) -> None:
+    """At most ``MAX_GRAPH_NODES`` nodes and ``MAX_GRAPH_VALUES`` node inputs and outputs."""
     if len(g.node) > MAX_GRAPH_NODES:
         raise GraphError(f"the graph has {len(g.node):,} nodes, over sltc's limit of "
                          f"{MAX_GRAPH_NODES:,}")
@@ -547,8 +600,14 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
     if references > MAX_GRAPH_VALUES:
         raise GraphError(f"the graph's nodes have {references:,} inputs and outputs together, "
                          f"over sltc's limit of {MAX_GRAPH_VALUES:,}")
+
+
+def _sources(g, folder: Path | None) -> dict:
+    """The type and shape of every initializer, sparse ones included, each checked, with
+    external data read from ``folder`` (the only place it may come from) and sparse
+    tensors checked once the bytes they claim are known to fit."""
     external: list = []
-    sources, values = {}, {}
+    sources = {}
     _unique([t.name for t in g.initializer] + [s.values.name for s in g.sparse_initializer])
     for t in g.initializer:
         what = f"initializer {t.name!r}"
@@ -563,7 +622,7 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
         sources[s.values.name] = _sparse(s, what, external)
     for node in g.node:
         _node(node, external)
-    if sum(math.prod(d) * _itemsize(t) for t, d in sources.values()) > MAX_GRAPH_BYTES:
+    if _bytes(sources, sources) > MAX_GRAPH_BYTES:
         raise GraphError(f"the graph's tensors hold more than {MAX_GRAPH_BYTES:,} bytes")
     for t, what in external:
         _read_external(t, folder, what)
@@ -573,20 +632,11 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
         for a in node.attribute:
             if a.type == AttributeProto.SPARSE_TENSOR:
                 check_sparse(a.sparse_tensor, f"{_name(node)} attribute {a.name!r}")
-    x, declared = _interface(model, set(sources), classes is not None)
-    shape = tuple(d.dim_value for d in x.type.tensor_type.shape.dim[1:])
-    if input_shape is not None and list(shape) != list(input_shape):
-        raise GraphError(f"the graph's input is N x {list(shape)} but the file says its input "
-                         f"is N x {list(input_shape)}")
-    for t in g.initializer:
-        if t.name in sources and not is_placeholder(t) and math.prod(t.dims) <= SMALL:
-            values[t.name] = numpy_helper.to_array(t)
-    bounds = Bounds(list(g.node), list(model.opset_import), opset, sources, values, x.name,
-                    shape)
-    shapes = bounds.infer(1)
-    bounds.elements = {name: math.prod(dims) for name, (_, dims) in shapes.items()}
-    if g.output[0].name not in shapes:
-        raise GraphError(f"no node writes the graph's output {g.output[0].name!r}")
+    return sources
+
+
+def _check_costs(bounds: Bounds) -> None:
+    """The bytes alive at once and the work for one image, within sltc's limits."""
     if bounds.peak[1] > MAX_GRAPH_BYTES:
         raise GraphError(f"the graph holds {bounds.peak[1]:,} bytes at once for one image, over "
                          f"sltc's limit of {MAX_GRAPH_BYTES:,}; for a model you trust, raise "
@@ -595,14 +645,17 @@ def check_model(model: onnx.ModelProto, input_shape=None, classes: int | None = 
         raise GraphError(f"the graph takes {bounds.work:,} units of work per image (element "
                          f"visits, multiply-adds / {MACS_PER_VISIT}, {NODE_WORK:,} a node), "
                          f"over sltc's limit of {MAX_GRAPH_WORK:,}")
-    out_type, out = shapes[g.output[0].name]
-    bounds.classes = out[-1] if len(out) == 2 and out[0] == 1 else 0
-    if out_type != TensorProto.FLOAT or not bounds.classes or declared not in (0, bounds.classes):
+
+
+def _classes(shapes: dict, output: str, declared: int, classes: int | None) -> int:
+    """The class count the graph's output gives for one image: float32 (1, classes), as
+    declared (0: undeclared) and as the file says (``classes``, where given)."""
+    out_type, out = shapes[output]
+    found = out[-1] if len(out) == 2 and out[0] == 1 else 0
+    if out_type != TensorProto.FLOAT or not found or declared not in (0, found):
         raise GraphError(f"the graph computes its output as {list(out)} "
                          f"({helper.tensor_dtype_to_string(out_type)}) for one image; it must "
                          f"be float32 (1, {declared or 'classes'})")
-    if classes is not None and bounds.classes != classes:
-        raise GraphError(f"the graph computes {bounds.classes} classes but the file says "
-                         f"{classes}")
-    bounds.batch(2)
-    return bounds
+    if classes is not None and found != classes:
+        raise GraphError(f"the graph computes {found} classes but the file says {classes}")
+    return found

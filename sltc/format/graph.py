@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .check import Bounds, check_model
+from .check import Bounds, check_model, last_use
 from .errors import GraphError
 from .ops import NEVER_FOLDED, OPS, Node, sparse_to_dense
 
@@ -92,7 +92,7 @@ class Graph:
         """Nodes whose inputs are all constants evaluated once (e.g. a weight's Transpose),
         but for ``NEVER_FOLDED`` ops; a constant goes once no node after it reads it."""
         constants, nodes, masked = dict(self.constants), [], set(self.masked)
-        last = {name: i for i, node in enumerate(self.nodes) for name in node.inputs}
+        last = last_use([node.inputs for node in self.nodes])
         last[self.output_name] = len(self.nodes)
         kept = set()  # what the nodes left to run read
         with np.errstate(all="ignore"):
@@ -192,12 +192,10 @@ def execute(steps, env: dict, call, frees: list[list[str]] | None = None) -> dic
 def last_reads(reads: list[list[str]], keep=frozenset()) -> list[list[str]]:
     """For each step (the value names it reads, in order), the values it is the last to
     read, less those in ``keep``: what ``execute`` frees after it."""
-    last: dict[str, int] = {}
-    for i, names in enumerate(reads):
-        last.update((name, i) for name in names if name and name not in keep)
     frees: list[list[str]] = [[] for _ in reads]
-    for name, i in last.items():
-        frees[i].append(name)
+    for name, i in last_use(reads).items():
+        if name not in keep:
+            frees[i].append(name)
     return frees
 
 
