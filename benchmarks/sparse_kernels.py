@@ -44,7 +44,7 @@ def layer(seed: int = 0) -> np.ndarray:
 def onnx_dense(w: np.ndarray):
     from onnx import TensorProto, helper, numpy_helper
 
-    from sltc.runtime._ort import session
+    from sltc.runtime.ort import session
 
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])], "layer",

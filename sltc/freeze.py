@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import _Gated, gated_layers
+from .layers import BATCH_NORMS, _Gated, gated_layers
 
 SCOPES = ("layer", "global")
 FREEZE_TOLERANCE = 0.01  # a run's ticket meets its gates.target_sparsity within this
@@ -120,7 +120,7 @@ def freeze(model, threshold: float, target_sparsity: float | None = None,
 def batch_norms(model) -> list[nn.Module]:
     """The BatchNorm layers whose running statistics a ticket stores."""
     return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+            if isinstance(m, BATCH_NORMS) and m.track_running_stats]
 
 
 @torch.no_grad()

@@ -22,7 +22,11 @@ from .format.errors import ConfigError, NetworkError
 from .format.seeding import NORMAL_STD, generate_normal, generate_weight
 from .gates import GATES, Gate
 
-NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+               nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
+RUNNING_NORMS = (*BATCH_NORMS, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+                 nn.LazyInstanceNorm1d, nn.LazyInstanceNorm2d, nn.LazyInstanceNorm3d)
+NORMS = (*RUNNING_NORMS, nn.LayerNorm, nn.GroupNorm)
 STATISTICS = ("running_mean", "running_var")
 # a module's class attribute: its parameters drawn from ``(seed, qualified name)`` (sltc's
 # own transformers' position embeddings); every other parameter keeps its built value
@@ -42,17 +46,12 @@ class _Gated(nn.Module):
         self.register_buffer("bias", torch.zeros(shape[0]) if bias else None, persistent=False)
         self.granularity = gates_cfg.granularity if gated else None
         self.gate: Gate | None = None
-        self.fixed_mask: torch.Tensor | None = None  # set by `frozen_masks` for evaluation
+        # set by `frozen_masks` for evaluation; a buffer, so that it moves with the module
+        self.register_buffer("fixed_mask", None, persistent=False)
         if gated:
             gate_shape = shape if self.granularity == "weight" else shape[:1]
             gate_cls = GATES.get(gates_cfg.method)
             self.gate = gate_cls(gate_shape, gates_cfg, seed, name, self.fan_in)
-
-    def _apply(self, fn, *args, **kwargs):
-        # a frozen mask moves with the module (``.cuda()``, ``.double()``) like a buffer
-        if self.fixed_mask is not None:
-            self.fixed_mask = fn(self.fixed_mask)
-        return super()._apply(fn, *args, **kwargs)
 
     @property
     def fan_in(self) -> int:
@@ -121,17 +120,21 @@ class GatedLinear(_Gated):
         return self._plain(nn.Linear(in_features, out_features, bias=self.bias is not None), mask)
 
 
+def _pair(value) -> tuple[int, int]:
+    """A convolution's size argument as (height, width): one int for both, or two."""
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
 class GatedConv2d(_Gated):
     """Any ``nn.Conv2d`` with zero padding: stride, padding, dilation and groups kept."""
 
     def __init__(self, c_in, c_out, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=False, *, name, seed, init, gain, gates_cfg, gated):
         super().__init__()
-        kh, kw = nn.modules.utils._pair(kernel_size)
+        kh, kw = _pair(kernel_size)
         self.weight_shape = (c_out, c_in // groups, kh, kw)
-        self.conv = dict(stride=nn.modules.utils._pair(stride), dilation=nn.modules.utils._pair(
-            dilation), groups=groups, padding=padding if isinstance(padding, str)
-            else nn.modules.utils._pair(padding))
+        self.conv = dict(stride=_pair(stride), dilation=_pair(dilation), groups=groups,
+                         padding=padding if isinstance(padding, str) else _pair(padding))
         self.c_in = c_in
         self._setup(bias, name, seed, init, gain, gates_cfg, gated)
 
@@ -214,7 +217,7 @@ def _apply_rule(model: nn.Module, seed: int) -> None:
             if isinstance(tensor, nn.Parameter):
                 tensor.requires_grad_(False)
         for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._NormBase):
+            if isinstance(module, RUNNING_NORMS):
                 module.reset_running_stats()
 
 
@@ -225,7 +228,7 @@ UNGATEABLE = (  # layers whose weights sltc would leave ungated: each refused, a
                                    "gated and would train ungated; write the recurrence with "
                                    "nn.Linear layers (a step of an LSTM is two of them) or use "
                                    "convolutions"),
-    ((nn.Conv1d, nn.Conv3d, nn.modules.conv._ConvTransposeNd),
+    ((nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),
      "cannot be gated (sltc gates nn.Conv2d); write it with nn.Conv2d (a 1-D convolution is "
      "one over a height-1 image; upsample, then convolve)"),
     ((nn.Bilinear, nn.Embedding, nn.EmbeddingBag), "cannot be gated (sltc gates nn.Linear and "

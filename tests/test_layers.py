@@ -215,3 +215,21 @@ def test_recalibration_skips_a_last_batch_of_one_and_keeps_dropout_off():
         first = model.fc1(batches[0][0].flatten(1))  # what bn saw, with dropout off
     assert torch.allclose(model.bn.running_mean, first.mean(0), atol=1e-6)
     assert not model.training and model.bn.momentum is not None
+
+
+def test_the_norm_tuples_are_torchs_norm_classes():
+    """sltc names torch's norm layers by their public classes; they are every class under
+    torch's private bases (the running-statistics norms, the batch norms)."""
+    from torch import nn
+
+    from sltc.layers import BATCH_NORMS, RUNNING_NORMS
+
+    def subclasses(base) -> set:
+        found = set()
+        for cls in base.__subclasses__():
+            found |= {cls} | subclasses(cls)
+        return {c for c in found if c.__module__.startswith("torch.nn.modules") and
+                not c.__name__.startswith("_")}
+
+    assert set(BATCH_NORMS) == subclasses(nn.modules.batchnorm._BatchNorm)
+    assert set(RUNNING_NORMS) == subclasses(nn.modules.batchnorm._NormBase)

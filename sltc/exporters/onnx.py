@@ -42,7 +42,7 @@ def parity(model_path: str, reference: Graph, data: dict, seed: int, data_root=N
     own graph (``reference``, before any rewrite), on real test images (for data given in
     Python, uniform ones of the right shape)."""
     from sltc.data import recorded_test_set
-    from sltc.runtime._ort import session
+    from sltc.runtime.ort import session
 
     batch = reference.bounds.batch_for(batch, "export")
     if data["name"] == "loaders":

@@ -553,6 +553,7 @@ def _know(node, known: dict, shapes: dict, where: str) -> None:
 
 
 def _context(opset) -> onnx.checker.C.CheckerContext:
+    # onnx 1.23 has no public CheckerContext (nor DEFAULT_CONTEXT); check_node needs one
     ctx = onnx.checker.C.CheckerContext()
     ctx.ir_version = onnx.IR_VERSION
     ctx.opset_imports = {e.domain: e.version for e in opset}

@@ -161,7 +161,7 @@ def _ort_segment(nodes: list[Node], graph: Graph, inputs: list[str], outputs: li
     """A function running ``nodes`` in their own onnxruntime session; ``values`` maps each
     value name to its (dtype, dims), dims that follow the batch size given by name.
     ``int8``: the segment quantised dynamically (``quantize.quantize``): not exact."""
-    from ._ort import session
+    from .ort import session
 
     used = {name for n in nodes for name in n.inputs if name in graph.constants}
     inits = [numpy_helper.from_array(graph.constants[n], n) for n in sorted(used)]

@@ -19,7 +19,7 @@ BATCH = 1000  # test images per call, fewer where the graph would pass its bytes
 
 def gpu_available(engine: str) -> bool:
     if engine == "ort":
-        from ._ort import import_ort
+        from .ort import import_ort
 
         return "CUDAExecutionProvider" in import_ort().get_available_providers()
     if engine == "csr":
@@ -74,7 +74,7 @@ def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
 def evaluate(path, data_root=None, device: str = "auto", on_batch=lambda n: None) -> dict:
     """``sltc eval``: a ticket's test-set accuracy, computed with its skeleton in
     onnxruntime (numpy's ``dense`` engine without it); ``device`` auto, cpu or cuda."""
-    from ._ort import has_ort
+    from .ort import has_ort
 
     if device not in ("auto", "cpu", "cuda"):
         raise SltcError(f"--device {device!r}: choose auto, cpu or cuda")
