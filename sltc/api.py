@@ -15,6 +15,7 @@ from . import config as config_mod
 from .discover import Trainer, run
 from .evaluate import resolve_device
 from .format.errors import ConfigError
+from .format.outputs import TICKET
 from .format.ticket import Ticket
 from .layers import gate
 from .loaders import Data, LoaderBatches
@@ -97,4 +98,4 @@ def find_ticket(model: nn.Module, train, test, config=None, *, val=None,
                     LoaderBatches(test, dev), tuple(first.shape[1:]), classes, 0.0, 1.0)
         trainer = Trainer(recorded, model, data, dev, user_module=module)
         summary = run(trainer, Path(out), progress=progress)
-    return summary, Ticket.load(Path(out) / "ticket.slt")
+    return summary, Ticket.load(Path(out) / TICKET)

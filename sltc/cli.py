@@ -16,6 +16,7 @@ import typer
 
 from .format.errors import CheckFailed, Interrupted, NonFiniteLoss, SltcError
 from .format.limits import check_environment
+from .format.outputs import CHECKPOINT, CONFIG, TICKET
 from .openmp import choose_wait_policy
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
@@ -73,13 +74,13 @@ def discover(
     try:
         summary = run(cfg, out, resume=resume, device=device, progress=not as_json)
     except NonFiniteLoss as e:
-        kept = (out / "checkpoint.safetensors").exists()
+        kept = (out / CHECKPOINT).exists()
         raise NonFiniteLoss(f"{e}; " + (
             f"the epochs before it are kept: sltc freeze {out} makes a ticket of them (a new "
             "run needs a new --out)" if kept else "no epoch had finished, so nothing was "
             "kept")) from None
     except KeyboardInterrupt:
-        kept = (out / "checkpoint.safetensors").exists()
+        kept = (out / CHECKPOINT).exists()
         raise Interrupted("interrupted; continue from the last finished epoch with: "
                           f"{resume_command(out, device)}" if kept else
                           "interrupted before the first epoch ended; nothing was kept: "
@@ -114,9 +115,9 @@ def freeze(
         raise SltcError("--scope applies only with --target-sparsity (without it the run's "
                         "own rule freezes); add --target-sparsity, or drop --scope")
     trainer = load_run(run_dir, device)
-    path = output or Path(run_dir) / "ticket.slt"
+    path = output or Path(run_dir) / TICKET
     check_output(path, [*own_files(run_dir, ticket=False), *dataset_files(trainer.config.data)],
-                 owned=[Path(run_dir) / "ticket.slt"])
+                 owned=[Path(run_dir) / TICKET])
     trainer.progress = Progress(not as_json)
     ticket, scores = freeze_run(trainer, target_sparsity, scope)  # discover's rule, or this target
     ticket.save(path)
@@ -139,7 +140,7 @@ def plot(
     one figure, a colour each."""
     from .config import load_config
     from .format.outputs import check_output
-    from .plotting import plot_curves, read_metrics
+    from .plotting import plot_curves, run_metrics
     from .rundir import own_files
 
     if output is None and len(run_dirs) > 1:
@@ -148,12 +149,12 @@ def plot(
     check_output(path, [f for run in run_dirs for f in own_files(run)])
     runs, targets = [], set()
     for run in run_dirs:
-        config = Path(run) / "config.yaml"
+        config = Path(run) / CONFIG
         cfg = load_config(config) if config.is_file() else None
         if cfg is not None:
             targets.add(cfg.gates.target_sparsity)
         label = f"{Path(run).name} [{cfg.gates.method}]" if cfg else Path(run).name
-        rows = read_metrics(run)
+        rows = run_metrics(run)
         if cfg is not None and cfg.gates.method == "edge_popup":  # no L0 term, no lambda
             rows = [{k: v for k, v in r.items() if k not in ("l0", "lambda")} for r in rows]
         runs.append((label, rows))

@@ -202,6 +202,8 @@ class GatesConfig(_Strict):
     @model_validator(mode="after")
     def _check_budget(self) -> GatesConfig:
         top_k = self.method == "edge_popup"
+        if top_k and self.target_sparsity is None:
+            raise ValueError("edge_popup keeps a top-k: it needs a gates.target_sparsity")
         if top_k and self.scope == "global":
             raise ValueError("edge_popup keeps a top-k in every layer: gates.scope must be "
                              "layer or null")

@@ -29,7 +29,8 @@ from .distributed import World
 from .evaluate import accuracy, resolve_device
 from .format.errors import BatchError, ConfigError, NetworkError, NonFiniteLoss, SltcError, TrainingError
 from .format.limits import number_in
-from .format.outputs import atomic_write_json
+from .format.outputs import CHECKPOINT, CONFIG, METRICS, SUMMARY, TICKET, atomic_write_json
+from .format.records import sparsity_of
 from .format.seeding import random_words
 from .freeze import (
     FREEZE_TOLERANCE,
@@ -177,7 +178,7 @@ class Trainer:
     @staticmethod
     def _sparsity(layers, threshold: float) -> float:
         kept = sum(m.gate.open_count(threshold) * m.weights_per_gate for m in layers)
-        return 1.0 - float(kept) / sum(m.numel for m in layers)
+        return sparsity_of(int(kept), sum(m.numel for m in layers))
 
     def current_sparsity(self) -> float:
         """The threshold rule's sparsity, counted on the gates (cheap enough for every step)."""
@@ -479,14 +480,14 @@ def run(trainer: Trainer, out: Path, *, resume: bool = False,
     trainer.progress = Progress(progress and world.main)
     start, rows = 0, []
     if resume:  # checked before the run's files are touched
-        state = load_checkpoint(out / "checkpoint.safetensors", trainer.model, config,
+        state = load_checkpoint(out / CHECKPOINT, trainer.model, config,
                                 trainer.optimizer)
         start = state["epoch"]
         restore_controllers(trainer.controllers, state)
     if world.main:  # the epochs so far read (the last check), then the config (a resumed
-        metrics = out / "metrics.jsonl"  # run's larger train.epochs too) and those epochs
+        metrics = out / METRICS  # run's larger train.epochs too) and those epochs
         rows = [r for r in rundir.read_metrics(metrics) if r["epoch"] <= start]
-        rundir.write_config(out / "config.yaml", config)
+        rundir.write_config(out / CONFIG, config)
         rundir.write_metrics(metrics, rows)
     world.barrier()
     epochs = config.train.epochs
@@ -521,8 +522,8 @@ def _end_epoch(trainer: Trainer, out: Path, row: dict, seconds: float, rows: lis
         trainer.progress.say(f"epoch {row['epoch']}: {scores}; sparsity {row['sparsity']:.4f}")
     row.update({"lambda": trainer.lam, "seconds": seconds})
     rows.append(row)
-    rundir.append_metrics(out / "metrics.jsonl", _json_safe(row))
-    save_checkpoint(out / "checkpoint.safetensors", trainer.model, trainer.config,
+    rundir.append_metrics(out / METRICS, _json_safe(row))
+    save_checkpoint(out / CHECKPOINT, trainer.model, trainer.config,
                     trainer.optimizer,
                     {"epoch": row["epoch"], **controller_state(trainer.controllers)})
 
@@ -644,7 +645,7 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
     g = config.gates
     last = rows[-1].get("relaxed_accuracy") if rows else None  # the same gates, measured
     ticket, scores = freeze_run(trainer, relaxed_val=last)
-    ticket.save(out / "ticket.slt")
+    ticket.save(out / TICKET)
     model_meta = ticket.model_meta()
     s = model_meta.sparsity
     summary = _json_safe({
@@ -665,8 +666,8 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
         "arch": config.model.arch,
         "seed": config.seed,
         "target_sparsity": g.target_sparsity,
-        "ticket": str(out / "ticket.slt"),
-        "ticket_bytes": (out / "ticket.slt").stat().st_size,
+        "ticket": str(out / TICKET),
+        "ticket_bytes": (out / TICKET).stat().st_size,
         "device": str(trainer.device),
         "threads": torch.get_num_threads(),
     })
@@ -675,7 +676,7 @@ def finish(trainer: Trainer, out: Path, rows: list[dict]) -> dict:
     for kind, message in freeze_warnings(summary, g).items():
         trainer.warn(kind, message)
     summary["warnings"] = list(trainer.warnings.values())
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / SUMMARY, summary)
     return summary
 
 
@@ -698,9 +699,9 @@ def _json_safe(row: dict) -> dict:
 def load_run(run_dir: str | Path, device: str = "auto") -> Trainer:
     """A finished or interrupted run, restored from its directory."""
     run = Path(run_dir)
-    if not (run / "checkpoint.safetensors").exists():
+    if not (run / CHECKPOINT).exists():
         raise SltcError(f"{run}: no checkpoint.safetensors; pass a directory made by discover")
-    config = config_mod.load_config(run / "config.yaml")
+    config = config_mod.load_config(run / CONFIG)
     trainer = Trainer.from_config(config, resolve_device(device))
-    load_checkpoint(run / "checkpoint.safetensors", trainer.model, config)
+    load_checkpoint(run / CHECKPOINT, trainer.model, config)
     return trainer

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .format.records import sparsity_of
 from .layers import BATCH_NORMS, _Gated, gated_layers
 
 SCOPES = ("layer", "global")
@@ -69,7 +70,7 @@ def sparsity(model, masks: dict[str, torch.Tensor]) -> float:
     layers = [m for m in gated_layers(model) if m.gate is not None]
     total = sum(m.numel for m in layers)
     kept = sum(int(masks[m.name].sum()) for m in layers)
-    return 1.0 - kept / max(total, 1)
+    return sparsity_of(kept, total)
 
 
 def default_scope(gates) -> str:

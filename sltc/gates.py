@@ -328,8 +328,7 @@ class EdgePopupGate(Gate):
         super().__init__(shape, cfg, seed, name, fan_in)
         bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform(a=sqrt(5)) bound
         self.scores = nn.Parameter(self._uniform(-bound, bound))
-        target = cfg.target_sparsity if cfg.target_sparsity is not None else 0.5
-        self.density = 1.0 - cfg.layer_sparsity.get(name, target)
+        self.density = 1.0 - cfg.layer_sparsity.get(name, cfg.target_sparsity)
 
     def forward(self) -> torch.Tensor:
         return straight_through_topk(self.scores.abs(), self.density)

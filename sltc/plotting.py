@@ -7,11 +7,12 @@ from pathlib import Path
 from . import rundir
 from .figures import pyplot, save
 from .format.errors import SltcError
+from .format.outputs import METRICS
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
+def run_metrics(run_dir: str | Path) -> list[dict]:
     """The epochs of a run's ``metrics.jsonl`` (a last line cut short by a kill is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / METRICS
     if not path.is_file():
         raise SltcError(f"{run_dir}: no metrics.jsonl; pass a run directory made by discover")
     rows = rundir.read_metrics(path)

@@ -15,14 +15,14 @@ from pathlib import Path
 
 from .format.errors import SltcError
 from .format.limits import MAX_EPOCHS, MAX_METRICS_BYTES, MAX_METRICS_LINE, number_in, regular_size
-from .format.outputs import RUN_FILES, atomic_write_text, check_output
+from .format.outputs import CHECKPOINT, CONFIG, METRICS, RUN_FILES, TICKET, atomic_write_text, check_output
 
 MAX_METRIC = 3.4e38  # float32's largest: every value of a metrics line is within it
 MAX_METRIC_VALUES = 32  # of one line (12 today): what read_metrics keeps stays small
 def own_files(run: Path, ticket: bool = True) -> list[Path]:
     """The run's files, which no other command writes over (``outputs.check_output``); its
     ticket too unless ``ticket`` is false (``freeze`` writes it)."""
-    return [Path(run) / name for name in RUN_FILES if ticket or name != "ticket.slt"]
+    return [Path(run) / name for name in RUN_FILES if ticket or name != TICKET]
 
 
 @contextlib.contextmanager
@@ -58,8 +58,8 @@ def previous_run(out: Path) -> list[str]:
     """The run files ``out`` already holds; none for what a run stopped before its first
     epoch ended leaves (its config.yaml and an empty metrics.jsonl), which may be rerun."""
     found = [name for name in RUN_FILES if (out / name).exists()]
-    metrics = out / "metrics.jsonl"
-    if found == ["config.yaml", "metrics.jsonl"] and metrics.is_file() and \
+    metrics = out / METRICS
+    if found == [CONFIG, METRICS] and metrics.is_file() and \
             metrics.stat().st_size == 0:
         return []
     return found
@@ -109,7 +109,7 @@ def check_resume(out: Path, config) -> None:
     finished run (the learning-rate schedule then stretches over the new total)."""
     from . import config as config_mod  # pydantic and yaml: only a resumed run needs them
 
-    saved = config_mod.load_config(out / "config.yaml")
+    saved = config_mod.load_config(out / CONFIG)
     key = config_mod.run_difference(saved.to_dict(), config.to_dict())
     if key is not None:
         raise SltcError(f"--resume: {key} differs from {out}/config.yaml; a resumed run keeps "
@@ -122,7 +122,7 @@ def check_resume(out: Path, config) -> None:
 def check_out(out: Path, config, resume: bool) -> None:
     """Whether ``out`` suits a fresh run (no run files) or a resumed one (a checkpoint and
     the same config)."""
-    ckpt = out / "checkpoint.safetensors"
+    ckpt = out / CHECKPOINT
     if resume:
         if not ckpt.exists():
             raise SltcError(f"--resume: {ckpt} not found; run without --resume to start")

@@ -146,3 +146,11 @@ def test_the_recorded_data_section_is_the_configs():
     with pytest.raises(DataError, match="pixels"):
         DataSection.from_json(pixels)
     DataSection.from_json({**pixels, "name": "mnist"})
+
+
+def test_edge_popup_needs_a_target():
+    """Edge-popup's top-k holds a density: without a target there is none to hold (no hidden
+    default)."""
+    with pytest.raises(ConfigError, match="edge_popup keeps a top-k: it needs"):
+        from_dict({"gates": {"method": "edge_popup", "target_sparsity": None}})
+    assert from_dict({"gates": {"method": "crbg", "target_sparsity": None}}).gates.lambda_ >= 0

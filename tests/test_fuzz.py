@@ -971,12 +971,12 @@ _metric = st.none() | st.integers(-10**40, 10**40) | st.floats(allow_nan=True) |
                                      _metric | st.integers(-2, 3), max_size=5), max_size=4))
 def test_plot_fuzz(tmp_path_factory, rows):
     """Any metrics lines plot, or are one SltcError (never a matplotlib failure)."""
-    from sltc.plotting import plot_curves, read_metrics
+    from sltc.plotting import plot_curves, run_metrics
 
     run = tmp_path_factory.mktemp("run")
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     try:
-        epochs = read_metrics(run)
+        epochs = run_metrics(run)
     except SltcError:
         return
     plot_curves([("run", epochs)], run / "curves.png")

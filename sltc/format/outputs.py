@@ -57,15 +57,16 @@ def check_output(path: str | Path, inputs: Iterable[str | Path], owned: Iterable
                         "another output path")
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt",
-             "summary.json")  # what discover writes in a run directory (sltc.rundir)
+# what discover writes in a run directory (sltc.rundir), each file's name spelled once
+CONFIG, METRICS, CHECKPOINT, TICKET, SUMMARY = RUN_FILES = (
+    "config.yaml", "metrics.jsonl", "checkpoint.safetensors", "ticket.slt", "summary.json")
 
 
 def holds_run(folder: Path) -> bool:
-    """Whether ``folder`` is a run directory: ``discover`` writes its ``config.yaml`` and its
-    ``metrics.jsonl`` (or, later, a checkpoint) before the first epoch."""
-    return (folder / "config.yaml").is_file() and any(
-        (folder / name).exists() for name in ("metrics.jsonl", "checkpoint.safetensors"))
+    """Whether ``folder`` is a run directory: ``discover`` writes its config and its
+    metrics (or, later, a checkpoint) before the first epoch."""
+    return (folder / CONFIG).is_file() and any(
+        (folder / name).exists() for name in (METRICS, CHECKPOINT))
 
 
 def run_file(path: Path) -> Path | None:
