@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .format.config_record import start
 from .format.errors import ConfigError
 from .format.limits import (
     MAX_BATCH,
@@ -26,7 +27,6 @@ from .format.limits import (
     MAX_SIDE,
     MAX_SYNTHETIC_PIXELS,
     MAX_WORKERS,
-    number_in,
     read_limited,
 )
 from .format.records import AUGMENTS, DATASETS
@@ -36,9 +36,6 @@ MAX_WIDTH = 1 << 16  # units or channels of one layer
 MAX_CONFIG_BYTES = 1 << 20  # a config file; real ones are a few hundred bytes
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb's billions)
 MAX_CONFIG_DEPTH = 64
-DENSE_START_BELOW = 0.85  # CRBG target sparsity under which training starts dense
-DENSE_START = (0.75, 0.3)  # gates.mu_init, gates.lambda: training starts dense
-THRESHOLD_START = (0.5, 1.0)  # mu at the freezing threshold
 CRBG_METHODS = ("crbg", "crbg_st")
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]  # an image side or channel count
@@ -219,15 +216,6 @@ class GatesConfig(_Strict):
             return self.target_sparsity
         x = min(1.0, progress / self.ramp)
         return self.target_sparsity * (x if self.ramp_shape == "linear" else 1 - (1 - x) ** 3)
-
-
-def start(method: Any, target: Any) -> tuple[float, float]:
-    """(mu_init, lambda) by default: CRBG below a 0.85 target starts dense (0.75) and presses
-    a third as hard (0.3), which took LeNet-300-100 from 0.8412 to 0.8819 at 50% and from
-    0.8575 to 0.8722 at 80%; at 90% and 95% the same start stops short of the target and
-    loses 5.6 and 21 points, so from 0.85 it starts at the threshold (results.md section 9)."""
-    low = number_in(target) and target < DENSE_START_BELOW
-    return DENSE_START if method == "crbg" and low else THRESHOLD_START
 
 
 class TrainConfig(_Strict):

@@ -27,6 +27,7 @@ from .controller import LAMBDA_RANGE, Controller, mean_lambda
 from .data import load_dataset
 from .distributed import World
 from .evaluate import accuracy, resolve_device
+from .format.config_record import THRESHOLD_START
 from .format.errors import BatchError, ConfigError, NetworkError, NonFiniteLoss, SltcError, TrainingError
 from .format.limits import number_in
 from .format.outputs import CHECKPOINT, CONFIG, METRICS, SUMMARY, TICKET, atomic_write_json
@@ -558,8 +559,8 @@ def _denser_fix(gates) -> str:
     where the run started dense (README, CRBG's start), else a harder push."""
     push = "a larger gates.lambda or more epochs"
     if gates is not None and gates.method != "edge_popup" and \
-            (gates.mu_init, gates.lambda_) != config_mod.THRESHOLD_START:
-        mu, lam = config_mod.THRESHOLD_START
+            (gates.mu_init, gates.lambda_) != THRESHOLD_START:
+        mu, lam = THRESHOLD_START
         return (f"at short budgets the threshold start comes down sooner: --set "
                 f"gates.mu_init={mu} --set gates.lambda={lam}; or {push}")
     return f"try {push}, or a larger train.lr"

@@ -14,10 +14,8 @@ WINGS = {"format": set(), "data": {"format", "shared"}, "shared": {"format"},
          "exporters": {"format", "data", "shared", "runtime"}}
 DATA = {"sltc.data", "sltc.cifar", "sltc.folder", "sltc.splits"}
 SHARED = {"sltc.registry", "sltc.figures"}  # small tools
-# known arrows still to remove, each with its reason
-EXCEPTIONS = {("sltc.format.ticket", "sltc.config"):
-              "a ticket's meta.config takes the config's defaults for every reader "
-              "(format.md section 2.1); the defaults live in the pydantic schema"}
+# known arrows still to remove, each with its reason (none today)
+EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def _modules() -> dict[str, Path]:

@@ -113,7 +113,6 @@ def test_size_near_entropy_floor():
     (lambda h: h["meta"]["config"].update(seed=h["seed"] + 1), "is not the ticket's seed"),
     (lambda h: h["meta"]["config"]["data"].update(name="imagenet"), "data.name"),
     (lambda h: h["meta"]["config"]["data"].update(synthetic_size=10**12), "synthetic_size"),
-    (lambda h: h["meta"]["config"]["model"].update(widths=[0]), "widths"),
     (lambda h: h["generator"].update(name="mt19937"), "generator"),
     (lambda h: h["layers"][0].update(shape=[51, 64]), "mask shape"),
     (lambda h: h["layers"][0].update(shape=[2**20, 2**12], fan_in=2**12, mask_shape=[2**20, 2**12]),
@@ -208,9 +207,9 @@ def test_later_minor_versions_read_ignoring_unknown_keys(ticket_bytes):
     assert back.version == (1, 7) and back.meta["note"] == "kept"
     assert back.layers == want.layers and back.tensors == want.tensors
     assert all(np.array_equal(back.masks[k], want.masks[k]) for k in want.masks)
-    header["meta"]["config"]["train"]["future_key"] = 1  # meta.config is a run config: refused
-    with pytest.raises(TicketError, match="future_key"):
-        Ticket.from_bytes(reseal_ticket(ticket_bytes, header, minor=7))
+    header["meta"]["config"]["train"]["future_key"] = 1  # a record: kept as it is
+    assert Ticket.from_bytes(reseal_ticket(ticket_bytes, header, minor=7)).meta["config"][
+        "train"]["future_key"] == 1
 
 
 def test_a_1_0_preamble_on_a_1_1_header_says_so(ticket_bytes):
@@ -303,3 +302,31 @@ def test_cli_reports_corruption_in_one_line(tmp_path, ticket_bytes):
         assert proc.returncode == 2
         line, = proc.stderr.strip().splitlines()
         assert "checksum mismatch" in line and str(bad) in line
+
+
+def test_a_config_out_of_range_reads_and_is_refused_where_it_builds(ticket_bytes):
+    """meta.config is a record: a reader checks its seed and data section only; rebuilding
+    the network from it validates it whole (format.md section 2.1)."""
+    from sltc.rebuild import model_from_ticket
+
+    for section, key, value in (("model", "widths", [0]), ("train", "future_key", 1)):
+        header = ticket_header(ticket_bytes)
+        header["meta"]["config"][section][key] = value
+        t = Ticket.from_bytes(reseal_ticket(ticket_bytes, header))
+        assert t.meta["config"][section][key] == value
+        with pytest.raises(TicketError, match=f"cannot rebuild.*{key}"):
+            model_from_ticket(t)
+
+
+def test_the_recorded_defaults_are_the_schemas():
+    """A ticket's config is filled from config_record.DEFAULTS without the schema; they are
+    the schema's defaults (the CRBG start values computed from the method and target)."""
+    from sltc.format.config_record import DEFAULTS, whole
+
+    schema = from_dict({}).to_dict()
+    assert whole({}) == schema, "regenerate config_record.DEFAULTS from RunConfig().to_dict()"
+    assert DEFAULTS["gates"]["mu_init"] is None and DEFAULTS["gates"]["lambda"] is None
+    for target in (0.5, 0.9):
+        for method in ("crbg", "edge_popup", "hard_concrete"):
+            record = {"gates": {"method": method, "target_sparsity": target}}
+            assert whole(record) == from_dict(record).to_dict()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from . import legacy, maskcode, skeleton
+from . import config_record, legacy, maskcode, skeleton
 from .check import Bounds, check_model
 from .errors import GraphError, TicketError
 from .limits import MAX_HEADER_BYTES, MAX_TICKET_BYTES, MAX_WEIGHTS, read_limited
@@ -284,16 +284,11 @@ def _read_skeleton(header: dict, body: memoryview, offset: int) -> tuple[onnx.Mo
 
 
 def check_meta(meta, seed: int) -> tuple[dict, TicketMeta]:
-    """A ticket's ``meta``: the model entries, and a ``config`` that validates and names
-    the ticket's seed. Returns ``meta`` with its config whole (every key a config may hold,
-    a missing one at its default: format.md section 2.1), and its record."""
-    from sltc import config as config_mod
-
+    """A ticket's ``meta``: the model entries, and a ``config`` that is an object naming the
+    ticket's seed. Returns ``meta`` with its config whole (every key a config may hold, a
+    missing one at its default: format.md section 2.1), and its record."""
     info = TicketMeta.from_json(meta, seed)
-    try:
-        config = config_mod.from_dict(info.config, "meta.config", names=False).to_dict()
-    except config_mod.ConfigError as e:
-        raise TicketError(f"broken header: {e}") from None
+    config = config_record.whole(info.config)
     return {**meta, "config": config}, replace(info, config=config)
 
 
