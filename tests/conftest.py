@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import pytest
 
@@ -31,3 +32,25 @@ def mixed_run(tmp_path_factory):
 def conv_ticket():
     """A Conv-2 ticket with BatchNorm written by sltc 0.1.0 (format 1.0)."""
     return ROOT / "tests/data/conv2bn-v1.0.slt"
+
+
+@pytest.fixture(scope="module")
+def good(synthetic_run, tmp_path_factory):
+    """A valid ticket, its CSR export (implied and stored values) and ONNX export."""
+    from sltc.exporters import export
+
+    root = tmp_path_factory.mktemp("good")
+    ticket = root / "model.slt"
+    shutil.copy(synthetic_run / "ticket.slt", ticket)
+    for name, fmt, kw in (("model.csr.safetensors", "csr", {}),
+                          ("stored.csr.safetensors", "csr", {"values": "stored"}),
+                          ("model.onnx", "onnx", {"check": False})):
+        export(ticket, fmt, root / name, **kw)
+    return root
+
+
+@pytest.fixture()
+def user(tmp_path):
+    """A folder of the user's that the cases write into (or must not)."""
+    (tmp_path / "notes.txt").write_text("mine\n")
+    return tmp_path

@@ -1,6 +1,7 @@
 """A user's own network from Python: sltc.find_ticket and examples/custom_model.py."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -104,3 +105,74 @@ def test_custom_model_example_runs(tmp_path):
     lines = proc.stdout.strip().splitlines()
     accuracy = float(lines[0].rsplit(" ", 1)[1])
     assert accuracy > 0.9 and lines[-1].endswith(f"{accuracy:.4f}")
+
+
+# --- the first batch checked, loaders without len() ---------------------------------------
+
+def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 64) -> list:
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+
+
+class _Stream:
+    """Batches from a generator: no len()."""
+
+    def __init__(self, batches: list):
+        self.batches = batches
+
+    def __iter__(self):
+        yield from self.batches
+
+
+API_CASES = {  # name: (train loader from (x, y), the message's words)
+    "images of another shape": (lambda x, y: _batches(torch.zeros(128, 1, 32, 32), y[:128]),
+                                "on a batch of 2 x 1 x 32 x 32 raised RuntimeError"),
+    "float labels": (lambda x, y: _batches(x, y.float()),
+                     "expected y as one integer class index per image (shape 64), got a "
+                     "float32 tensor of shape 64"),
+    "2-D labels": (lambda x, y: _batches(x, y[:, None]), "got an int64 tensor of shape 64 x 1"),
+    "labels out of range": (lambda x, y: _batches(x, y + 50),
+                            "labels run from 50 to 59 but the network (tests.models) gives 10 "
+                            "outputs"),
+    "empty": (lambda x, y: [], "yields no batch"),
+    "one-shot generator": (lambda x, y: iter(_batches(x, y)), "can be read only once"),
+    "triples": (lambda x, y: [(a, b, b) for a, b in _batches(x, y)],
+                "expected (x, y) batches, got a tuple of 3"),
+    "not iterable": (lambda x, y: 5, "got an int"),
+}
+
+
+@pytest.mark.parametrize("name", API_CASES)
+def test_find_ticket_checks_the_first_batch(name, tmp_path):
+    """One documented exception (sltc.BatchError, a ValueError) from one check of the first
+    batch, saying what it expected and what it got; nothing written."""
+    import sltc
+    from sltc.data import synthetic_split
+    from tests.models import mixed
+
+    split = synthetic_split(1, "train", 256)
+    x, y = torch.from_numpy(split.images), torch.from_numpy(split.labels)
+    make, message = API_CASES[name]
+    test = make(x, y) if name == "images of another shape" else _batches(x, y)
+    with pytest.raises(sltc.BatchError, match=re.escape(message)) as caught:
+        sltc.find_ticket(mixed((1, 28, 28), 10), make(x, y), test, out=tmp_path / "r",
+                         progress=False)
+    assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_find_ticket_takes_loaders_without_len(tmp_path, monkeypatch, capsys):
+    """A generator without len() trains: its batches counted once, without a total."""
+    import sltc
+    from sltc.data import synthetic_split
+    from tests.models import mixed
+
+    monkeypatch.setenv("SLTC_PROGRESS_SECONDS", "0")
+    split = synthetic_split(1, "train", 256)
+    batches = _batches(torch.from_numpy(split.images), torch.from_numpy(split.labels))
+    summary, ticket = sltc.find_ticket(mixed((1, 28, 28), 10), _Stream(batches),
+                                       _Stream(batches), {"train": {"epochs": 1}},
+                                       out=tmp_path / "r", val=_Stream(batches))
+    err = capsys.readouterr().err
+    assert "counting the training batches: batch 4 |" in err and "step 4/4" in err
+    assert summary["epochs"] == 1 and summary["test_accuracy"] is not None
+    assert abs(ticket.sparsity() - 0.9) <= 0.01

@@ -2,7 +2,7 @@
 are valid but whose content is hostile (``tests/attack_files.py`` builds them).
 
 Each case is one ``sltc`` command line on one file, run through every command and engine, and
-held to the fuzz suite's contract (``tests/test_fuzz.py``): exit 2 with one line, no
+held to the fuzz suite's contract (``tests/cli_contract.py``): exit 2 with one line, no
 traceback, peak RSS under 1 GiB, within 60 s, every file of the user's unchanged. Besides, no
 module may be imported and no other file read because of what a file says: the user's folder
 (the working directory) holds a module that leaves a mark file when imported, and files whose
@@ -27,11 +27,10 @@ import pytest
 
 from sltc.format import check as graph_check
 from tests import attack_files as af
+from tests.cli_contract import MEMORY_LIMIT, TIMEOUT, Result, assert_user_error, snapshot
 from tests.helpers import ROOT
-from tests.test_fuzz import MEMORY_LIMIT, TIMEOUT, Result, assert_user_error, good, snapshot
 
 pytest.importorskip("onnxruntime")
-__all__ = ["good"]  # the fuzz suite's valid ticket, CSR and ONNX exports
 
 ENGINES = ("dense", "csr", "ort", "openvino")
 ZEN = "Beautiful is better than ugly"  # what importing the standard library's `this` prints
@@ -364,7 +363,7 @@ def test_the_largest_accepted_graphs_keep_the_promise(good, tmp_path):
     parity check; validate and bench over the largest synthetic test set a file may name):
     each ends within 60 s and 1 GiB, measured in a process of its own."""
     from sltc.runtime.loader import load
-    from tests.test_fuzz import run_clis
+    from tests.cli_contract import run_clis
 
     cases = {}
     for (kind, engine), (size, graph) in largest_accepted().items():
@@ -470,7 +469,7 @@ def test_outputs_never_land_on_the_users_files(good, synthetic_run, user):
     """An output is a new or a regular file: never a device, FIFO or socket, a run's own
     files (but the ticket its freeze writes), or a file inside a dataset's folder; a
     refused --resume leaves the run's config as it was."""
-    from tests.test_fuzz import idx_set
+    from tests.cli_contract import idx_set
 
     run, other = user / "run", user / "other"
     shutil.copytree(synthetic_run, run)
@@ -664,7 +663,7 @@ def test_users_code_ends_in_one_line(user):
 def test_options_and_inputs_that_were_exit_1(good, user):
     """Options without a bound, and inputs that ended in exit 1 or were silently replaced:
     each is one line, exit 2, before the work starts."""
-    from tests.test_fuzz import idx_set, image_folder
+    from tests.cli_contract import idx_set, image_folder
 
     onnx_model = good / "model.onnx"
     bench = ["bench", onnx_model, "--engine", "dense"]

@@ -2,14 +2,15 @@
 
 Every case must end in exit code 2 with exactly one line on stderr starting with
 ``sltc: error:``, no traceback, a peak RSS under 1 GiB, within its timeout, and every
-file of the user's as it was. The classes: configs, resource bombs, files that load but
-do not validate (tickets, CSR, ONNX), output paths and run directories, usage errors.
-Hypothesis drives the in-process parsers the same way (``test_*_fuzz``).
+file of the user's as it was (``tests/cli_contract.py``). The classes: configs, resource
+bombs, datasets, users' networks, files that load but do not validate (tickets, CSR, ONNX),
+output paths, usage errors. Hypothesis drives the in-process parsers the same way
+(``test_*_fuzz``). Run directories are ``tests/test_rundir.py``'s, the Python API's first
+batch ``tests/test_api.py``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,9 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,159 +34,22 @@ from safetensors.numpy import save_file
 from sltc.config import from_dict, load_config
 from sltc.format import csrfile, limits
 from sltc.format.errors import ConfigError, SltcError
-from tests.helpers import ROOT, reseal_ticket, ticket_header, write_idx
-
-MEMORY_LIMIT = limits.MEMORY
-TIMEOUT = 60
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-    peak_rss: int  # bytes
-    seconds: float
-
-
-# Starts every case of a batch, two at a time, and reads each one's peak RSS (kB) from
-# wait4: one interpreter for the batch, one per case. A case forked straight from pytest
-# would count pytest's own pages in its peak (the peak survives exec); one forked from this
-# small process does not.
-SPAWNER = """
-import json, os, signal, subprocess, sys, threading, time
-from concurrent.futures import ThreadPoolExecutor
-
-def run(job):
-    tic = time.perf_counter()
-    with open(job["out"], "wb") as out, open(job["err"], "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "sltc.cli", *job["args"]], cwd=job["cwd"],
-                                env=job["env"], stdout=out, stderr=err, start_new_session=True)
-    timer = threading.Timer(job["timeout"], os.killpg, (proc.pid, signal.SIGKILL))
-    timer.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"code": proc.returncode, "rss": usage.ru_maxrss, "seconds": time.perf_counter() - tic}
-
-with ThreadPoolExecutor(2) as pool:
-    print(json.dumps(list(pool.map(run, json.load(sys.stdin)))))
-"""
-
-
-def run_clis(cases: list[tuple[list, Path]], timeout: float = TIMEOUT, env=None) -> list[Result]:
-    """The real CLI in a subprocess per ``(args, cwd)``, two at a time (each is mostly one
-    CPU-bound start-up), with its peak RSS and a hard timeout."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT), **(env or {})}
-    with tempfile.TemporaryDirectory() as tmp:
-        jobs = [{"args": list(map(str, args)), "cwd": str(cwd), "env": env, "timeout": timeout,
-                 "out": f"{tmp}/{i}.out", "err": f"{tmp}/{i}.err"}
-                for i, (args, cwd) in enumerate(cases)]
-        done = subprocess.run([sys.executable, "-c", SPAWNER], input=json.dumps(jobs), text=True,
-                              capture_output=True, check=True, env=env)
-        return [Result(row["code"], Path(job["out"]).read_text(errors="replace"),
-                       Path(job["err"]).read_text(errors="replace"), row["rss"] * 1024,
-                       row["seconds"]) for job, row in zip(jobs, json.loads(done.stdout), strict=True)]
-
-
-def run_cli(*args, cwd=ROOT, timeout: float = TIMEOUT, env=None) -> Result:
-    """The real CLI in a subprocess, with its peak RSS and a hard timeout."""
-    return run_clis([(list(args), cwd)], timeout, env)[0]
-
-
-def snapshot(*roots: Path) -> dict[str, str]:
-    """Path -> SHA-256 of every file under ``roots`` (what must not change)."""
-    files = {}
-    for root in roots:
-        for path in [root] if root.is_file() else sorted(root.rglob("*")):
-            if path.is_file():
-                files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return files
-
-
-def assert_user_error(result: Result, timeout: float = TIMEOUT, code: int = 2) -> str:
-    """The contract for a user mistake; returns the message."""
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert result.code == code, (result.code, result.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("sltc: error: "), result.stderr[-2000:]
-    assert result.peak_rss < MEMORY_LIMIT, result.peak_rss
-    assert result.seconds < timeout
-    return lines[0]
-
-
-@dataclass
-class Case:
-    args: list
-    watch: list = field(default_factory=list)  # files and folders that must not change
-    match: str | None = None  # a word the message must hold
-    cwd: Path = ROOT
-
-
-def check_cases(cases: dict[str, Case]) -> None:
-    """Run every case and check each against the contract; one failure report names every
-    case that broke it."""
-    before = {name: snapshot(*case.watch) for name, case in cases.items()}
-    results = dict(zip(cases, run_clis([(c.args, c.cwd) for c in cases.values()]), strict=True))
-    failures = []
-    for name, case in cases.items():
-        try:
-            message = assert_user_error(results[name])
-            assert snapshot(*case.watch) == before[name], "a file of the user's changed"
-            assert case.match is None or case.match.lower() in message.lower(), message
-        except AssertionError as e:
-            failures.append(f"{name}: {e}")
-    assert not failures, "\n".join(failures)
-
-
-def check_case(args, watch=(), match: str | None = None, cwd=ROOT) -> None:
-    check_cases({"case": Case(list(args), list(watch), match, cwd)})
-
+from tests.cli_contract import (
+    TIMEOUT,
+    Case,
+    assert_user_error,
+    check_case,
+    check_cases,
+    first_csr,
+    idx_set,
+    image_folder,
+    run_cli,
+    write_csr,
+    write_ticket,
+)
+from tests.helpers import ROOT
 
 # --- the files the cases corrupt -------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def good(synthetic_run, tmp_path_factory):
-    """A valid ticket, its CSR export (implied and stored values) and ONNX export."""
-    from sltc.exporters import export
-
-    root = tmp_path_factory.mktemp("good")
-    ticket = root / "model.slt"
-    shutil.copy(synthetic_run / "ticket.slt", ticket)
-    for name, fmt, kw in (("model.csr.safetensors", "csr", {}),
-                          ("stored.csr.safetensors", "csr", {"values": "stored"}),
-                          ("model.onnx", "onnx", {"check": False})):
-        export(ticket, fmt, root / name, **kw)
-    return root
-
-
-@pytest.fixture()
-def user(tmp_path):
-    """A folder of the user's that the cases write into (or must not)."""
-    (tmp_path / "notes.txt").write_text("mine\n")
-    return tmp_path
-
-
-def write_ticket(good: Path, dest: Path, edit) -> Path:
-    data = (good / "model.slt").read_bytes()
-    header = ticket_header(data)
-    edit(header)
-    dest.write_bytes(reseal_ticket(data, header))
-    return dest
-
-
-def write_csr(good: Path, dest: Path, edit, source="model.csr.safetensors") -> Path:
-    with safe_open(str(good / source), "np") as f:
-        manifest = json.loads(f.metadata()["sltc"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    edit(manifest, tensors)
-    save_file(tensors, str(dest), metadata={"sltc": json.dumps(manifest)})
-    return dest
-
-
-def first_csr(manifest: dict) -> str:
-    return next(layer["name"] for layer in manifest["layers"] if layer["storage"] == "csr")
-
 
 # --- 1. configs ------------------------------------------------------------------------------
 
@@ -312,31 +174,6 @@ def test_gzip_bomb_dataset(user):
 
 
 # --- datasets --------------------------------------------------------------------------------
-
-def idx_set(root: Path, train=(64, 28, 28), test=(32, 28, 28), labels=1, pixels=None) -> Path:
-    """IDX files of random (or ``pixels``) images, ``labels`` labels per image."""
-    rng = np.random.default_rng(0)
-    root.mkdir()
-    for split, shape in (("train", train), ("t10k", test)):
-        images = rng.integers(0, 256, shape) if pixels is None else np.full(shape, pixels)
-        write_idx(root / f"{split}-images-idx3-ubyte", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte",
-                  rng.integers(0, 10, (shape[0], labels) if labels > 1 else shape[:1]))
-    return root
-
-
-def image_folder(root: Path, size=(8, 8), per_class: int = 4) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    for split in ("train", "test"):
-        for label in ("a", "b"):
-            (root / split / label).mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(
-                    root / split / label / f"{i}.png")
-    return root
-
 
 def test_datasets_that_do_not_fit(good, user):
     """A decompression bomb in an image folder and a sparse 3 GB CIFAR file are one line
@@ -555,77 +392,6 @@ def test_ungateable_layers_are_refused_with_advice(layer):
         gate(model, from_dict({}))
 
 
-# --- the Python API --------------------------------------------------------------------------
-
-def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 64) -> list:
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
-
-
-class _Stream:
-    """Batches from a generator: no len()."""
-
-    def __init__(self, batches: list):
-        self.batches = batches
-
-    def __iter__(self):
-        yield from self.batches
-
-
-API_CASES = {  # name: (train loader from (x, y), the message's words)
-    "images of another shape": (lambda x, y: _batches(torch.zeros(128, 1, 32, 32), y[:128]),
-                                "on a batch of 2 x 1 x 32 x 32 raised RuntimeError"),
-    "float labels": (lambda x, y: _batches(x, y.float()),
-                     "expected y as one integer class index per image (shape 64), got a "
-                     "float32 tensor of shape 64"),
-    "2-D labels": (lambda x, y: _batches(x, y[:, None]), "got an int64 tensor of shape 64 x 1"),
-    "labels out of range": (lambda x, y: _batches(x, y + 50),
-                            "labels run from 50 to 59 but the network (tests.models) gives 10 "
-                            "outputs"),
-    "empty": (lambda x, y: [], "yields no batch"),
-    "one-shot generator": (lambda x, y: iter(_batches(x, y)), "can be read only once"),
-    "triples": (lambda x, y: [(a, b, b) for a, b in _batches(x, y)],
-                "expected (x, y) batches, got a tuple of 3"),
-    "not iterable": (lambda x, y: 5, "got an int"),
-}
-
-
-@pytest.mark.parametrize("name", API_CASES)
-def test_find_ticket_checks_the_first_batch(name, tmp_path):
-    """One documented exception (sltc.BatchError, a ValueError) from one check of the first
-    batch, saying what it expected and what it got; nothing written."""
-    import sltc
-    from sltc.data import synthetic_split
-    from tests.models import mixed
-
-    split = synthetic_split(1, "train", 256)
-    x, y = torch.from_numpy(split.images), torch.from_numpy(split.labels)
-    make, message = API_CASES[name]
-    test = make(x, y) if name == "images of another shape" else _batches(x, y)
-    with pytest.raises(sltc.BatchError, match=re.escape(message)) as caught:
-        sltc.find_ticket(mixed((1, 28, 28), 10), make(x, y), test, out=tmp_path / "r",
-                         progress=False)
-    assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
-    assert not (tmp_path / "r").exists()
-
-
-def test_find_ticket_takes_loaders_without_len(tmp_path, monkeypatch, capsys):
-    """A generator without len() trains: its batches counted once, without a total."""
-    import sltc
-    from sltc.data import synthetic_split
-    from tests.models import mixed
-
-    monkeypatch.setenv("SLTC_PROGRESS_SECONDS", "0")
-    split = synthetic_split(1, "train", 256)
-    batches = _batches(torch.from_numpy(split.images), torch.from_numpy(split.labels))
-    summary, ticket = sltc.find_ticket(mixed((1, 28, 28), 10), _Stream(batches),
-                                       _Stream(batches), {"train": {"epochs": 1}},
-                                       out=tmp_path / "r", val=_Stream(batches))
-    err = capsys.readouterr().err
-    assert "counting the training batches: batch 4 |" in err and "step 4/4" in err
-    assert summary["epochs"] == 1 and summary["test_accuracy"] is not None
-    assert abs(ticket.sparsity() - 0.9) <= 0.01
-
-
 # --- 3. loaded but not validated -------------------------------------------------------------
 
 TICKET_EDITS = {
@@ -835,164 +601,6 @@ def test_output_checks_in_process(good, tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     with pytest.raises(SltcError, match="cannot follow"):
         check_output(tmp_path / "loop", [good / "model.slt"])
-
-
-def test_two_discovers_into_one_directory(user):
-    """Started together, one holds the directory and finishes; the other is refused."""
-    out = user / "run"
-    args = [sys.executable, "-m", "sltc.cli", "discover", "examples/synthetic.yaml", "--out",
-            out, "--set", "train.epochs=10", "--json"]
-    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    results = [(p.communicate(timeout=300), p.returncode) for p in procs]
-    (done, _), = [r for r in results if r[1] == 0]
-    ((_, refused), code), = [r for r in results if r[1] != 0]
-    assert json.loads(done[0].splitlines()[-1])["epochs"] == 10
-    assert code == 2 and "in use by another sltc discover" in refused, refused
-    assert len(refused.strip().splitlines()) == 1
-
-
-def _resumable(synthetic_run, user) -> Path:
-    run = user / "run"
-    shutil.copytree(synthetic_run, run)
-    for name in ("ticket.slt", "summary.json"):
-        (run / name).unlink()
-    return run
-
-
-def _rewrite_checkpoint(path: Path, edit) -> None:
-    with safe_open(str(path), "np") as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    edit(meta, tensors)
-    save_file(tensors, str(path), metadata=meta)
-
-
-@pytest.mark.parametrize("damage", ["state-keys", "optimizer-shapes"])
-def test_resume_damaged_checkpoint(damage, synthetic_run, user):
-    run = _resumable(synthetic_run, user)
-
-    def edit(meta, tensors):
-        if damage == "state-keys":
-            meta["state"] = json.dumps({"epoch": 3})
-        else:
-            key = next(k for k in tensors if k.startswith("optim.") and tensors[k].ndim)
-            tensors[key] = np.zeros((7, 3), tensors[key].dtype)
-    _rewrite_checkpoint(run / "checkpoint.safetensors", edit)
-    check_case(["discover", run / "config.yaml", "--out", run, "--resume", "--set",
-                "train.epochs=4"], [run], "checkpoint" if damage == "state-keys" else "optimizer")
-
-
-def _edit_run_record(path: Path, edit) -> None:
-    def rewrite(meta, tensors):
-        run = json.loads(meta["run"])
-        edit(run)
-        meta["run"] = json.dumps(run)
-        if not run:
-            del meta["run"]
-    _rewrite_checkpoint(path, rewrite)
-
-
-def test_a_checkpoint_of_another_run_is_refused(synthetic_run, user):
-    """freeze and --resume read a checkpoint only with the seed, config and layer table of
-    its run directory's config.yaml; one written before sltc recorded them still loads."""
-    from sltc.discover import load_run
-    from sltc.format.errors import TrainingError
-
-    run = _resumable(synthetic_run, user)
-    ckpt = run / "checkpoint.safetensors"
-    original = ckpt.read_bytes()
-    _edit_run_record(ckpt, lambda r: r["config"].update(seed=4))
-    check_cases({"freeze": Case(["freeze", run, "-o", user / "t.slt"], [run], "seed 4"),
-                 "resume": Case(["discover", run / "config.yaml", "--out", run, "--resume",
-                                 "--set", "train.epochs=4"], [run], "seed 4")})
-    edits = {"its train.lr is 0.1": lambda r: r["config"]["train"].update(lr=0.1),
-             "its layer 'fc2'": lambda r: r["layers"][1].update(shape=[32, 65])}
-    for message, edit in edits.items():
-        ckpt.write_bytes(original)
-        _edit_run_record(ckpt, edit)
-        with pytest.raises(TrainingError, match=message):
-            load_run(run, "cpu")
-    ckpt.write_bytes(original)
-    _edit_run_record(ckpt, lambda r: r.clear())  # as sltc wrote checkpoints before
-    assert load_run(run, "cpu").config.seed == 3
-
-
-@pytest.mark.parametrize("metrics", ["partial-line", "missing"])
-def test_resume_after_a_kill_mid_append(metrics, synthetic_run, user):
-    """What a kill leaves in metrics.jsonl is no reason to fail: the run goes on."""
-    run = _resumable(synthetic_run, user)
-    path = run / "metrics.jsonl"
-    if metrics == "missing":
-        path.unlink()
-    else:
-        path.write_text(path.read_text() + '{"epoch": 4, "loss": 0.')
-    result = run_cli("discover", run / "config.yaml", "--out", run, "--resume", "--set",
-                     "train.epochs=4", "--json")
-    assert result.code == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[-1])["test_accuracy"] is not None
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert rows[-1]["epoch"] == 4
-
-
-def test_stale_temp_files_are_removed(good, user):
-    """A temp file left by a killed export goes with the next export of that file."""
-    stale = user / ".m.onnx.999999999.abcdef.tmp"  # a pid no process has
-    stale.write_bytes(b"partial")
-    result = run_cli("export", good / "model.slt", "-f", "onnx", "--no-check", "-o",
-                     user / "m.onnx", "--json")
-    assert result.code == 0, result.stderr
-    assert not stale.exists() and (user / "m.onnx").is_file()
-
-
-def test_metrics_that_do_not_plot(good, synthetic_run, user):
-    """A metrics file of lists and dicts, or 96 MB of them, is one line within bounds;
-    bench with more threads than CPUs is a usage error."""
-    runs = {}
-    for name, body in (("values", b'{"epoch": 1, "train_loss": [1], "lambda": {"a": 1}}\n'),
-                       ("96 MB", b'{"epoch": 1, "train_loss": [], "sparsity": []}\n' * 2_000_000)):
-        runs[name] = user / name.replace(" ", "")
-        shutil.copytree(synthetic_run, runs[name])
-        (runs[name] / "metrics.jsonl").write_bytes(body)
-    cases = {name: Case(["plot", run, "-o", user / f"{run.name}.png"], [run], "epoch's record")
-             for name, run in runs.items()}
-    cases["bench --threads 100000"] = Case(["bench", good / "model.onnx", "--threads",
-                                            "100000"], [good], "--threads")
-    check_cases(cases)
-
-
-_metric = st.none() | st.integers(-10**40, 10**40) | st.floats(allow_nan=True) | \
-    st.lists(st.integers(), max_size=2) | st.text(max_size=4)
-
-
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.dictionaries(st.sampled_from(["epoch", "train_loss", "lambda",
-                                                      "sparsity", "frozen_accuracy"]),
-                                     _metric | st.integers(-2, 3), max_size=5), max_size=4))
-def test_plot_fuzz(tmp_path_factory, rows):
-    """Any metrics lines plot, or are one SltcError (never a matplotlib failure)."""
-    from sltc.plotting import plot_curves, run_metrics
-
-    run = tmp_path_factory.mktemp("run")
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    try:
-        epochs = run_metrics(run)
-    except SltcError:
-        return
-    plot_curves([("run", epochs)], run / "curves.png")
-    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_metrics_keep_one_record_per_epoch(tmp_path):
-    from sltc.rundir import read_metrics
-
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"epoch": 2, "train_loss": 1.0}\n{"epoch": 1, "train_loss": 2.0}\n'
-                    '{"epoch": 2, "train_loss": 0.5}\n{"epoch": 0}\n{"epoch": 3, "x": 1e39}\n'
-                    '{"epoch": 3, "x": ' + "1" * 5000 + '}\n{"epoch": 3, "lambda": 0.\n' +
-                    json.dumps({"epoch": 4, **{f"k{i}": i for i in range(32)}}) + "\n")
-    assert read_metrics(path) == [{"epoch": 1, "train_loss": 2.0},
-                                  {"epoch": 2, "train_loss": 0.5}]
 
 
 # --- 5. usage, exit codes --------------------------------------------------------------------
