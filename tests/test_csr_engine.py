@@ -6,7 +6,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sltc.format.graph import Graph
 from sltc.format.ops import OPS
-from sltc.runtime import csr
+from sltc.runtime import adaptive as csr
 from sltc.runtime.loader import load
 
 RNG = np.random.default_rng(0)

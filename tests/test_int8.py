@@ -14,7 +14,7 @@ from sltc.data import read_idx
 from sltc.exporters import export
 from sltc.format.graph import Graph
 from sltc.format.ticket import Ticket
-from sltc.runtime.csr import _ort_segment
+from sltc.runtime.adaptive import _ort_segment
 from sltc.runtime.engines import prepare
 from sltc.runtime.loader import load
 from sltc.runtime.quantize import KERNELS_ENV, NARROW, cpu_int8_kernels, saturates

@@ -205,12 +205,7 @@ def int8_accuracy(path, ticket_path, data_root=None) -> dict:
     (``sltc validate``); a drop above ``int8.ACCURACY_BOUND`` warns."""
     from sltc.runtime.validate import validate
 
-    staged = Path(f"{path}.onnx")  # validate reads a file by its suffix
-    os.link(path, staged)
-    try:
-        got = validate(staged, "ort", data_root=data_root)["test_accuracy"]
-    finally:
-        staged.unlink()
+    got = validate(path, "ort", data_root=data_root, kind="onnx")["test_accuracy"]
     fp32 = validate(ticket_path, "ort", data_root=data_root)["test_accuracy"]
     if fp32 - got > int8.ACCURACY_BOUND:
         log.warning("warning: the int8 model scores %.4f on the test set, %.2f points below "

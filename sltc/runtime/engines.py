@@ -23,7 +23,7 @@ from sltc.registry import Registry
 
 from . import spmv
 from ._openvino import Compiled, has_openvino
-from .csr import SparseEngine, sparse_kernel
+from .adaptive import SparseEngine, sparse_kernel
 from .loader import Deployable
 from .ort import has_ort, session
 from .quantize import KERNELS_ENV, NARROW, cpu_int8_kernels, saturates, wide_weights

@@ -145,10 +145,12 @@ def _precision(path: Path, model) -> str:
     return precision
 
 
-def load(path: str | Path) -> Deployable:
+def load(path: str | Path, kind: str | None = None) -> Deployable:
+    """The model in ``path``: a ticket, CSR or ONNX file by its suffix, or as ``kind`` says
+    (a staged file without its suffix)."""
     path = Path(path)
     require_regular(path, "model")
     tic = time.perf_counter()
-    model = {"ticket": _from_ticket, "csr": _from_csr, "onnx": _from_onnx}[kind_of(path)](path)
+    model = {"ticket": _from_ticket, "csr": _from_csr, "onnx": _from_onnx}[kind or kind_of(path)](path)
     model.load_s = time.perf_counter() - tic
     return model

@@ -43,14 +43,14 @@ def model_test_set(model: Deployable, data_root=None):
 
 def validate(path, engine: str = "ort", provider: str = "cpu", data_root=None,
              require_gpu: bool = False, allow_fallback: bool = False, batch: int = BATCH,
-             on_batch=lambda n: None, allow_int8: bool = False) -> dict:
+             on_batch=lambda n: None, allow_int8: bool = False, kind: str | None = None) -> dict:
     """The model's test-set accuracy through ``engine``; ``on_batch(n)`` after each batch."""
     if require_gpu and not gpu_available(engine):
         raise SltcError(f"--require-gpu: no GPU runtime for engine {engine!r} here "
                         "(ort needs onnxruntime-gpu with CUDA, csr needs cupy)")
     if require_gpu:
         provider = "cuda"
-    model = load(path)
+    model = load(path, kind)
     test = model_test_set(model, data_root)
     predictor = prepare(model, engine, provider=provider, allow_fallback=allow_fallback,
                         allow_int8=allow_int8)

@@ -1,4 +1,5 @@
-"""The ``csr`` engine: sparse products where they are faster, onnxruntime everywhere else.
+"""The ``csr`` engine, adaptive: sparse products where they are faster, onnxruntime
+everywhere else.
 
 Any ``MatMul`` / ``Gemm`` / ``Conv`` whose weight is a constant with at most
 ``MAX_DENSITY`` non-zeros is a candidate for scipy's sparse kernels (``spmv``). On the
