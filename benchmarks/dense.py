@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sltc.config import load_config
+from sltc.config_yaml import load_config
 from sltc.data import load_dataset
 from sltc.evaluate import accuracy
 from sltc.loaders import data_for

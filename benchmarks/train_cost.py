@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report  # noqa: E402
 
-from sltc.config import load_config  # noqa: E402
+from sltc.config_yaml import load_config  # noqa: E402
 from sltc.data import load_dataset  # noqa: E402
 from sltc.discover import Trainer  # noqa: E402
 from sltc.loaders import data_for  # noqa: E402

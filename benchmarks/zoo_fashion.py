@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report, sltc  # noqa: E402
 from dense import train_dense  # noqa: E402
 
-from sltc.config import load_config  # noqa: E402
+from sltc.config_yaml import load_config  # noqa: E402
 
 EXAMPLES = {"resnet20": "examples/resnet20-fashion.yaml", "vit": "examples/vit-fashion.yaml"}
 

@@ -65,7 +65,8 @@ def discover(
     as_json: bool = JSON_OPT,
 ):
     """Train gates over frozen random weights and freeze them to a ticket."""
-    from .config import check_applicable, load_config
+    from .config import check_applicable
+    from .config_yaml import load_config
 
     cfg = load_config(config, set_)  # a config's mistakes are told before torch loads
     check_applicable(cfg, str(config))
@@ -138,7 +139,7 @@ def plot(
     """Draw runs' curves per epoch: task loss, L0 term, validation accuracy, sparsity, mask
     flip rate, live gates, lambda; several runs (a CRBG and an edge-popup run, say) share
     one figure, a colour each."""
-    from .config import load_config
+    from .config_yaml import load_config
     from .format.outputs import check_output
     from .plotting import plot_curves, run_metrics
     from .rundir import own_files
@@ -171,7 +172,7 @@ def config_(
     as_json: bool = JSON_OPT,
 ):
     """Every config key with its type, default and reason (from sltc/config.py)."""
-    from .config import example_yaml, reference
+    from .config_reference import example_yaml, reference
 
     if example:
         print(example_yaml(), end="")

@@ -10,11 +10,8 @@ from __future__ import annotations
 import difflib
 import math
 import reprlib
-import types
-from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .format.config_record import start
@@ -27,15 +24,11 @@ from .format.limits import (
     MAX_SIDE,
     MAX_SYNTHETIC_PIXELS,
     MAX_WORKERS,
-    read_limited,
 )
 from .format.records import AUGMENTS, DATASETS
 
 CONFIG_VERSION = 1
 MAX_WIDTH = 1 << 16  # units or channels of one layer
-MAX_CONFIG_BYTES = 1 << 20  # a config file; real ones are a few hundred bytes
-MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb's billions)
-MAX_CONFIG_DEPTH = 64
 CRBG_METHODS = ("crbg", "crbg_st")
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]  # an image side or channel count
@@ -284,67 +277,14 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "gates": GatesConfig,
 EVERY_ARCH = ("arch", "init", "gain")  # model.* keys that every network reads
 
 
-def _default(field) -> Any:
+def default_of(field) -> Any:
+    """A schema field's default value."""
     return field.get_default(call_default_factory=True)
 
 
-def _type_name(tp) -> str:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Annotated:
-        return _type_name(args[0])
-    if origin is Literal:
-        return " | ".join(str(a) for a in args)
-    if origin in (Union, types.UnionType):
-        shown = " | ".join(_type_name(a) for a in args if a is not type(None))
-        return shown + (" | null" if type(None) in args else "")
-    if origin is list:
-        return f"list[{_type_name(args[0])}]"
-    if origin is dict:
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def reference() -> list[dict[str, Any]]:
-    """Every key of the config, in file order: dotted name, type, default and reason."""
-    rows = []
-    for name, field in RunConfig.model_fields.items():
-        owner = SECTIONS.get(name)
-        items = [(f"{name}.{f.alias or k}", f) for k, f in owner.model_fields.items()] \
-            if owner else [(name, field)]
-        rows += [{"key": key, "type": _type_name(f.annotation), "default": _default(f),
-                  "range": _range(f), "reason": f.description or ""} for key, f in items]
-    return rows
-
-
-def _range(field) -> str | None:
-    """The bounds of a field (or of each item of a list field), e.g. ``[1, 65536]``."""
-    metadata, each = field.metadata, ""
-    lists = [t for t in (field.annotation, *get_args(field.annotation)) if get_origin(t) is list]
-    item = get_args(lists[0])[0] if lists else None
-    if get_origin(item) is Annotated:
-        metadata, each = [m for a in get_args(item)[1:] for m in a.metadata], "each in "
-    low = next((f"[{m.ge}" for m in metadata if hasattr(m, "ge")), None) or \
-        next((f"({m.gt}" for m in metadata if hasattr(m, "gt")), None)
-    high = next((f"{m.le}]" for m in metadata if hasattr(m, "le")), None) or \
-        next((f"{m.lt})" for m in metadata if hasattr(m, "lt")), None)
-    if low is None and high is None:
-        return None
-    return f"{each}{low or '(-inf'}, {high or 'inf)'}"
-
-
-def example_yaml() -> str:
-    """A complete config with every key at its default, each under its reason."""
-    lines, section = [], None
-    for row in reference():
-        head, _, key = row["key"].rpartition(".")
-        if head != section:
-            section = head
-            lines += ["", f"{head}:"] if head else []
-        indent = "  " if head else ""
-        value = yaml.safe_dump(row["default"], default_flow_style=True).strip()
-        value = value.removesuffix("\n...").removesuffix("...").strip()
-        lines += [f"{indent}# {row['reason']}", f"{indent}{key or row['key']}: {value}"]
-    return "\n".join(lines).strip() + "\n"
+def kind_name(value) -> str:
+    """What a YAML value is, as a message says it."""
+    return {list: "list", str: "string", dict: "mapping"}.get(type(value), "single value")
 
 
 def _check_names(cfg: RunConfig, source: str) -> None:
@@ -370,13 +310,13 @@ def check_applicable(cfg: RunConfig, source: str = "config") -> None:
     arch = cfg.model.arch
     reads = ("kwargs",) if arch.startswith(PYTHON_PREFIX) else MODELS.get(arch).reads
     for key, field in ModelConfig.model_fields.items():
-        if key not in EVERY_ARCH + tuple(reads) and getattr(cfg.model, key) != _default(field):
+        if key not in EVERY_ARCH + tuple(reads) and getattr(cfg.model, key) != default_of(field):
             raise ConfigError(f"{source}: model.{key} does not apply to {arch} (it reads "
                               f"model.{', model.'.join(EVERY_ARCH[1:] + tuple(reads))}); "
                               f"remove it, or --set model.{key}=null")
 
 
-def _siblings(path) -> dict | None:
+def fields_at(path) -> dict | None:
     """The fields (by their names in a file) of the section holding the dotted key
     ``path`` (a sequence of its parts); None past the sections."""
     owner = SECTIONS.get(str(path[0])) if len(path) == 2 else RunConfig if len(path) == 1 \
@@ -386,7 +326,7 @@ def _siblings(path) -> dict | None:
 
 def _unknown(loc: tuple) -> str:
     """The unknown key's dotted path and the closest valid key, if one is close."""
-    valid = _siblings(loc)
+    valid = fields_at(loc)
     key = _dotted(loc)
     if valid is None:
         return f"unknown key '{key}'"
@@ -416,7 +356,7 @@ def validated(model: type[BaseModel], data, source: str, prefix: tuple = ()):
     """``model`` (RunConfig or a section) validated from ``data``, or a one-line
     ``ConfigError`` naming the key (``prefix``: the section's own path)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping, got a {_kind(data)}")
+        raise ConfigError(f"{source}: expected a mapping, got a {kind_name(data)}")
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -426,100 +366,6 @@ def validated(model: type[BaseModel], data, source: str, prefix: tuple = ()):
             raise ConfigError(f"{source}: {_unknown(loc)}") from None
         shown = "" if err["type"] == "value_error" else f" (got {_SHORT.repr(err.get('input'))})"
         raise ConfigError(f"{source}: {_dotted(loc)}: {err['msg']}{shown}") from None
-
-
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one ``KEY=VALUE`` in place; the value is parsed as YAML."""
-    key, sep, raw = assignment.partition("=")
-    parts = key.split(".")
-    if not sep or not all(parts):
-        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
-    value = parse_yaml(raw, f"--set {key}")
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: '{'.'.join(parts[:i + 1])}' is a {_kind(node)}, "
-                              "not a section")
-    if value is None and not _nullable(parts):
-        node.pop(parts[-1], None)  # null on a key that cannot be null: back to its default
-    else:
-        node[parts[-1]] = value
-
-
-def _kind(value) -> str:
-    return {list: "list", str: "string", dict: "mapping"}.get(type(value), "single value")
-
-
-def _nullable(parts: list[str]) -> bool:
-    """Whether the key ``parts`` names can hold null (unknown keys: yes, so that
-    validation names them)."""
-    field = (_siblings(parts) or {}).get(parts[-1])
-    return field is None or type(None) in get_args(field.annotation)
-
-
-def _size(value, depth: int = 0, seen: dict | None = None) -> int:
-    """The number of values in ``value`` with every alias expanded, counted without
-    expanding them (a shared list is counted once and reused)."""
-    seen = {} if seen is None else seen
-    if not isinstance(value, (dict, list)):
-        return 1
-    if depth > MAX_CONFIG_DEPTH:
-        raise ConfigError(f"values nest deeper than {MAX_CONFIG_DEPTH} levels; a config is "
-                          "a few flat sections")
-    if id(value) not in seen:
-        children = value.values() if isinstance(value, dict) else value
-        seen[id(value)] = 1 + sum(_size(v, depth + 1, seen) for v in children)
-    return seen[id(value)]
-
-
-def parse_yaml(text: str, source: str):
-    """``yaml.safe_load`` with the limits a config needs: no nesting past
-    ``MAX_CONFIG_DEPTH``, no more than ``MAX_CONFIG_NODES`` values once aliases expand."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source}: invalid YAML{where}; fix the syntax") from None
-    except RecursionError:
-        raise ConfigError(f"{source}: values nest too deeply; a config is a few flat "
-                          "sections") from None
-    try:
-        size = _size(value)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    if size > MAX_CONFIG_NODES:
-        raise ConfigError(f"{source}: {size} values once YAML aliases are expanded (the "
-                          f"limit is {MAX_CONFIG_NODES}); remove the aliases")
-    return value
-
-
-def _read_text(path: Path) -> str:
-    """A config file's text: a regular file, at most ``MAX_CONFIG_BYTES``, UTF-8."""
-    if not path.exists():
-        raise ConfigError(f"config file {path} not found; pass the path to a model.yaml")
-    raw = read_limited(path, MAX_CONFIG_BYTES, "config (model.yaml)", ConfigError)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the config as "
-                          "UTF-8") from None
-
-
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML file (or defaults), apply ``--set`` overrides, validate."""
-    data: dict[str, Any] = {}
-    source = str(path) if path else "config"
-    if path is not None:
-        data = parse_yaml(_read_text(Path(path)), source)
-        data = {} if data is None else data
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: the top level is a {_kind(data)}, not a mapping of "
-                              "sections; start from sltc config --example")
-    for assignment in overrides:
-        apply_override(data, assignment)
-    return from_dict(data, source)
 
 
 def first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
@@ -541,8 +387,3 @@ def run_difference(a: dict, b: dict) -> str | None:
             if isinstance(train, dict) else d
 
     return first_difference(fixed(a), fixed(b))
-
-
-def config_yaml(config: RunConfig) -> str:
-    """The YAML of a run's ``config.yaml`` (``rundir.write_config`` writes it)."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)

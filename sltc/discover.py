@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from . import budget, distributed, rundir
-from . import config as config_mod
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config_yaml import load_config
 from .controller import LAMBDA_RANGE, Controller, mean_lambda
 from .data import load_dataset
 from .distributed import World
@@ -702,7 +702,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Trainer:
     run = Path(run_dir)
     if not (run / CHECKPOINT).exists():
         raise SltcError(f"{run}: no checkpoint.safetensors; pass a directory made by discover")
-    config = config_mod.load_config(run / CONFIG)
+    config = load_config(run / CONFIG)
     trainer = Trainer.from_config(config, resolve_device(device))
     load_checkpoint(run / CHECKPOINT, trainer.model, config)
     return trainer

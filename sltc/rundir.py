@@ -108,8 +108,9 @@ def check_resume(out: Path, config) -> None:
     """A resumed run keeps its config; only ``train.epochs`` may grow, to continue a
     finished run (the learning-rate schedule then stretches over the new total)."""
     from . import config as config_mod  # pydantic and yaml: only a resumed run needs them
+    from .config_yaml import load_config
 
-    saved = config_mod.load_config(out / CONFIG)
+    saved = load_config(out / CONFIG)
     key = config_mod.run_difference(saved.to_dict(), config.to_dict())
     if key is not None:
         raise SltcError(f"--resume: {key} differs from {out}/config.yaml; a resumed run keeps "
@@ -158,7 +159,7 @@ def claim(out: Path, config, resume: bool, main: bool = True):
 
 def write_config(path: Path, config) -> None:
     """The run's ``config.yaml``: every key, the recipe's filled in."""
-    from .config import config_yaml
+    from .config_yaml import config_yaml
 
     atomic_write_text(path, config_yaml(config))
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from sltc.config import RunConfig, apply_override, from_dict, load_config
+from sltc.config import RunConfig, from_dict
+from sltc.config_yaml import apply_override, load_config
 from sltc.format.errors import ConfigError
 from tests.helpers import sltc_here
 

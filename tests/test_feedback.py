@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sltc.config import SECTIONS, RunConfig, check_applicable, example_yaml, from_dict, reference
+from sltc.config import SECTIONS, RunConfig, check_applicable, from_dict
+from sltc.config_reference import example_yaml, reference
 from sltc.discover import freeze_warnings
 from sltc.format.errors import ConfigError
 from sltc.progress import Progress
@@ -243,7 +244,7 @@ def test_freeze_and_discover_share_one_default_scope(synthetic_run, tmp_path):
 
 
 def test_null_puts_a_key_that_cannot_be_null_back_to_its_default():
-    from sltc.config import load_config
+    from sltc.config_yaml import load_config
 
     cfg = load_config("examples/synthetic.yaml", ["model.arch=conv2", "model.widths=null"])
     assert cfg.model.widths == RunConfig().model.widths

@@ -31,7 +31,8 @@ from onnx import TensorProto, helper
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from sltc.config import from_dict, load_config
+from sltc.config import from_dict
+from sltc.config_yaml import load_config
 from sltc.format import csrfile, limits
 from sltc.format.errors import ConfigError, SltcError
 from tests.cli_contract import (
@@ -696,11 +697,11 @@ def test_the_spec_states_the_limits():
     assert power(limits.MAX_CHECKPOINT_BYTES) in rows["a checkpoint"]
     assert power(limits.MAX_METRICS_BYTES) in rows["a checkpoint"]
     assert power(limits.MAX_DATA_BYTES) in next(v for k, v in rows.items() if "dataset" in k)
-    from sltc import config
+    from sltc import config, config_yaml
 
     row = rows["a config file"]
-    assert power(config.MAX_CONFIG_BYTES) in row and f"{config.MAX_CONFIG_NODES:,}" in row
-    assert f"nesting {config.MAX_CONFIG_DEPTH} deep" in row
+    assert power(config_yaml.MAX_CONFIG_BYTES) in row and f"{config_yaml.MAX_CONFIG_NODES:,}" in row
+    assert f"nesting {config_yaml.MAX_CONFIG_DEPTH} deep" in row
     from sltc import models
 
     row = rows["config values"]
