@@ -1,6 +1,7 @@
 """The records a ticket and its exports hold, by name: a layer of the table (``LayerSpec``),
 a tensor drawn by name (``DrawnTensor``), what every reader of a model needs to know
-about it (``ModelMeta``) and the dataset its run trained on (``DataSection``).
+about it (``ModelMeta``), the dataset its run trained on (``DataSection``) and a ticket's
+meta as a whole (``TicketMeta``).
 
 Each reads itself from its JSON form with ``from_json``, checking it against
 ``docs/format.md`` (a ``TicketError`` naming the first rule broken), and writes it back
