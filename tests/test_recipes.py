@@ -178,3 +178,22 @@ def test_config_lists_every_recipe():
     assert {(r["method"], r["family"]): r["values"] for r in rows} == \
         {k: r.values for k, r in RECIPES.items()}
     assert all(r["why"] for r in rows)
+
+
+def test_the_baselines_recipes_are_their_grids_winners():
+    """Edge-popup's and hard concrete's recipes are the winners their grids recorded
+    (benchmarks/out/baselines.json), family by family."""
+    import json
+
+    from tests.helpers import ROOT
+
+    grid = json.loads((ROOT / "benchmarks/out/baselines.json").read_text())
+    assert {(w["method"], w["family"]) for w in grid["winners"]} == \
+        {(m, f) for m, f in RECIPES if m in ("edge_popup", "hard_concrete")}
+    for w in grid["winners"]:
+        name, wd = w["recipe"].removesuffix(" wd"), 1e-4 if w["recipe"].endswith(" wd") else 0.0
+        optimizer, lr = name.split()
+        want = {"train.optimizer": optimizer, "train.lr": float(lr), "train.weight_decay": wd}
+        if optimizer == "sgd":
+            want["train.momentum"] = 0.9
+        assert RECIPES[w["method"], w["family"]].values == want, w
