@@ -185,3 +185,23 @@ def test_no_function_body_is_over_40_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines})")
     assert not long, long
+
+
+FORMAT_LIBRARIES = {"numpy", "scipy", "onnx", "safetensors"}
+
+
+def test_the_format_imports_no_library_beyond_its_own():
+    """What a file is needs the standard library, numpy, scipy, onnx and safetensors: never
+    torch, pydantic or yaml, not even inside a function."""
+    import sys
+
+    found = set()
+    for path in (ROOT / "sltc/format").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                found.add(node.module.split(".")[0])
+    outside = found - FORMAT_LIBRARIES - set(sys.stdlib_module_names) - {"__future__"}
+    assert not outside, outside
+    assert "numpy" in found and "onnx" in found
