@@ -19,7 +19,7 @@ from torch import nn
 
 from . import config as config_mod
 from .format import skeleton
-from .format.errors import SltcError, TicketError
+from .format.errors import ConfigError, SltcError, TicketError
 from .format.limits import MAX_SKELETON_BYTES
 from .format.records import DrawnTensor, LayerSpec
 from .format.seeding import NORMAL_STD
@@ -132,13 +132,16 @@ def model_from_ticket(ticket: Ticket, model: nn.Module | None = None) -> nn.Modu
     plain module, which is gated here. Either is refused unless it computes what the
     ticket's skeleton computes on a probe input."""
     info = ticket.record()
-    arch = info.config.get("model", {}).get("arch", "")
+    try:
+        config = config_mod.from_dict(info.config, "ticket")  # imports no code it names
+    except ConfigError as e:
+        raise TicketError(f"cannot rebuild the torch model from the ticket's config ({e})") from None
+    arch = config.model.arch
     if arch.startswith(PYTHON_PREFIX) and model is None:
         raise TicketError(f"the ticket's network is a user's own ({arch}) and sltc imports no "
                           "code a ticket names: pass the module, model_from_ticket(ticket, "
                           "model=MyNet(...))")
     try:
-        config = config_mod.from_dict(info.config, "ticket")
         m = info.model
         model = gate(model, config) if model is not None else build_model(
             config, m.input_shape, m.classes, m.preprocessing["mean"], m.preprocessing["std"],

@@ -330,3 +330,14 @@ def test_the_recorded_defaults_are_the_schemas():
         for method in ("crbg", "edge_popup", "hard_concrete"):
             record = {"gates": {"method": method, "target_sparsity": target}}
             assert whole(record) == from_dict(record).to_dict()
+
+
+def test_a_config_section_of_the_wrong_kind_is_refused_where_it_builds(ticket_bytes):
+    """A section that is not a mapping reads (a record) and is one TicketError on rebuild."""
+    from sltc.rebuild import model_from_ticket
+
+    header = ticket_header(ticket_bytes)
+    header["meta"]["config"]["model"] = 5
+    t = Ticket.from_bytes(reseal_ticket(ticket_bytes, header))
+    with pytest.raises(TicketError, match="cannot rebuild.*model"):
+        model_from_ticket(t)

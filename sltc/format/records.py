@@ -287,8 +287,8 @@ class TicketMeta:
         if not isinstance(config, dict):
             raise TicketError("broken header: meta.config must be an object")
         if config.get("seed", 0) != seed:
-            raise TicketError(f"broken header: meta.config.seed {config.get('seed')} is not the "
-                              f"ticket's seed {seed}")
+            raise TicketError(f"broken header: meta.config.seed {config.get('seed', 0)} is not "
+                              f"the ticket's seed {seed}")
         try:
             data = DataSection.from_json(config.get("data", {}), "meta.config")
         except DataError as e:
