@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from sltc.format.errors import SltcError
-from sltc.format.records import DataSection, ModelMeta
+from sltc.format.records import TicketMeta
 from sltc.runtime.quantize import MODES
 
 CALIBRATION_IMAGES = 512  # evenly spaced over the ticket's training split
@@ -35,12 +35,12 @@ def check_mode(quantize: str) -> str:
     return MODES[quantize]
 
 
-def calibration_images(model: ModelMeta, data_root=None) -> np.ndarray:
+def calibration_images(info: TicketMeta, data_root=None) -> np.ndarray:
     """``CALIBRATION_IMAGES`` of the ticket's training split (validation images left out),
     evenly spaced, as float32 in [0, 1]."""
     from sltc.data import check_data_folder, check_fits, load_dataset
 
-    cfg = DataSection.from_json(model.data)
+    cfg, model = info.data, info.model
     check_data_folder(cfg, data_root)
     if data_root is not None:
         cfg = replace(cfg, root=str(data_root))

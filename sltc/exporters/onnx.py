@@ -178,7 +178,7 @@ def _quantized(graph: Graph, props: dict, ticket, quantize: str, data_root, outp
     metadata ``props`` and the quantisation recorded there; ``report`` gets each weight's
     error."""
     mode = int8.check_mode(quantize)
-    images = int8.calibration_images(ticket.model_meta(), data_root) \
+    images = int8.calibration_images(ticket.record(), data_root) \
         if mode == "static" else None
     with temp_dir(output) as folder:
         model = prepare(graph.to_onnx(), folder)
