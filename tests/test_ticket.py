@@ -332,12 +332,17 @@ def test_the_recorded_defaults_are_the_schemas():
             assert whole(record) == from_dict(record).to_dict()
 
 
-def test_a_config_section_of_the_wrong_kind_is_refused_where_it_builds(ticket_bytes):
-    """A section that is not a mapping reads (a record) and is one TicketError on rebuild."""
+def test_a_config_section_of_the_wrong_kind_is_refused(ticket_bytes):
+    """A section that is not an object cannot take its defaults: refused at load, by name;
+    rebuilding from such a record (a ticket built in Python) is one TicketError too."""
     from sltc.rebuild import model_from_ticket
 
-    header = ticket_header(ticket_bytes)
-    header["meta"]["config"]["model"] = 5
-    t = Ticket.from_bytes(reseal_ticket(ticket_bytes, header))
+    for section in ("model", "gates"):
+        header = ticket_header(ticket_bytes)
+        header["meta"]["config"][section] = 5
+        with pytest.raises(TicketError, match=f"meta.config.{section} must be an object"):
+            Ticket.from_bytes(reseal_ticket(ticket_bytes, header))
+    t = Ticket.from_bytes(ticket_bytes)
+    t.info, t.meta = None, {**t.meta, "config": {**t.meta["config"], "model": 5}}
     with pytest.raises(TicketError, match="cannot rebuild.*model"):
         model_from_ticket(t)

@@ -13,6 +13,7 @@ import copy
 import json
 from typing import Any
 
+from .errors import TicketError
 from .limits import number_in
 
 DENSE_START_BELOW = 0.85  # CRBG target sparsity under which training starts dense
@@ -115,17 +116,20 @@ def start(method: Any, target: Any) -> tuple[float, float]:
 
 
 def whole(config: dict) -> dict:
-    """``config`` with every key a config holds, a missing one at its default."""
+    """``config`` with every key a config holds, a missing one at its default; a section
+    that is not an object is a ``TicketError``."""
     out = copy.deepcopy(config)
     if isinstance(out.get("gates"), dict) and "lambda_" in out["gates"]:
         out["gates"]["lambda"] = out["gates"].pop("lambda_")  # the name a file may give it
     for key, default in DEFAULTS.items():
-        if isinstance(default, dict) and isinstance(out.get(key, {}), dict):
-            section = out.setdefault(key, {})
-            for name, value in default.items():
-                section.setdefault(name, copy.deepcopy(value))
-        else:
+        if not isinstance(default, dict):
             out.setdefault(key, default)
+            continue
+        section = out.setdefault(key, {})
+        if not isinstance(section, dict):
+            raise TicketError(f"broken header: meta.config.{key} must be an object")
+        for name, value in default.items():
+            section.setdefault(name, copy.deepcopy(value))
     gates = out["gates"]
     mu, lam = start(gates["method"], gates["target_sparsity"])
     if gates["mu_init"] is None:
